@@ -1,0 +1,138 @@
+/**
+ * Task and result messages: one encoding for every backend (DESIGN.md,
+ * "Queue contracts"). Redis stores the fields as stream entry fields,
+ * RabbitMQ as a JSON object with the same names; both go through here, so a
+ * malformed message gets the same wording whatever the broker.
+ */
+import type { ChunkResult, ChunkStats, ChunkTask, SweepSettings } from './types.js';
+
+/** Width of zero-padded chunk ids: at least 5 digits (`00042`), more for sweeps of 100 000+ chunks. */
+export function chunkIdWidth(totalChunks: number): number {
+  return Math.max(5, String(Math.max(0, totalChunks - 1)).length);
+}
+
+export function chunkIdOf(index: number, totalChunks: number): string {
+  return String(index).padStart(chunkIdWidth(totalChunks), '0');
+}
+
+/** Every task of a sweep, in order. */
+export function* sweepTasks(settings: SweepSettings): Generator<ChunkTask> {
+  const total = Math.ceil(settings.totalParams / settings.chunkSize);
+  for (let i = 0; i < total; i++) {
+    const startParam = i * settings.chunkSize;
+    yield {
+      chunkId: chunkIdOf(i, total),
+      startParam,
+      endParam: Math.min(settings.totalParams, startParam + settings.chunkSize),
+      totalParams: settings.totalParams,
+    };
+  }
+}
+
+/** Wire fields of a task (strings, as Redis keeps them). */
+export function taskFields(task: ChunkTask): Record<string, string> {
+  return {
+    chunk_id: task.chunkId,
+    start_param: String(task.startParam),
+    end_param: String(task.endParam),
+    total_params: String(task.totalParams),
+  };
+}
+
+export type ParsedTask = { ok: true; task: ChunkTask } | { ok: false; chunkId: string; reason: string };
+
+function intField(fields: Record<string, unknown>, name: string): number | string {
+  const v = fields[name];
+  if (v === undefined || v === null || v === '') return `missing field ${name}`;
+  const n = typeof v === 'number' ? v : typeof v === 'string' && /^\d+$/.test(v.trim()) ? Number(v) : NaN;
+  if (!Number.isSafeInteger(n) || n < 0) return `field ${name} must be a non-negative integer, got ${JSON.stringify(v)}`;
+  return n;
+}
+
+/**
+ * Checks a task's fields against the sweep: all present, integers,
+ * start < end, inside [0, totalParams) of this sweep.
+ */
+export function parseTaskFields(fields: Record<string, unknown>, settings: SweepSettings | null): ParsedTask {
+  const rawId = fields['chunk_id'];
+  const chunkId = typeof rawId === 'string' && rawId !== '' ? rawId : typeof rawId === 'number' ? String(rawId) : '?';
+  if (chunkId === '?') return { ok: false, chunkId, reason: 'missing field chunk_id' };
+  const start = intField(fields, 'start_param');
+  if (typeof start === 'string') return { ok: false, chunkId, reason: start };
+  const end = intField(fields, 'end_param');
+  if (typeof end === 'string') return { ok: false, chunkId, reason: end };
+  const total = intField(fields, 'total_params');
+  if (typeof total === 'string') return { ok: false, chunkId, reason: total };
+  if (end <= start) return { ok: false, chunkId, reason: `end_param (${end}) must be greater than start_param (${start})` };
+  if (end > total) return { ok: false, chunkId, reason: `end_param (${end}) is beyond total_params (${total})` };
+  if (settings && total !== settings.totalParams) {
+    return { ok: false, chunkId, reason: `total_params (${total}) differs from the sweep's ${settings.totalParams}` };
+  }
+  return { ok: true, task: { chunkId, startParam: start, endParam: end, totalParams: total } };
+}
+
+/** Parses a JSON task body (RabbitMQ); not-JSON and non-objects are malformed too. */
+export function parseTaskJson(body: string, settings: SweepSettings | null): ParsedTask {
+  let value: unknown;
+  try {
+    value = JSON.parse(body);
+  } catch {
+    return { ok: false, chunkId: '?', reason: `message is not JSON: ${JSON.stringify(body.slice(0, 80))}` };
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    return { ok: false, chunkId: '?', reason: 'message is not a JSON object' };
+  }
+  return parseTaskFields(value as Record<string, unknown>, settings);
+}
+
+/** Wire fields of a result (DESIGN.md): result_data is JSON with sum, count, min, max, avg, partials. */
+export function resultFields(result: ChunkResult): Record<string, string> {
+  return {
+    chunk_id: result.chunkId,
+    worker_id: result.workerId,
+    status: result.status,
+    duration_seconds: String(result.durationSeconds),
+    completed_at: result.completedAt,
+    result_data: JSON.stringify(result.stats),
+  };
+}
+
+/** Parses result fields; returns null for an entry that is not a well-formed result (it is then ignored and reported). */
+export function parseResultFields(fields: Record<string, unknown>): ChunkResult | null {
+  try {
+    const chunkId = String(fields['chunk_id'] ?? '');
+    const data = typeof fields['result_data'] === 'string' ? JSON.parse(fields['result_data']) : fields['result_data'];
+    if (!chunkId || !data || typeof data !== 'object') return null;
+    const stats = data as Partial<ChunkStats>;
+    if (typeof stats.count !== 'number' || typeof stats.sum !== 'number' || !Array.isArray(stats.partials) ||
+        typeof stats.min !== 'number' || typeof stats.max !== 'number') return null;
+    return {
+      chunkId,
+      workerId: String(fields['worker_id'] ?? '?'),
+      status: 'completed',
+      durationSeconds: Number(fields['duration_seconds'] ?? 0),
+      completedAt: String(fields['completed_at'] ?? ''),
+      stats: {
+        count: stats.count, sum: stats.sum, min: stats.min, max: stats.max,
+        avg: typeof stats.avg === 'number' ? stats.avg : stats.sum / stats.count,
+        partials: stats.partials.map(Number),
+      },
+    };
+  } catch {
+    return null;
+  }
+}
+
+/** Names the first setting that differs, or null when they match. */
+export function settingsDifference(theirs: SweepSettings, ours: SweepSettings): string | null {
+  const diffs: string[] = [];
+  if (theirs.totalParams !== ours.totalParams) diffs.push(`TOTAL_PARAMS is ${ours.totalParams} here but ${theirs.totalParams} in the queue`);
+  if (theirs.chunkSize !== ours.chunkSize) diffs.push(`CHUNK_SIZE is ${ours.chunkSize} here but ${theirs.chunkSize} in the queue`);
+  if (theirs.kernel !== ours.kernel) diffs.push(`KERNEL is ${ours.kernel} here but ${theirs.kernel} in the queue`);
+  return diffs.length ? diffs.join('; ') : null;
+}
+
+export function mismatchMessage(diff: string, prefix: string): string {
+  return `this worker's sweep differs from the one already in the queue (QUEUE_PREFIX=${prefix}): ${diff}. ` +
+    `Use the same settings, another QUEUE_PREFIX, or clear the old sweep with 'ttg reset'`;
+}

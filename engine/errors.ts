@@ -1,0 +1,32 @@
+/**
+ * Error classes with stable names. Each message says what the user can
+ * change; `exitCode` is what the `ttg` command exits with when the error
+ * reaches it (DESIGN.md: 2 for configuration or usage, 1 for runtime).
+ */
+
+export class TtgError extends Error {
+  readonly exitCode: number = 1;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** A bad environment variable or command-line flag. Raised before any connection is made. */
+export class ConfigError extends TtgError {
+  override readonly exitCode = 2;
+}
+
+/** The queue already holds a sweep whose settings differ from this worker's. */
+export class SettingsMismatchError extends TtgError {
+  override readonly exitCode = 2;
+}
+
+/** The broker could not be reached (or was lost) for longer than the bounded retry time. */
+export class BrokerUnavailableError extends TtgError {}
+
+/** A task message that cannot be processed as it stands (not JSON, missing fields, bad range). */
+export class MalformedTaskError extends TtgError {}
+
+/** A chunk failed on purpose (SIMULATE_FAULT_RATE). */
+export class SimulatedFaultError extends TtgError {}

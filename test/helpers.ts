@@ -1,0 +1,92 @@
+/** Shared test helpers: real servers, random prefixes, the golden reference, running `ttg`. */
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import net from 'node:net';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+
+/** The package root (tests run from dist/test/). */
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const CLI = path.join(ROOT, 'dist/engine/cli.js');
+
+export const REDIS_HOST = process.env['TEST_REDIS_HOST'] ?? '127.0.0.1';
+export const REDIS_PORT = Number(process.env['TEST_REDIS_PORT'] ?? 6379);
+export const RABBIT_HOST = process.env['TEST_RABBITMQ_HOST'] ?? '127.0.0.1';
+export const RABBIT_PORT = Number(process.env['TEST_RABBITMQ_PORT'] ?? 5672);
+
+/** A fresh QUEUE_PREFIX so tests never see each other's data. */
+export function randomPrefix(tag = 't'): string {
+  return `ttgtest-${tag}-${randomBytes(4).toString('hex')}`;
+}
+
+function canConnect(host: string, port: number, timeoutMs = 2000): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host, port });
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(timeoutMs, () => done(false));
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+  });
+}
+
+/** Fails (never skips) with how to start Redis when it is not there. */
+export async function requireRedis(): Promise<void> {
+  if (!(await canConnect(REDIS_HOST, REDIS_PORT))) {
+    throw new Error(
+      `Redis is not reachable at ${REDIS_HOST}:${REDIS_PORT}; these tests need a real server. Start one with: ` +
+        `redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no`,
+    );
+  }
+}
+
+/** Fails (never skips) with how to start RabbitMQ when it is not there. */
+export async function requireRabbit(): Promise<void> {
+  if (!(await canConnect(RABBIT_HOST, RABBIT_PORT))) {
+    throw new Error(
+      `RabbitMQ is not reachable at ${RABBIT_HOST}:${RABBIT_PORT}; these tests need a real server. Start one with: ` +
+        `rabbitmq-server -detached && rabbitmqctl await_startup`,
+    );
+  }
+}
+
+export interface GoldenRange {
+  start: number;
+  end: number;
+  count: number;
+  sum: number;
+  min: number;
+  max: number;
+  avg?: number;
+}
+
+/** ../shared/golden.json: reference statistics from independent implementations. */
+export function golden(): { placeholder: GoldenRange[]; mandelbrot: GoldenRange[] } {
+  const candidates = [path.join(ROOT, '../shared/golden.json'), path.join(ROOT, 'test/golden.json')];
+  for (const file of candidates) {
+    try {
+      return JSON.parse(readFileSync(file, 'utf8'));
+    } catch {
+      // try the next place
+    }
+  }
+  throw new Error(`golden.json not found in ${candidates.join(' or ')}`);
+}
+
+/** Environment for a `ttg` child process against the test servers. */
+export function testEnv(extra: Record<string, string | number>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {
+    PATH: process.env['PATH'],
+    HOME: process.env['HOME'],
+    REDIS_HOST,
+    REDIS_PORT: String(REDIS_PORT),
+    RABBITMQ_HOST: RABBIT_HOST,
+    RABBITMQ_PORT: String(RABBIT_PORT),
+    LOG_LEVEL: 'info',
+    THREADS: '1',
+  };
+  for (const [k, v] of Object.entries(extra)) env[k] = String(v);
+  return env;
+}

@@ -1,0 +1,170 @@
+/**
+ * The aggregator: merges chunk results into the sweep's report. Each chunk
+ * is counted once (its first result; later deliveries only raise
+ * `duplicate_results`), sums are merged exactly from the partials, and the
+ * chunks without a result are listed. Reading is non-consuming, so the
+ * report is the same however often it is made.
+ */
+import type { ChunkResult, DeadLetter, SweepSettings } from '../backends/types.js';
+import { chunkIdOf } from '../backends/messages.js';
+import { mergeChunkStats } from './stats.js';
+
+export interface AggregateReport {
+  total_params: number;
+  expected_params: number | null;
+  total_chunks: number;
+  expected_chunks: number | null;
+  missing_chunks: string[];
+  duplicate_results: number;
+  dead_lettered_chunks: Array<{ chunk_id: string; reason: string; attempts: number; worker_id: string }>;
+  grand_sum: number;
+  grand_sum_partials: number[];
+  global_min: number | null;
+  global_max: number | null;
+  overall_avg: number | null;
+  /** Seconds spent computing chunks, summed over chunks (counted results only). */
+  total_processing_time: number;
+  /** Parameters per second of processing time (CPU params/s). */
+  throughput: number;
+  /** Seconds from the first chunk's start to the last chunk's end. */
+  wall_clock_time: number;
+  /** Parameters per second of wall-clock time. */
+  effective_throughput: number;
+  /** total_processing_time / wall_clock_time: how many chunks were computed at once, on average. */
+  parallelism_factor: number;
+  worker_distribution: Record<string, number>;
+  complete: boolean;
+  kernel: string | null;
+  chunks?: Array<{ chunk_id: string; worker_id: string; count: number; sum: number; min: number; max: number; duration_seconds: number; completed_at: string }>;
+}
+
+export function buildReport(
+  settings: SweepSettings | null,
+  results: readonly ChunkResult[],
+  deadLetters: readonly DeadLetter[] = [],
+  opts: { verbose?: boolean } = {},
+): AggregateReport {
+  const firstByChunk = new Map<string, ChunkResult>();
+  let duplicates = 0;
+  for (const r of results) {
+    if (firstByChunk.has(r.chunkId)) duplicates++;
+    else firstByChunk.set(r.chunkId, r);
+  }
+  const counted = [...firstByChunk.values()].sort((a, b) => (a.chunkId < b.chunkId ? -1 : a.chunkId > b.chunkId ? 1 : 0));
+  const merged = mergeChunkStats(counted.map((r) => r.stats));
+
+  const expectedChunks = settings ? Math.ceil(settings.totalParams / settings.chunkSize) : null;
+  const missing: string[] = [];
+  if (expectedChunks !== null) {
+    for (let i = 0; i < expectedChunks; i++) {
+      const id = chunkIdOf(i, expectedChunks);
+      if (!firstByChunk.has(id)) missing.push(id);
+    }
+  }
+
+  // Last dead letter of each chunk that never got a result.
+  const deadByChunk = new Map<string, DeadLetter>();
+  for (const d of deadLetters) if (!firstByChunk.has(d.chunkId)) deadByChunk.set(d.chunkId, d);
+
+  let processing = 0;
+  let firstStart = Infinity;
+  let lastEnd = -Infinity;
+  const distribution: Record<string, number> = {};
+  for (const r of counted) {
+    processing += r.durationSeconds;
+    const end = Date.parse(r.completedAt);
+    if (Number.isFinite(end)) {
+      firstStart = Math.min(firstStart, end - r.durationSeconds * 1000);
+      lastEnd = Math.max(lastEnd, end);
+    }
+    distribution[r.workerId] = (distribution[r.workerId] ?? 0) + 1;
+  }
+  const wall = lastEnd > firstStart ? (lastEnd - firstStart) / 1000 : 0;
+  const count = merged.count;
+
+  const report: AggregateReport = {
+    total_params: count,
+    expected_params: settings ? settings.totalParams : null,
+    total_chunks: counted.length,
+    expected_chunks: expectedChunks,
+    missing_chunks: missing,
+    duplicate_results: duplicates,
+    dead_lettered_chunks: [...deadByChunk.values()].map((d) => ({
+      chunk_id: d.chunkId, reason: d.reason, attempts: d.attempts, worker_id: d.workerId,
+    })),
+    grand_sum: merged.sum,
+    grand_sum_partials: merged.partials,
+    global_min: count > 0 ? merged.min : null,
+    global_max: count > 0 ? merged.max : null,
+    overall_avg: count > 0 ? merged.sum / count : null,
+    total_processing_time: round6(processing),
+    throughput: processing > 0 ? Math.round(count / processing) : 0,
+    wall_clock_time: round6(wall),
+    effective_throughput: wall > 0 ? Math.round(count / wall) : 0,
+    parallelism_factor: wall > 0 ? Math.round((processing / wall) * 100) / 100 : 0,
+    worker_distribution: distribution,
+    complete: expectedChunks !== null && missing.length === 0,
+    kernel: settings ? settings.kernel : null,
+  };
+  if (opts.verbose) {
+    report.chunks = counted.map((r) => ({
+      chunk_id: r.chunkId, worker_id: r.workerId, count: r.stats.count, sum: r.stats.sum, min: r.stats.min,
+      max: r.stats.max, duration_seconds: r.durationSeconds, completed_at: r.completedAt,
+    }));
+  }
+  return report;
+}
+
+function round6(x: number): number {
+  return Math.round(x * 1e6) / 1e6;
+}
+
+const fmt = (n: number) => n.toLocaleString('en-US', { maximumFractionDigits: 6 });
+
+/** The human-readable report: summary, throughput analysis, distribution with bars. */
+export function formatReport(r: AggregateReport): string {
+  const lines: string[] = [];
+  const rule = '='.repeat(60);
+  lines.push(rule, 'ttg sweep report' + (r.kernel ? ` (kernel ${r.kernel})` : ''), rule);
+  lines.push('Summary');
+  lines.push(`  Parameters processed : ${fmt(r.total_params)}${r.expected_params !== null ? ` of ${fmt(r.expected_params)}` : ''}`);
+  lines.push(`  Chunks               : ${fmt(r.total_chunks)}${r.expected_chunks !== null ? ` of ${fmt(r.expected_chunks)}` : ''}`);
+  lines.push(`  Grand sum            : ${r.grand_sum}`);
+  lines.push(`  Minimum              : ${r.global_min ?? '-'}`);
+  lines.push(`  Maximum              : ${r.global_max ?? '-'}`);
+  lines.push(`  Average              : ${r.overall_avg ?? '-'}`);
+  if (r.missing_chunks.length > 0) {
+    const shown = r.missing_chunks.slice(0, 20).join(', ');
+    lines.push(`  Missing chunks       : ${r.missing_chunks.length} (${shown}${r.missing_chunks.length > 20 ? ', ...' : ''})`);
+  }
+  if (r.dead_lettered_chunks.length > 0) {
+    lines.push(`  Dead-lettered chunks : ${r.dead_lettered_chunks.length}`);
+    for (const d of r.dead_lettered_chunks.slice(0, 10)) {
+      lines.push(`    ${d.chunk_id}: ${d.reason} (after ${d.attempts} attempts)`);
+    }
+  }
+  if (r.duplicate_results > 0) lines.push(`  Duplicate results    : ${r.duplicate_results} (not counted)`);
+  lines.push('', 'Throughput');
+  lines.push(`  Wall-clock time      : ${r.wall_clock_time.toFixed(3)} s`);
+  lines.push(`  Processing time      : ${r.total_processing_time.toFixed(3)} s (summed over chunks)`);
+  lines.push(`  Effective params/s   : ${fmt(r.effective_throughput)}`);
+  lines.push(`  CPU params/s         : ${fmt(r.throughput)}`);
+  lines.push(`  Parallelism factor   : ${r.parallelism_factor.toFixed(2)}x`);
+  lines.push('', 'Chunks per worker');
+  const entries = Object.entries(r.worker_distribution).sort(([a], [b]) => a.localeCompare(b, 'en', { numeric: true }));
+  const most = Math.max(1, ...entries.map(([, n]) => n));
+  const width = Math.max(6, ...entries.map(([w]) => w.length));
+  for (const [worker, n] of entries) {
+    const bar = '#'.repeat(Math.max(1, Math.round((n / most) * 40)));
+    const pct = r.total_chunks > 0 ? ((n / r.total_chunks) * 100).toFixed(1) : '0.0';
+    lines.push(`  ${worker.padEnd(width)} ${String(n).padStart(7)} ${pct.padStart(5)}% ${bar}`);
+  }
+  if (r.chunks) {
+    lines.push('', 'Chunks');
+    for (const c of r.chunks) {
+      lines.push(`  ${c.chunk_id}  worker ${c.worker_id}  count ${c.count}  sum ${c.sum}  min ${c.min}  max ${c.max}  ${c.duration_seconds}s`);
+    }
+  }
+  lines.push(rule, r.complete ? 'Sweep complete.' : 'Sweep INCOMPLETE: see missing chunks above.');
+  return lines.join('\n');
+}

@@ -1,0 +1,276 @@
+#!/usr/bin/env node
+/**
+ * The `ttg` command (DESIGN.md): worker, run, aggregate, monitor, reset, bench.
+ * Exit codes: 0 success; 1 runtime failure; 2 invalid configuration or usage
+ * (one line naming the variable or flag, printed before any connection).
+ */
+import { loadConfig, type Config, type QueueBackendName, QUEUE_BACKENDS } from './config.js';
+import { ConfigError, TtgError } from './errors.js';
+import { createLogger, redact, type Logger } from './log.js';
+import { KernelPool } from './pool.js';
+import { QueueWorker } from './queue-worker.js';
+import { StaticWorker } from './static-worker.js';
+import { buildReport, formatReport } from './aggregate.js';
+import { runMonitor } from './monitor.js';
+import { createBackend } from '../backends/index.js';
+
+const USAGE = `usage: ttg <command> [flags]
+
+commands:
+  worker                 run one worker (configured by the environment; see README)
+  run [--workers N] [--backend memory|redis|rabbitmq] [--fresh] [--json]
+                         run a whole sweep on this machine and print its report
+  aggregate [--json] [--verbose]
+                         print the report of the sweep on the configured backend
+  monitor [--interval S] [--once]
+                         live progress of the sweep on the configured backend
+  reset                  delete the sweep's queue state on the configured backend
+  bench [--quick]        run the benchmarks`;
+
+interface Flags {
+  [name: string]: string | boolean;
+}
+
+/** Parses `--name value` / `--name=value` / `--switch`; unknown flags are usage errors. */
+function parseFlags(args: string[], known: Record<string, 'bool' | 'value'>): Flags {
+  const flags: Flags = {};
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    const m = /^--([a-z-]+)(?:=(.*))?$/.exec(arg);
+    if (!m || !(m[1]! in known)) {
+      throw new ConfigError(`unknown argument "${arg}"; known: ${Object.keys(known).map((k) => `--${k}`).join(', ') || 'none'}`);
+    }
+    const name = m[1]!;
+    if (known[name] === 'bool') {
+      if (m[2] !== undefined) throw new ConfigError(`--${name} takes no value`);
+      flags[name] = true;
+    } else {
+      const value = m[2] ?? args[++i];
+      if (value === undefined || value.startsWith('--')) throw new ConfigError(`--${name} needs a value`);
+      flags[name] = value;
+    }
+  }
+  return flags;
+}
+
+function positiveInt(flag: string, value: string | boolean | undefined, def: number): number {
+  if (value === undefined) return def;
+  if (typeof value !== 'string' || !/^\d+$/.test(value) || Number(value) < 1) {
+    throw new ConfigError(`--${flag} must be a positive integer, got "${String(value)}"`);
+  }
+  return Number(value);
+}
+
+function logger(config: Config, name?: string): Logger {
+  return createLogger({ level: config.logLevel, format: config.logFormat, ...(name ? { name } : {}) });
+}
+
+/** Signals: the first asks for a graceful stop, the second aborts. */
+function onSignals(first: () => void, second: () => void): () => void {
+  let count = 0;
+  const handler = () => {
+    count++;
+    if (count === 1) first();
+    else second();
+  };
+  process.on('SIGTERM', handler);
+  process.on('SIGINT', handler);
+  return () => {
+    process.off('SIGTERM', handler);
+    process.off('SIGINT', handler);
+  };
+}
+
+async function cmdWorker(args: string[]): Promise<number> {
+  parseFlags(args, {});
+  const config = loadConfig();
+  const log = logger(config, `worker-${config.workerId}`);
+  const pool = new KernelPool({ threads: config.threads, kernel: config.kernel, impl: config.kernelImpl, simulateWorkMs: config.simulateWorkMs });
+  try {
+    if (!config.useQueue) {
+      const worker = new StaticWorker({ config, pool, log });
+      const off = onSignals(() => worker.stop(), () => process.exit(1));
+      const summary = await worker.run();
+      off();
+      log.info(`static share done: ${summary.params_processed} params in ${summary.duration_seconds}s`);
+      process.stdout.write(JSON.stringify(summary) + '\n');
+      return 0;
+    }
+    const backend = await createBackend({ config, workerId: config.workerId, log });
+    const worker = new QueueWorker({ config, backend, pool, log });
+    let aborted = false;
+    const off = onSignals(
+      () => {
+        log.info('stop requested: finishing the chunks in hand (signal again to abort)');
+        worker.stop();
+      },
+      () => {
+        aborted = true;
+        log.warn('abort: unfinished chunks are left for the other workers');
+        void worker.abort();
+      },
+    );
+    try {
+      const summary = await worker.run();
+      log.info(`finished: ${summary.status}, ${summary.chunks_processed} chunks, ${summary.params_processed} params`);
+      process.stdout.write(JSON.stringify(summary) + '\n');
+      return aborted ? 1 : 0;
+    } finally {
+      off();
+      await backend.close().catch(() => {});
+    }
+  } finally {
+    await pool.close().catch(() => {});
+  }
+}
+
+async function cmdRun(args: string[]): Promise<number> {
+  const flags = parseFlags(args, { workers: 'value', backend: 'value', fresh: 'bool', json: 'bool', verbose: 'bool' });
+  // `ttg run` is self-contained: the embedded queue unless a backend is asked for.
+  const env = { ...process.env };
+  if (typeof flags['backend'] === 'string') {
+    if (!(QUEUE_BACKENDS as readonly string[]).includes(flags['backend'])) {
+      throw new ConfigError(`--backend must be one of ${QUEUE_BACKENDS.join(', ')}, got "${flags['backend']}"`);
+    }
+    env['QUEUE_BACKEND'] = flags['backend'];
+  } else if (!env['QUEUE_BACKEND']) {
+    env['QUEUE_BACKEND'] = 'memory' satisfies QueueBackendName;
+  }
+  env['USE_QUEUE'] = 'true';
+  const base = loadConfig(env);
+  const workers = positiveInt('workers', flags['workers'], base.totalWorkers);
+  const log = logger(base, 'run');
+  log.info(`sweep of ${base.totalParams} params in chunks of ${base.chunkSize}: ${workers} workers, ${base.threads} threads, kernel ${base.kernel} (${base.kernelImpl}), backend ${base.queueBackend}`);
+
+  const pool = new KernelPool({ threads: base.threads, kernel: base.kernel, impl: base.kernelImpl, simulateWorkMs: base.simulateWorkMs });
+  const reader = await createBackend({ config: base, workerId: 'run', log });
+  try {
+    if (flags['fresh'] || base.queueBackend === 'memory') await reader.reset();
+    const loops = await Promise.all(
+      Array.from({ length: workers }, async (_, i) => {
+        const config: Config = { ...base, workerId: String(i) };
+        const backend = await createBackend({ config, workerId: config.workerId, log: logger(base, `worker-${i}`) });
+        return { backend, worker: new QueueWorker({ config, backend, pool, log: logger(base, `worker-${i}`) }) };
+      }),
+    );
+    const off = onSignals(() => loops.forEach((l) => l.worker.stop()), () => process.exit(1));
+    try {
+      const summaries = await Promise.all(loops.map((l) => l.worker.run()));
+      for (const s of summaries) log.debug('worker summary', { ...s });
+    } finally {
+      off();
+      await Promise.all(loops.map((l) => l.backend.close().catch(() => {})));
+    }
+    const report = buildReport(await reader.readSettings(), await reader.readResults(), await reader.readDeadLetters(), {
+      verbose: Boolean(flags['verbose']),
+    });
+    process.stdout.write((flags['json'] ? JSON.stringify(report) : formatReport(report)) + '\n');
+    return report.complete ? 0 : 1;
+  } finally {
+    await reader.close().catch(() => {});
+    await pool.close().catch(() => {});
+  }
+}
+
+/** A connection for the read-only commands; sweep settings come from the queue, not the environment. */
+async function readerBackend(name: string) {
+  const config = loadConfig({ ...process.env, USE_QUEUE: 'true' });
+  const log = logger(config, name);
+  return { config, log, backend: await createBackend({ config, workerId: name, log }) };
+}
+
+async function cmdAggregate(args: string[]): Promise<number> {
+  const flags = parseFlags(args, { json: 'bool', verbose: 'bool' });
+  const { config, backend } = await readerBackend('aggregate');
+  try {
+    const settings = await backend.readSettings();
+    if (settings === null) {
+      throw new TtgError(`no sweep found on ${config.queueBackend} under QUEUE_PREFIX=${config.queuePrefix}: start workers first, or check QUEUE_BACKEND / QUEUE_PREFIX`);
+    }
+    const report = buildReport(settings, await backend.readResults(), await backend.readDeadLetters(), { verbose: Boolean(flags['verbose']) });
+    process.stdout.write((flags['json'] ? JSON.stringify(report) : formatReport(report)) + '\n');
+    return 0;
+  } finally {
+    await backend.close().catch(() => {});
+  }
+}
+
+async function cmdMonitor(args: string[]): Promise<number> {
+  const flags = parseFlags(args, { interval: 'value', once: 'bool' });
+  const interval = Number(flags['interval'] ?? 2);
+  if (!Number.isFinite(interval) || interval <= 0) throw new ConfigError(`--interval must be a positive number of seconds, got "${String(flags['interval'])}"`);
+  const { config, backend } = await readerBackend('monitor');
+  let stop = false;
+  const off = onSignals(() => (stop = true), () => process.exit(1));
+  try {
+    await runMonitor({ backend, config, intervalSeconds: interval, once: Boolean(flags['once']), shouldStop: () => stop });
+    return 0;
+  } finally {
+    off();
+    await backend.close().catch(() => {});
+  }
+}
+
+async function cmdReset(args: string[]): Promise<number> {
+  parseFlags(args, {});
+  const { config, backend, log } = await readerBackend('reset');
+  try {
+    await backend.reset();
+    log.info(`deleted the sweep's queue state on ${config.queueBackend} under QUEUE_PREFIX=${config.queuePrefix}`);
+    return 0;
+  } finally {
+    await backend.close().catch(() => {});
+  }
+}
+
+async function cmdBench(args: string[]): Promise<number> {
+  const flags = parseFlags(args, { quick: 'bool' });
+  const { runBenchmarks } = await import('../bench/run.js');
+  await runBenchmarks({ quick: Boolean(flags['quick']) });
+  return 0;
+}
+
+const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
+  worker: cmdWorker,
+  run: cmdRun,
+  aggregate: cmdAggregate,
+  monitor: cmdMonitor,
+  reset: cmdReset,
+  bench: cmdBench,
+};
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...args] = argv;
+  if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
+    process.stdout.write(USAGE + '\n');
+    return command === undefined ? 2 : 0;
+  }
+  const run = COMMANDS[command];
+  if (!run) {
+    process.stderr.write(`ttg: unknown command "${command}"\n${USAGE}\n`);
+    return 2;
+  }
+  try {
+    return await run(args);
+  } catch (err) {
+    const code = err instanceof TtgError ? err.exitCode : 1;
+    const message = err instanceof Error ? err.message : String(err);
+    process.stderr.write(`ttg ${command}: ${redact(message)}\n`);
+    if (code === 1 && !(err instanceof TtgError) && err instanceof Error && err.stack && process.env['LOG_LEVEL'] === 'debug') {
+      process.stderr.write(err.stack + '\n');
+    }
+    return code;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+    // Brokers' sockets and timers must not keep a finished command alive.
+    setTimeout(() => process.exit(code), 200).unref();
+  },
+  (err) => {
+    process.stderr.write(`ttg: ${String(err)}\n`);
+    process.exit(1);
+  },
+);

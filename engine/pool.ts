@@ -1,0 +1,82 @@
+/**
+ * The thread pool: a Piscina pool of THREADS threads, each holding one
+ * instance of the kernel (engine/thread.ts). A chunk is split into at most
+ * one slice per thread; the slices' statistics are merged exactly here, on
+ * the main thread, which never runs the kernel and so stays free for the
+ * queue. Several chunks may be in the pool at once (PREFETCH): their slices
+ * queue up, and whichever thread is free takes the next, which balances
+ * kernels whose cost varies across the range (mandelbrot).
+ */
+import { Piscina } from 'piscina';
+import type { KernelImpl, KernelName, SliceStats } from '../kernel/types.js';
+import type { SliceTask } from './thread.js';
+import { mergeSlices, sliceRange } from './stats.js';
+
+export interface KernelPoolOptions {
+  threads: number;
+  kernel: KernelName;
+  impl: KernelImpl;
+  simulateWorkMs?: number;
+}
+
+export class KernelPool {
+  #pool: Piscina<SliceTask, SliceStats>;
+  #opts: Required<KernelPoolOptions>;
+  #closed = false;
+
+  constructor(opts: KernelPoolOptions) {
+    if (!Number.isInteger(opts.threads) || opts.threads < 1) {
+      throw new RangeError('threads must be a positive integer');
+    }
+    this.#opts = { simulateWorkMs: 0, ...opts };
+    this.#pool = new Piscina<SliceTask, SliceStats>({
+      filename: new URL('./thread.js', import.meta.url).href,
+      minThreads: opts.threads,
+      maxThreads: opts.threads,
+      // Threads stay for the whole sweep: each holds a compiled kernel instance.
+      idleTimeout: 60 * 60 * 1000,
+    });
+  }
+
+  get threads(): number {
+    return this.#opts.threads;
+  }
+
+  /** Slices waiting for a free thread. */
+  get queueSize(): number {
+    return this.#pool.queueSize;
+  }
+
+  /** Fraction of the pool's capacity used so far (Piscina's utilization). */
+  get utilization(): number {
+    return this.#pool.utilization;
+  }
+
+  /**
+   * Evaluates the kernel over [start, end) of a sweep of `total`, split over
+   * the threads, and returns the merged statistics. Rejects if any slice
+   * fails; a partial result is never returned.
+   */
+  async runRange(start: number, end: number, total: number): Promise<SliceStats> {
+    if (this.#closed) throw new Error('the thread pool is closed');
+    const { kernel, impl, simulateWorkMs, threads } = this.#opts;
+    const slices = sliceRange(start, end, threads);
+    const stats = await Promise.all(
+      slices.map((s) => this.#pool.run({ kernel, impl, start: s.start, end: s.end, total, simulateWorkMs })),
+    );
+    return mergeSlices(stats);
+  }
+
+  /** Waits for running slices, then stops the threads. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#pool.close();
+  }
+
+  /** Stops the threads now; running slices are abandoned (their chunks are not committed). */
+  async destroy(): Promise<void> {
+    this.#closed = true;
+    await this.#pool.destroy();
+  }
+}

@@ -1,0 +1,220 @@
+/**
+ * Queue mode: the worker loop. Keeps up to PREFETCH chunks in hand, each
+ * computed on the shared thread pool and then completed (result published
+ * and chunk acknowledged in one backend step). Claims chunks of workers that
+ * stopped answering, keeps its own chunks alive with heartbeats, retries or
+ * dead-letters chunks that fail, and exits when the sweep is settled or
+ * nothing has come for IDLE_TIMEOUT_SECONDS.
+ */
+import type { Config } from './config.js';
+import type { Logger } from './log.js';
+import type { KernelPool } from './pool.js';
+import type { ChunkResult, Delivery, QueueBackend } from '../backends/types.js';
+import { toChunkStats } from './stats.js';
+import { BrokerUnavailableError, SimulatedFaultError, TtgError } from './errors.js';
+
+export type WorkerStatus = 'completed' | 'interrupted' | 'idle_timeout';
+
+export interface QueueWorkerSummary {
+  worker_id: string;
+  consumer: string;
+  mode: 'queue';
+  status: WorkerStatus;
+  params_processed: number;
+  chunks_processed: number;
+  chunks_recovered: number;
+  chunks_failed: number;
+  duration_seconds: number;
+  params_per_second: number;
+}
+
+export interface QueueWorkerOptions {
+  config: Config;
+  backend: QueueBackend;
+  pool: KernelPool;
+  log: Logger;
+  /** Longest single wait on the queue, so stop requests and stale checks are seen promptly. */
+  pollMs?: number;
+  /** Random source for SIMULATE_FAULT_RATE (tests pass a seeded one). */
+  random?: () => number;
+}
+
+export class QueueWorker {
+  #opts: QueueWorkerOptions;
+  #inHand = new Map<Delivery, Promise<void>>();
+  #stopping = false;
+  #aborted = false;
+  #fatal: unknown = null;
+  #paramsProcessed = 0;
+  #chunksProcessed = 0;
+  #chunksRecovered = 0;
+  #chunksFailed = 0;
+
+  constructor(opts: QueueWorkerOptions) {
+    this.#opts = opts;
+  }
+
+  /** First signal: stop taking chunks, finish and commit the ones in hand. */
+  stop(): void {
+    this.#stopping = true;
+  }
+
+  /** Second signal: give back unfinished chunks untouched and stop now. */
+  async abort(): Promise<void> {
+    this.#stopping = true;
+    this.#aborted = true;
+    const unfinished = [...this.#inHand.keys()];
+    this.#inHand.clear();
+    try {
+      await this.#opts.backend.release(unfinished);
+    } catch (err) {
+      this.#opts.log.warn('could not give chunks back; they stay pending for stale recovery', { error: String(err) });
+    }
+  }
+
+  get chunksInHand(): number {
+    return this.#inHand.size;
+  }
+
+  async run(): Promise<QueueWorkerSummary> {
+    const { config, backend, log } = this.#opts;
+    const started = performance.now();
+    const init = await backend.init({ totalParams: config.totalParams, chunkSize: config.chunkSize, kernel: config.kernel });
+    log.info(init.created ? 'created the sweep\'s tasks' : 'joined the sweep', {
+      backend: backend.kind, consumer: backend.consumerName, chunks: init.totalChunks,
+      threads: this.#opts.pool.threads, prefetch: config.prefetch, kernel: config.kernel, impl: config.kernelImpl,
+    });
+
+    const pollMs = this.#opts.pollMs ?? 1000;
+    const staleEveryMs = config.staleCheckIntervalSeconds * 1000;
+    // Refresh well within the threshold so a slow but live worker is never robbed.
+    const heartbeatMs = Math.max(50, Math.min(config.staleThresholdMs / 3, 10_000));
+    const heartbeat = setInterval(() => {
+      if (this.#inHand.size === 0) return;
+      backend.heartbeat([...this.#inHand.keys()]).catch((err) => log.warn('heartbeat failed', { error: String(err) }));
+    }, heartbeatMs);
+
+    let status: WorkerStatus = 'completed';
+    let lastWorkAt = Date.now();
+    let nextStaleCheck = Date.now(); // look once at start: a restarted worker recovers right away
+    try {
+      while (!this.#stopping && this.#fatal === null) {
+        let capacity = config.prefetch - this.#inHand.size;
+        if (capacity > 0 && Date.now() >= nextStaleCheck) {
+          nextStaleCheck = Date.now() + staleEveryMs;
+          const claimed = await backend.claimStale(capacity, config.staleThresholdMs);
+          for (const d of claimed) {
+            log.warn(`FAULT RECOVERY: claimed chunk ${d.chunkId} from a worker that stopped answering`, { chunk_id: d.chunkId });
+            this.#start(d);
+          }
+          if (claimed.length > 0) lastWorkAt = Date.now();
+          capacity -= claimed.length;
+        }
+        if (capacity <= 0) {
+          await Promise.race(this.#inHand.values());
+          continue;
+        }
+        const waitMs = Math.max(1, Math.min(pollMs, nextStaleCheck - Date.now()));
+        const taken = await backend.take(capacity, waitMs);
+        for (const d of taken) this.#start(d);
+        if (taken.length > 0 || this.#inHand.size > 0) {
+          if (taken.length > 0) lastWorkAt = Date.now();
+          continue;
+        }
+        if (await backend.isSettled()) {
+          status = 'completed';
+          break;
+        }
+        const idleSeconds = (Date.now() - lastWorkAt) / 1000;
+        if (idleSeconds >= config.idleTimeoutSeconds && !(await backend.hasOutstanding())) {
+          status = 'idle_timeout';
+          log.info(`nothing to take for ${config.idleTimeoutSeconds}s; exiting`);
+          break;
+        }
+      }
+      if (this.#stopping && this.#fatal === null) status = 'interrupted';
+      // Finish and commit what is in hand (unless aborted: then it was released).
+      await Promise.all(this.#inHand.values());
+    } finally {
+      clearInterval(heartbeat);
+    }
+    if (this.#fatal !== null) throw this.#fatal;
+    if (this.#aborted) status = 'interrupted';
+
+    const duration = (performance.now() - started) / 1000;
+    return {
+      worker_id: config.workerId,
+      consumer: backend.consumerName,
+      mode: 'queue',
+      status,
+      params_processed: this.#paramsProcessed,
+      chunks_processed: this.#chunksProcessed,
+      chunks_recovered: this.#chunksRecovered,
+      chunks_failed: this.#chunksFailed,
+      duration_seconds: round3(duration),
+      params_per_second: duration > 0 ? Math.round(this.#paramsProcessed / duration) : 0,
+    };
+  }
+
+  #start(delivery: Delivery): void {
+    const work = this.#process(delivery).finally(() => this.#inHand.delete(delivery));
+    this.#inHand.set(delivery, work);
+  }
+
+  async #process(delivery: Delivery): Promise<void> {
+    const { config, backend, pool, log } = this.#opts;
+    const random = this.#opts.random ?? Math.random;
+    try {
+      const task = delivery.task;
+      if (task === null) throw new TtgError(`malformed task: ${delivery.malformed ?? 'unreadable'}`);
+      if (config.simulateFaultRate > 0 && random() < config.simulateFaultRate) {
+        throw new SimulatedFaultError(`simulated fault (SIMULATE_FAULT_RATE=${config.simulateFaultRate})`);
+      }
+      const t0 = performance.now();
+      const stats = await pool.runRange(task.startParam, task.endParam, task.totalParams);
+      if (this.#aborted) return; // given back already: never commit after an abort
+      const durationSeconds = (performance.now() - t0) / 1000;
+      const result: ChunkResult = {
+        chunkId: task.chunkId,
+        workerId: config.workerId,
+        status: 'completed',
+        durationSeconds: round6(durationSeconds),
+        completedAt: new Date().toISOString(),
+        stats: toChunkStats(stats),
+      };
+      if (await backend.complete(delivery, result)) {
+        this.#chunksProcessed++;
+        this.#paramsProcessed += stats.count;
+        if (delivery.recovered) this.#chunksRecovered++;
+        log.debug(`chunk ${task.chunkId} done`, { params: stats.count, seconds: round6(durationSeconds) });
+      } else {
+        log.warn(`chunk ${task.chunkId} was taken over by another worker; its result here is dropped`);
+      }
+    } catch (err) {
+      if (err instanceof BrokerUnavailableError) {
+        this.#fatal ??= err;
+        return;
+      }
+      if (this.#aborted) return;
+      this.#chunksFailed++;
+      const reason = err instanceof Error ? err.message : String(err);
+      try {
+        const outcome = await backend.fail(delivery, reason);
+        const line = `chunk ${delivery.chunkId} failed (attempt ${delivery.attempt + 1}): ${reason}; ${outcome}`;
+        if (outcome === 'dead-lettered') log.error(line, { chunk_id: delivery.chunkId });
+        else log.warn(line, { chunk_id: delivery.chunkId });
+      } catch (failErr) {
+        if (failErr instanceof BrokerUnavailableError) this.#fatal ??= failErr;
+        else log.error(`could not record the failure of chunk ${delivery.chunkId}; it stays pending`, { error: String(failErr) });
+      }
+    }
+  }
+}
+
+function round3(x: number): number {
+  return Math.round(x * 1000) / 1000;
+}
+
+function round6(x: number): number {
+  return Math.round(x * 1e6) / 1e6;
+}

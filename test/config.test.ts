@@ -1,0 +1,133 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { loadConfig, defaultPrefetch } from '../engine/config.js';
+import { ConfigError } from '../engine/errors.js';
+import { cgroupCpuQuota } from '../engine/cpus.js';
+
+function rejects(env: Record<string, string>, pattern: RegExp) {
+  assert.throws(() => loadConfig(env), (err: unknown) => {
+    assert.ok(err instanceof ConfigError, `expected ConfigError, got ${String(err)}`);
+    assert.equal(err.exitCode, 2);
+    assert.match(err.message, pattern);
+    assert.ok(!err.message.includes('\n'), 'one line');
+    return true;
+  });
+}
+
+test('defaults are those of DESIGN.md', () => {
+  const c = loadConfig({ THREADS: '4' });
+  assert.equal(c.useQueue, false);
+  assert.equal(c.queueBackend, 'redis');
+  assert.equal(c.redis.host, 'ttg-redis');
+  assert.equal(c.redis.port, 6379);
+  assert.equal(c.rabbitmq.address, 'amqp://ttg-rabbitmq:5672/');
+  assert.equal(c.maxRetries, 3);
+  assert.equal(c.retryDelayMs, 5000);
+  assert.equal(c.totalParams, 10000);
+  assert.equal(c.chunkSize, 100);
+  assert.equal(c.workerId, '0');
+  assert.equal(c.queuePrefix, 'ttg');
+  assert.equal(c.totalWorkers, 3);
+  assert.equal(c.idleTimeoutSeconds, 30);
+  assert.equal(c.staleCheckIntervalSeconds, 30);
+  assert.equal(c.staleThresholdMs, 60000);
+  assert.equal(c.simulateWorkMs, 0);
+  assert.equal(c.kernel, 'placeholder');
+  assert.equal(c.kernelImpl, 'wasm');
+  assert.equal(c.threads, 4);
+  assert.equal(c.prefetch, defaultPrefetch(4));
+  assert.ok(c.prefetch >= 4, 'prefetch keeps every thread busy');
+  assert.equal(c.simulateFaultRate, 0);
+  assert.equal(c.logLevel, 'info');
+  assert.equal(c.logFormat, 'text');
+});
+
+test('THREADS defaults to the usable CPUs, at least 1', () => {
+  const c = loadConfig({});
+  assert.ok(Number.isInteger(c.threads) && c.threads >= 1);
+});
+
+test('cgroup CPU quota: v2 limit, v2 unlimited, v1 limit, none', () => {
+  const fs = (files: Record<string, string>) => (p: string) => files[p] ?? null;
+  assert.equal(cgroupCpuQuota(fs({ '/sys/fs/cgroup/cpu.max': '200000 100000\n' })), 2);
+  assert.equal(cgroupCpuQuota(fs({ '/sys/fs/cgroup/cpu.max': '150000 100000' })), 1.5);
+  assert.equal(cgroupCpuQuota(fs({ '/sys/fs/cgroup/cpu.max': 'max 100000' })), null);
+  assert.equal(cgroupCpuQuota(fs({ '/sys/fs/cgroup/cpu/cpu.cfs_quota_us': '300000', '/sys/fs/cgroup/cpu/cpu.cfs_period_us': '100000' })), 3);
+  assert.equal(cgroupCpuQuota(fs({ '/sys/fs/cgroup/cpu/cpu.cfs_quota_us': '-1', '/sys/fs/cgroup/cpu/cpu.cfs_period_us': '100000' })), null);
+  assert.equal(cgroupCpuQuota(fs({})), null);
+});
+
+test('values are read and normalised', () => {
+  const c = loadConfig({
+    USE_QUEUE: 'TRUE', QUEUE_BACKEND: 'RabbitMQ', TOTAL_PARAMETERS: '5000', CHUNK_SIZE: '7', WORKER_ID: 'pod-a.1',
+    KERNEL: 'mandelbrot', KERNEL_IMPL: 'js', THREADS: '3', PREFETCH: '9', SIMULATE_FAULT_RATE: '0.25',
+    LOG_FORMAT: 'json', STALE_CHECK_INTERVAL_SECONDS: '0.5', QUEUE_PREFIX: 'sweep-7',
+  });
+  assert.equal(c.useQueue, true);
+  assert.equal(c.queueBackend, 'rabbitmq');
+  assert.equal(c.totalParams, 5000);
+  assert.equal(c.chunkSize, 7);
+  assert.equal(c.workerId, 'pod-a.1');
+  assert.equal(c.kernel, 'mandelbrot');
+  assert.equal(c.kernelImpl, 'js');
+  assert.equal(c.prefetch, 9);
+  assert.equal(c.simulateFaultRate, 0.25);
+  assert.equal(c.staleCheckIntervalSeconds, 0.5);
+  assert.equal(c.queuePrefix, 'sweep-7');
+});
+
+test('REDIS_URL overrides host and port; the password never shows in the address', () => {
+  const c = loadConfig({ REDIS_URL: 'rediss://:s3cret@cache.example:6380/2', REDIS_HOST: 'other' });
+  assert.equal(c.redis.url, 'rediss://:s3cret@cache.example:6380/2');
+  assert.equal(c.redis.address, 'cache.example:6380');
+  assert.ok(!c.redis.address.includes('s3cret'));
+  assert.equal(loadConfig({ REDIS_PASSWORD: 'pw' }).redis.password, 'pw');
+});
+
+test('AMQP_URL overrides the RabbitMQ variables; the address carries no credentials', () => {
+  const c = loadConfig({ AMQP_URL: 'amqps://bob:pa55@mq.example/sweeps', RABBITMQ_HOST: 'ignored' });
+  assert.equal(c.rabbitmq.url, 'amqps://bob:pa55@mq.example/sweeps');
+  assert.equal(c.rabbitmq.address, 'amqps://mq.example:5671/sweeps');
+  const d = loadConfig({ RABBITMQ_HOST: 'h', RABBITMQ_USER: 'u', RABBITMQ_PASSWORD: 'p@ss', RABBITMQ_VHOST: 'v' });
+  assert.equal(d.rabbitmq.url, 'amqp://u:p%40ss@h:5672/v');
+  assert.ok(!d.rabbitmq.address.includes('p@ss') && !d.rabbitmq.address.includes('p%40ss'));
+});
+
+test('each bad variable gets one line naming it and what it accepts', () => {
+  rejects({ USE_QUEUE: 'maybe' }, /^USE_QUEUE must be true or false, got "maybe"$/);
+  rejects({ QUEUE_BACKEND: 'kafka' }, /^QUEUE_BACKEND must be one of redis, rabbitmq, memory, got "kafka"$/);
+  rejects({ REDIS_PORT: '70000' }, /^REDIS_PORT must be an integer 1\.\.65535/);
+  rejects({ REDIS_URL: 'http://x' }, /^REDIS_URL must start with redis:\/\/ or rediss:\/\//);
+  rejects({ REDIS_URL: 'redis://:pw@' }, /^REDIS_URL must be a URL/);
+  rejects({ RABBITMQ_PORT: 'abc' }, /^RABBITMQ_PORT must be an integer/);
+  rejects({ AMQP_URL: 'mqtt://a' }, /^AMQP_URL must start with amqp:\/\/ or amqps:\/\//);
+  rejects({ RABBITMQ_MAX_RETRIES: '-1' }, /^RABBITMQ_MAX_RETRIES must be an integer 0\.\.1000/);
+  rejects({ RABBITMQ_RETRY_DELAY_MS: '1.5' }, /^RABBITMQ_RETRY_DELAY_MS must be an integer/);
+  rejects({ TOTAL_PARAMS: '0' }, /^TOTAL_PARAMS must be an integer/);
+  rejects({ TOTAL_PARAMS: '1e6' }, /^TOTAL_PARAMS must be an integer/);
+  rejects({ TOTAL_PARAMETERS: 'ten' }, /^TOTAL_PARAMETERS must be an integer/);
+  rejects({ TOTAL_PARAMS: '10', TOTAL_PARAMETERS: '20' }, /TOTAL_PARAMS and TOTAL_PARAMETERS/);
+  rejects({ CHUNK_SIZE: '0' }, /^CHUNK_SIZE must be an integer/);
+  rejects({ WORKER_ID: 'a b' }, /^WORKER_ID must be/);
+  rejects({ WORKER_ID: '3', TOTAL_WORKERS: '3' }, /^WORKER_ID must be an integer from 0 to TOTAL_WORKERS-1 \(2\) in static mode/);
+  rejects({ WORKER_ID: 'pod-a' }, /^WORKER_ID must be an integer from 0 to TOTAL_WORKERS-1/);
+  rejects({ QUEUE_PREFIX: 'a b' }, /^QUEUE_PREFIX must be/);
+  rejects({ TOTAL_WORKERS: '0' }, /^TOTAL_WORKERS must be an integer/);
+  rejects({ IDLE_TIMEOUT_SECONDS: '-5' }, /^IDLE_TIMEOUT_SECONDS must be a number/);
+  rejects({ STALE_CHECK_INTERVAL_SECONDS: '0' }, /^STALE_CHECK_INTERVAL_SECONDS must be a number/);
+  rejects({ STALE_THRESHOLD_MS: '10' }, /^STALE_THRESHOLD_MS must be an integer/);
+  rejects({ SIMULATE_WORK_MS: 'slow' }, /^SIMULATE_WORK_MS must be a number/);
+  rejects({ KERNEL: 'fractal' }, /^KERNEL must be one of placeholder, mandelbrot, got "fractal"$/);
+  rejects({ KERNEL_IMPL: 'native' }, /^KERNEL_IMPL must be one of wasm, js/);
+  rejects({ THREADS: '0' }, /^THREADS must be an integer 1\.\.1024/);
+  rejects({ PREFETCH: '2.5' }, /^PREFETCH must be an integer/);
+  rejects({ SIMULATE_FAULT_RATE: '1.5' }, /^SIMULATE_FAULT_RATE must be a number from 0 to 1/);
+  rejects({ LOG_LEVEL: 'verbose' }, /^LOG_LEVEL must be one of debug, info, warn, error/);
+  rejects({ LOG_FORMAT: 'xml' }, /^LOG_FORMAT must be one of text, json/);
+  rejects({ CONNECT_TIMEOUT_SECONDS: 'x' }, /^CONNECT_TIMEOUT_SECONDS must be a number/);
+});
+
+test('a password in a bad URL is not echoed', () => {
+  rejects({ REDIS_URL: 'http://user:topsecret@x' }, /^(?!.*topsecret)/);
+  rejects({ AMQP_URL: 'http://user:topsecret@x' }, /^(?!.*topsecret)/);
+});

@@ -116,7 +116,11 @@ export class QueueWorker {
         }
         const waitMs = Math.max(1, Math.min(pollMs, nextStaleCheck - Date.now()));
         const taken = await backend.take(capacity, waitMs);
-        for (const d of taken) this.#start(d);
+        for (const d of taken) {
+          // Brokers that redeliver by themselves (RabbitMQ) mark a dead consumer's chunks as recovered.
+          if (d.recovered) log.warn(`FAULT RECOVERY: chunk ${d.chunkId} redelivered after its worker stopped`, { chunk_id: d.chunkId });
+          this.#start(d);
+        }
         if (taken.length > 0 || this.#inHand.size > 0) {
           if (taken.length > 0) lastWorkAt = Date.now();
           continue;

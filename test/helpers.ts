@@ -1,4 +1,5 @@
 /** Shared test helpers: real servers, random prefixes, the golden reference, running `ttg`. */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
@@ -89,4 +90,43 @@ export function testEnv(extra: Record<string, string | number>): NodeJS.ProcessE
   };
   for (const [k, v] of Object.entries(extra)) env[k] = String(v);
   return env;
+}
+
+
+
+export interface TtgProcess {
+  child: ChildProcess;
+  stdout: () => string;
+  stderr: () => string;
+  /** Resolves with the exit code (or the signal name) when the process ends. */
+  exited: Promise<number | string>;
+}
+
+/** Starts `node dist/engine/cli.js <args>` with exactly `env`. */
+export function startTtg(args: string[], env: NodeJS.ProcessEnv): TtgProcess {
+  const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+  child.stderr!.on('data', (b: Buffer) => (err += b.toString()));
+  const exited = new Promise<number | string>((resolve) => {
+    child.on('close', (code, signal) => resolve(code ?? signal ?? -1));
+  });
+  return { child, stdout: () => out, stderr: () => err, exited };
+}
+
+/** Runs `ttg <args>` to the end; fails the test if it outlives `timeoutMs`. */
+export async function runTtg(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000) {
+  const p = startTtg(args, env);
+  const timer = setTimeout(() => p.child.kill('SIGKILL'), timeoutMs);
+  const code = await p.exited;
+  clearTimeout(timer);
+  return { code, stdout: p.stdout(), stderr: p.stderr() };
+}
+
+/** The last non-empty stdout line, parsed as JSON (the worker summary, the --json report). */
+export function lastJsonLine(stdout: string): Record<string, unknown> {
+  const lines = stdout.trim().split('\n').filter(Boolean);
+  if (lines.length === 0) throw new Error('no output on stdout');
+  return JSON.parse(lines.at(-1)!);
 }

@@ -1,0 +1,70 @@
+/**
+ * `npm run bench` / `ttg bench`: kernel throughput (WASM vs JS, per thread),
+ * engine scaling over THREADS, and broker round trips. Prints tables and
+ * writes the figures to bench/results/latest.json.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { benchKernels } from './kernels.js';
+import { benchBrokers, benchEngine, type SweepBenchRow } from './engine.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+const mps = (x: number) => (Number.isFinite(x) ? `${(x / 1e6).toFixed(2)} M` : '-');
+
+function sweepTable(title: string, rows: SweepBenchRow[]): string {
+  const lines = [title, '  backend   kernel       threads  chunk   params     seconds   params/s     chunks/s'];
+  for (const r of rows) {
+    lines.push(
+      `  ${r.backend.padEnd(9)} ${r.kernel.padEnd(12)} ${String(r.threads).padStart(7)} ${String(r.chunkSize).padStart(6)} ` +
+        `${String(r.totalParams).padStart(8)} ${Number.isFinite(r.seconds) ? r.seconds.toFixed(3).padStart(9) : '        -'} ` +
+        `${mps(r.paramsPerSecond).padStart(10)} ${Number.isFinite(r.chunksPerSecond) ? String(r.chunksPerSecond).padStart(10) : '         -'}` +
+        (r.error ? `  (failed: ${r.error})` : ''),
+    );
+  }
+  return lines.join('\n');
+}
+
+export async function runBenchmarks(opts: { quick?: boolean } = {}): Promise<void> {
+  const started = new Date().toISOString();
+  const kernels = await benchKernels(opts);
+  const kernelLines = ['Kernels (one thread)', '  kernel       impl   slice      params/s'];
+  for (const k of kernels) kernelLines.push(`  ${k.kernel.padEnd(12)} ${k.impl.padEnd(6)} ${String(k.sliceSize).padStart(8)} ${mps(k.paramsPerSecond).padStart(12)}`);
+  for (const kernel of new Set(kernels.map((k) => k.kernel))) {
+    const w = kernels.find((k) => k.kernel === kernel && k.impl === 'wasm');
+    const j = kernels.find((k) => k.kernel === kernel && k.impl === 'js');
+    if (w && j) kernelLines.push(`  ${kernel}: wasm/js = ${(w.paramsPerSecond / j.paramsPerSecond).toFixed(2)}x`);
+  }
+  process.stdout.write(kernelLines.join('\n') + '\n\n');
+
+  const engine = await benchEngine(opts);
+  const engineLines = [sweepTable('Engine (embedded queue, whole sweeps)', engine)];
+  const one = engine.find((r) => r.threads === 1);
+  for (const r of engine) {
+    if (one && r !== one) engineLines.push(`  THREADS=${r.threads}: ${(r.paramsPerSecond / one.paramsPerSecond).toFixed(2)}x THREADS=1`);
+  }
+  process.stdout.write(engineLines.join('\n') + '\n\n');
+
+  const brokers = await benchBrokers(opts);
+  process.stdout.write(sweepTable('Brokers (placeholder kernel, one worker)', brokers) + '\n');
+
+  const out = path.join(ROOT, 'bench/results');
+  mkdirSync(out, { recursive: true });
+  const file = path.join(out, 'latest.json');
+  writeFileSync(file, JSON.stringify({
+    started, finished: new Date().toISOString(), quick: Boolean(opts.quick),
+    machine: { cpus: os.availableParallelism(), model: os.cpus()[0]?.model ?? '?', node: process.version },
+    kernels, engine, brokers,
+  }, null, 2) + '\n');
+  process.stdout.write(`\nfigures written to ${path.relative(process.cwd(), file) || file}\n`);
+}
+
+// `node dist/bench/run.js [--quick]`
+if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) {
+  runBenchmarks({ quick: process.argv.includes('--quick') }).catch((err) => {
+    process.stderr.write(`bench failed: ${err instanceof Error ? err.stack : String(err)}\n`);
+    process.exit(1);
+  });
+}

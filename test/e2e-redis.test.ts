@@ -1,0 +1,4 @@
+import { workerProcessSuite } from './e2e.js';
+import { requireRedis } from './helpers.js';
+
+workerProcessSuite('redis', requireRedis);

@@ -1,0 +1,165 @@
+/**
+ * End to end through real `ttg worker` processes against a real broker:
+ * several workers started together, a settings mismatch, a worker killed
+ * with SIGKILL mid-sweep, a graceful SIGTERM. Instantiated per backend by
+ * test/e2e-<backend>.test.ts. Each process runs with THREADS=1 so that
+ * several fit on two cores.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { golden, lastJsonLine, randomPrefix, runTtg, startTtg, testEnv, type TtgProcess } from './helpers.js';
+
+export function workerProcessSuite(kind: 'redis' | 'rabbitmq', requireServer: () => Promise<void>): void {
+  const prefixes: string[] = [];
+  const env = (prefix: string, extra: Record<string, string | number> = {}) =>
+    testEnv({
+      USE_QUEUE: 'true', QUEUE_BACKEND: kind, QUEUE_PREFIX: prefix, IDLE_TIMEOUT_SECONDS: 20,
+      STALE_THRESHOLD_MS: 1500, STALE_CHECK_INTERVAL_SECONDS: 0.5, CONNECT_TIMEOUT_SECONDS: 10, ...extra,
+    });
+  const fresh = (tag: string) => {
+    const p = randomPrefix(`${kind}-${tag}`);
+    prefixes.push(p);
+    return p;
+  };
+
+  after(async () => {
+    for (const prefix of prefixes) await runTtg(['reset'], env(prefix), 20_000);
+  });
+
+  async function aggregate(prefix: string) {
+    const r = await runTtg(['aggregate', '--json'], env(prefix), 30_000);
+    assert.equal(r.code, 0, r.stderr);
+    return lastJsonLine(r.stdout);
+  }
+
+  async function finish(p: TtgProcess, timeoutMs = 90_000) {
+    const timer = setTimeout(() => p.child.kill('SIGKILL'), timeoutMs);
+    const code = await p.exited;
+    clearTimeout(timer);
+    return code;
+  }
+
+  const placeholderGolden = () => golden().placeholder;
+
+  for (const [total, chunk] of [[10_000, 100], [100_000, 999], [1_000_000, 25_000]] as const) {
+    test(`${kind}: three worker processes started together sweep ${total} params exactly (CHUNK_SIZE=${chunk})`, async () => {
+      await requireServer();
+      const ref = placeholderGolden().find((g) => g.start === 0 && g.end === total)!;
+      const prefix = fresh(`sweep${total}`);
+      const procs = ['0', '1', '2'].map((id) =>
+        startTtg(['worker'], env(prefix, { WORKER_ID: id, TOTAL_PARAMS: total, CHUNK_SIZE: chunk })));
+      const codes = await Promise.all(procs.map((p) => finish(p)));
+      procs.forEach((p, i) => assert.equal(codes[i], 0, `worker ${i} failed: ${p.stderr()}`));
+      let processed = 0;
+      for (const p of procs) {
+        const s = lastJsonLine(p.stdout());
+        assert.equal(s['mode'], 'queue');
+        assert.equal(s['status'], 'completed');
+        for (const key of ['worker_id', 'params_processed', 'duration_seconds', 'params_per_second', 'chunks_processed', 'chunks_recovered']) {
+          assert.ok(key in s, `summary has ${key}`);
+        }
+        processed += Number(s['params_processed']);
+      }
+      assert.equal(processed, total, 'every parameter processed once across the workers');
+      const report = await aggregate(prefix);
+      assert.equal(report['grand_sum'], ref.sum);
+      assert.equal(report['total_params'], ref.count);
+      assert.equal(report['global_min'], ref.min);
+      assert.equal(report['global_max'], ref.max);
+      assert.equal(report['total_chunks'], Math.ceil(total / chunk));
+      assert.deepEqual(report['missing_chunks'], []);
+      assert.equal(report['duplicate_results'], 0);
+      for (const key of ['overall_avg', 'total_processing_time', 'throughput', 'wall_clock_time', 'worker_distribution', 'expected_chunks']) {
+        assert.ok(key in report, `report has ${key}`);
+      }
+      assert.deepEqual(await aggregate(prefix), report, 'aggregating again gives the same report');
+    });
+  }
+
+  test(`${kind}: a worker whose TOTAL_PARAMS differs from the sweep in the queue refuses to run`, async () => {
+    await requireServer();
+    const prefix = fresh('mismatch');
+    const first = await runTtg(['worker'], env(prefix, { TOTAL_PARAMS: 1000, WORKER_ID: '0' }));
+    assert.equal(first.code, 0, first.stderr);
+    const second = await runTtg(['worker'], env(prefix, { TOTAL_PARAMS: 2000, WORKER_ID: '1' }));
+    assert.equal(second.code, 2);
+    assert.match(second.stderr, /TOTAL_PARAMS is 2000 here but 1000 in the queue/);
+    const report = await aggregate(prefix);
+    assert.equal(report['total_params'], 1000, 'the refused worker added nothing');
+  });
+
+  test(`${kind}: a worker killed with SIGKILL at ~30% leaves no chunk missing and the sum exact`, async () => {
+    await requireServer();
+    const ref = placeholderGolden().find((g) => g.start === 0 && g.end === 10000)!;
+    const prefix = fresh('kill');
+    // Slow chunks (SIMULATE_WORK_MS per param) so the kill lands mid-sweep with chunks in the victim's hands.
+    const common = { TOTAL_PARAMS: 10000, CHUNK_SIZE: 100, SIMULATE_WORK_MS: 0.4, PREFETCH: 3 };
+    const procs = ['0', '1', '2'].map((id) => startTtg(['worker'], env(prefix, { ...common, WORKER_ID: id })));
+    const victim = procs[0]!;
+    // Kill once ~30% of the chunks have results.
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const r = await runTtg(['aggregate', '--json'], env(prefix), 20_000);
+      const done = r.code === 0 ? Number(lastJsonLine(r.stdout)['total_chunks']) : 0;
+      if (done >= 30) break;
+      assert.ok(Date.now() < deadline, 'the sweep did not reach 30%');
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    victim.child.kill('SIGKILL');
+    assert.equal(await victim.exited, 'SIGKILL');
+    const codes = await Promise.all(procs.slice(1).map((p) => finish(p)));
+    procs.slice(1).forEach((p, i) => assert.equal(codes[i], 0, p.stderr()));
+    const survivorsLog = procs.slice(1).map((p) => p.stderr()).join('\n');
+    assert.match(survivorsLog, /FAULT RECOVERY/, 'the survivors recovered the victim\'s chunks');
+    const recovered = procs.slice(1).reduce((a, p) => a + Number(lastJsonLine(p.stdout())['chunks_recovered']), 0);
+    assert.ok(recovered >= 1, 'chunks_recovered counts them');
+    const report = await aggregate(prefix);
+    assert.deepEqual(report['missing_chunks'], []);
+    assert.equal(report['total_chunks'], 100);
+    assert.equal(report['grand_sum'], ref.sum);
+    assert.equal(report['total_params'], ref.count);
+  });
+
+  test(`${kind}: SIGTERM stops taking chunks, commits the ones in hand and exits 0`, async () => {
+    await requireServer();
+    const ref = placeholderGolden().find((g) => g.start === 0 && g.end === 10000)!;
+    const prefix = fresh('term');
+    const common = { TOTAL_PARAMS: 10000, CHUNK_SIZE: 500, SIMULATE_WORK_MS: 0.5, PREFETCH: 2 };
+    const w = startTtg(['worker'], env(prefix, { ...common, WORKER_ID: '0' }));
+    // Wait until it has committed something, then ask it to stop.
+    const deadline = Date.now() + 30_000;
+    while (!/joined the sweep|created the sweep/.test(w.stderr())) {
+      assert.ok(Date.now() < deadline, `worker never started: ${w.stderr()}`);
+      await new Promise((res) => setTimeout(res, 50));
+    }
+    await new Promise((res) => setTimeout(res, 400));
+    w.child.kill('SIGTERM');
+    assert.equal(await finish(w), 0, w.stderr());
+    const summary = lastJsonLine(w.stdout());
+    assert.equal(summary['status'], 'interrupted');
+    const partial = await aggregate(prefix);
+    assert.ok(Number(partial['total_chunks']) < 20, 'it stopped before the end');
+    assert.equal(Number(partial['total_params']), Number(summary['params_processed']), 'every chunk it took was committed');
+    // Another worker finishes the sweep with nothing lost or counted twice.
+    const rest = await runTtg(['worker'], env(prefix, { ...common, SIMULATE_WORK_MS: 0, WORKER_ID: '1' }));
+    assert.equal(rest.code, 0, rest.stderr);
+    const report = await aggregate(prefix);
+    assert.deepEqual(report['missing_chunks'], []);
+    assert.equal(report['grand_sum'], ref.sum);
+    assert.equal(report['duplicate_results'], 0);
+  });
+
+  test(`${kind}: an unreachable broker fails with exit 1 naming the address; a bad variable exits 2 before connecting`, async () => {
+    const prefix = fresh('down');
+    const down = await runTtg(['worker'], env(prefix, {
+      REDIS_PORT: 1, RABBITMQ_PORT: 1, CONNECT_TIMEOUT_SECONDS: 1,
+    }), 30_000);
+    assert.equal(down.code, 1, down.stderr);
+    assert.match(down.stderr, kind === 'redis' ? /127\.0\.0\.1:1\b/ : /amqp:\/\/127\.0\.0\.1:1\//);
+    assert.doesNotMatch(down.stderr, /guest:guest/);
+    const bad = await runTtg(['worker'], env(prefix, { CHUNK_SIZE: 'lots', REDIS_PORT: 1, RABBITMQ_PORT: 1 }), 10_000);
+    assert.equal(bad.code, 2);
+    assert.equal(bad.stderr.trim().split('\n').length, 1, `one line: ${bad.stderr}`);
+    assert.match(bad.stderr, /CHUNK_SIZE must be an integer/);
+  });
+}

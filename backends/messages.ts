@@ -93,6 +93,7 @@ export function resultFields(result: ChunkResult): Record<string, string> {
     status: result.status,
     duration_seconds: String(result.durationSeconds),
     completed_at: result.completedAt,
+    ...(result.startedAt ? { started_at: result.startedAt } : {}),
     result_data: JSON.stringify(result.stats),
   };
 }
@@ -112,6 +113,7 @@ export function parseResultFields(fields: Record<string, unknown>): ChunkResult 
       status: 'completed',
       durationSeconds: Number(fields['duration_seconds'] ?? 0),
       completedAt: String(fields['completed_at'] ?? ''),
+      ...(typeof fields['started_at'] === 'string' ? { startedAt: fields['started_at'] } : {}),
       stats: {
         count: stats.count, sum: stats.sum, min: stats.min, max: stats.max,
         avg: typeof stats.avg === 'number' ? stats.avg : stats.sum / stats.count,

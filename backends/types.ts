@@ -48,6 +48,8 @@ export interface ChunkResult {
   durationSeconds: number;
   /** ISO-8601 time the chunk was finished. */
   completedAt: string;
+  /** ISO-8601 time the chunk was handed to the threads (wire field `started_at`, beyond DESIGN.md's list). */
+  startedAt?: string;
   stats: ChunkStats;
 }
 

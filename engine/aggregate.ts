@@ -22,15 +22,15 @@ export interface AggregateReport {
   global_min: number | null;
   global_max: number | null;
   overall_avg: number | null;
-  /** Seconds spent computing chunks, summed over chunks (counted results only). */
+  /** Thread seconds spent computing chunks, summed over chunks (counted results only). */
   total_processing_time: number;
-  /** Parameters per second of processing time (CPU params/s). */
+  /** Parameters per second of thread time (CPU params/s: what one thread sustains). */
   throughput: number;
   /** Seconds from the first chunk's start to the last chunk's end. */
   wall_clock_time: number;
   /** Parameters per second of wall-clock time. */
   effective_throughput: number;
-  /** total_processing_time / wall_clock_time: how many chunks were computed at once, on average. */
+  /** total_processing_time / wall_clock_time: how many threads were busy at once, on average. */
   parallelism_factor: number;
   worker_distribution: Record<string, number>;
   complete: boolean;
@@ -74,7 +74,8 @@ export function buildReport(
     processing += r.durationSeconds;
     const end = Date.parse(r.completedAt);
     if (Number.isFinite(end)) {
-      firstStart = Math.min(firstStart, end - r.durationSeconds * 1000);
+      const start = r.startedAt ? Date.parse(r.startedAt) : end - r.durationSeconds * 1000;
+      firstStart = Math.min(firstStart, Number.isFinite(start) ? start : end);
       lastEnd = Math.max(lastEnd, end);
     }
     distribution[r.workerId] = (distribution[r.workerId] ?? 0) + 1;
@@ -146,7 +147,7 @@ export function formatReport(r: AggregateReport): string {
   if (r.duplicate_results > 0) lines.push(`  Duplicate results    : ${r.duplicate_results} (not counted)`);
   lines.push('', 'Throughput');
   lines.push(`  Wall-clock time      : ${r.wall_clock_time.toFixed(3)} s`);
-  lines.push(`  Processing time      : ${r.total_processing_time.toFixed(3)} s (summed over chunks)`);
+  lines.push(`  Processing time      : ${r.total_processing_time.toFixed(3)} s (thread time, summed)`);
   lines.push(`  Effective params/s   : ${fmt(r.effective_throughput)}`);
   lines.push(`  CPU params/s         : ${fmt(r.throughput)}`);
   lines.push(`  Parallelism factor   : ${r.parallelism_factor.toFixed(2)}x`);

@@ -9,7 +9,7 @@
  */
 import { Piscina } from 'piscina';
 import type { KernelImpl, KernelName, SliceStats } from '../kernel/types.js';
-import type { SliceTask } from './thread.js';
+import type { SliceOutcome, SliceTask } from './thread.js';
 import { mergeSlices, sliceRange } from './stats.js';
 
 export interface KernelPoolOptions {
@@ -19,8 +19,14 @@ export interface KernelPoolOptions {
   simulateWorkMs?: number;
 }
 
+export interface RangeOutcome {
+  stats: SliceStats;
+  /** Thread time spent on the range, summed over its slices (waiting in the pool's queue excluded). */
+  threadSeconds: number;
+}
+
 export class KernelPool {
-  #pool: Piscina<SliceTask, SliceStats>;
+  #pool: Piscina<SliceTask, SliceOutcome>;
   #opts: Required<KernelPoolOptions>;
   #closed = false;
 
@@ -29,7 +35,7 @@ export class KernelPool {
       throw new RangeError('threads must be a positive integer');
     }
     this.#opts = { simulateWorkMs: 0, ...opts };
-    this.#pool = new Piscina<SliceTask, SliceStats>({
+    this.#pool = new Piscina<SliceTask, SliceOutcome>({
       filename: new URL('./thread.js', import.meta.url).href,
       minThreads: opts.threads,
       maxThreads: opts.threads,
@@ -54,17 +60,17 @@ export class KernelPool {
 
   /**
    * Evaluates the kernel over [start, end) of a sweep of `total`, split over
-   * the threads, and returns the merged statistics. Rejects if any slice
+   * the threads, and returns the merged statistics with the thread time spent. Rejects if any slice
    * fails; a partial result is never returned.
    */
-  async runRange(start: number, end: number, total: number): Promise<SliceStats> {
+  async runRange(start: number, end: number, total: number): Promise<RangeOutcome> {
     if (this.#closed) throw new Error('the thread pool is closed');
     const { kernel, impl, simulateWorkMs, threads } = this.#opts;
     const slices = sliceRange(start, end, threads);
     const stats = await Promise.all(
       slices.map((s) => this.#pool.run({ kernel, impl, start: s.start, end: s.end, total, simulateWorkMs })),
     );
-    return mergeSlices(stats);
+    return { stats: mergeSlices(stats), threadSeconds: stats.reduce((a, s) => a + s.seconds, 0) };
   }
 
   /** Waits for running slices, then stops the threads. */

@@ -174,16 +174,16 @@ export class QueueWorker {
       if (config.simulateFaultRate > 0 && random() < config.simulateFaultRate) {
         throw new SimulatedFaultError(`simulated fault (SIMULATE_FAULT_RATE=${config.simulateFaultRate})`);
       }
-      const t0 = performance.now();
-      const stats = await pool.runRange(task.startParam, task.endParam, task.totalParams);
+      const startedAt = new Date().toISOString();
+      const { stats, threadSeconds: durationSeconds } = await pool.runRange(task.startParam, task.endParam, task.totalParams);
       if (this.#aborted) return; // given back already: never commit after an abort
-      const durationSeconds = (performance.now() - t0) / 1000;
       const result: ChunkResult = {
         chunkId: task.chunkId,
         workerId: config.workerId,
         status: 'completed',
         durationSeconds: round6(durationSeconds),
         completedAt: new Date().toISOString(),
+        startedAt,
         stats: toChunkStats(stats),
       };
       if (await backend.complete(delivery, result)) {

@@ -76,7 +76,7 @@ export class StaticWorker {
         const from = next;
         const to = Math.min(end, from + batch);
         next = to;
-        const p: Promise<void> = this.#pool.runRange(from, to, config.totalParams).then((stats) => {
+        const p: Promise<void> = this.#pool.runRange(from, to, config.totalParams).then(({ stats }) => {
           done.push(stats);
           processed += stats.count;
           batchNo++;

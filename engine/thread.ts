@@ -35,8 +35,14 @@ function busyWait(ms: number): void {
   }
 }
 
-export default function runSlice(task: SliceTask): SliceStats {
+/** A slice's statistics and the thread time it took (seconds). */
+export interface SliceOutcome extends SliceStats {
+  seconds: number;
+}
+
+export default function runSlice(task: SliceTask): SliceOutcome {
+  const t0 = performance.now();
   const stats = runnerFor(task.impl).sweep(task.kernel, task.start, task.end, task.total);
   if (task.simulateWorkMs > 0) busyWait(task.simulateWorkMs * (task.end - task.start));
-  return stats;
+  return { ...stats, seconds: (performance.now() - t0) / 1000 };
 }

@@ -126,6 +126,8 @@ interface Session {
   consumerPrefetch: number;
   /** Serializes consumer (re)starts. */
   consumerSetup: Promise<void>;
+  /** The topology was declared on this connection. */
+  declared: boolean;
   lost: boolean;
   /** messageIds the broker returned as unroutable; checked when their confirm arrives (a return precedes its ack). */
   readonly returned: Set<string>;
@@ -148,10 +150,10 @@ interface Progress {
   deadNext: number;
   /** Result entries read, duplicates included. */
   results: number;
+  /** Dead-letter entries read. */
+  deadEntries: number;
   /** Chunk ids with a result. */
   done: Set<string>;
-  /** Chunk ids in the dead letters (malformed ones included). */
-  dead: Set<string>;
   /** Chunks of this sweep with a result or a dead letter of the genuine task. */
   settled: Set<string>;
 }
@@ -276,6 +278,8 @@ export class RabbitBackend implements QueueBackend {
     for (;;) {
       const s = await this.#ensureSession();
       try {
+        // A connection opened before init() (readSettings, stats) has not declared anything yet.
+        if (!s.declared) await this.#declare(s);
         const created = await this.#joinOrCreate(s, settings);
         if (created === null) {
           if (!waitLogged) this.#log.info('another worker is creating the sweep\'s tasks; waiting for it');
@@ -580,7 +584,7 @@ export class RabbitBackend implements QueueBackend {
     return this.#withSession(async (s) => {
       const settings = this.#settings ?? (await this.#readSettingsOn(s));
       if (!settings) return false;
-      const p = await this.#poll(s, settings);
+      const p = await this.#poll(s, settings, true);
       return p.settled.size >= countChunks(settings.totalParams, settings.chunkSize);
     });
   }
@@ -619,12 +623,13 @@ export class RabbitBackend implements QueueBackend {
         };
       }
       const total = countChunks(settings.totalParams, settings.chunkSize);
-      const p = await this.#poll(s, settings);
+      const p = await this.#poll(s, settings, false);
       return {
         settings: { ...settings },
         totalChunks: total,
         completedChunks: p.done.size,
-        deadLettered: [...p.dead].filter((id) => !p.done.has(id)).length,
+        // Entries in the dead-letter queue, as `results` counts result entries.
+        deadLettered: p.deadEntries,
         ready,
         inFlight: Math.max(0, total - p.settled.size - ready - retrying),
         retrying,
@@ -635,14 +640,18 @@ export class RabbitBackend implements QueueBackend {
     });
   }
 
-  /** Reads on from where the last poll stopped (serialized: concurrent polls would count twice). */
-  #poll(s: Session, settings: SweepSettings): Promise<Progress> {
+  /**
+   * Reads on from where the last poll stopped (serialized: concurrent polls
+   * would count twice). `untilSettled`: stop as soon as every chunk is
+   * accounted for (isSettled); otherwise read until quiet (stats).
+   */
+  #poll(s: Session, settings: SweepSettings, untilSettled: boolean): Promise<Progress> {
     const total = countChunks(settings.totalParams, settings.chunkSize);
     const run = async (): Promise<Progress> => {
       // A new connection may follow a reset: read again from the start.
       if (this.#progress.gen !== s.gen) this.#progress = freshProgress(s.gen);
       const p = this.#progress;
-      const settled = () => p.settled.size >= total;
+      const settled = () => untilSettled && p.settled.size >= total;
       if (settled()) return p;
       const quiet = { quietMs: POLL_QUIET_MS };
       const [resultsNext, deadNext] = await Promise.all([
@@ -658,7 +667,7 @@ export class RabbitBackend implements QueueBackend {
         }),
         this.#readStream(s, this.#names.dlq, p.deadNext, quiet, (msg) => {
           const dead = deadLetterOf(msg, settings);
-          p.dead.add(dead.chunkId);
+          p.deadEntries++;
           // Only a dead letter of the chunk's genuine task settles it; a hand-made message does not.
           if (dead.task && isGenuine(dead.task.chunkId, dead.task.startParam, dead.task.endParam, settings)) {
             p.settled.add(dead.task.chunkId);
@@ -770,6 +779,7 @@ export class RabbitBackend implements QueueBackend {
       const consumer = s.consumer;
       s.consumer = null;
       s.consumerTag = null;
+      s.declared = false;
       this.#buffer = [];
       if (consumer) await consumer.close().catch(() => {});
       const n = this.#names;
@@ -909,7 +919,7 @@ export class RabbitBackend implements QueueBackend {
       const pub = await conn.createConfirmChannel();
       const session: Session = {
         gen: ++this.#generation, conn, pub, consumer: null, consumerTag: null, consumerPrefetch: 0,
-        consumerSetup: Promise.resolve(), lost: false, returned: new Set(),
+        consumerSetup: Promise.resolve(), declared: false, lost: false, returned: new Set(),
       };
       s = session;
       pub.on('error', (err: Error) => this.#log.debug(`RabbitMQ publish channel error: ${describe(err)}`));
@@ -969,6 +979,7 @@ export class RabbitBackend implements QueueBackend {
       await ch.assertQueue(n.meta, STREAM);
       for (const queue of [n.tasks, n.retry, n.dlq, n.results]) await ch.bindQueue(queue, n.exchange, queue);
     });
+    s.declared = true;
   }
 
   /**
@@ -1092,7 +1103,7 @@ export class RabbitBackend implements QueueBackend {
 }
 
 function freshProgress(gen: number): Progress {
-  return { gen, resultsNext: 0, deadNext: 0, results: 0, done: new Set(), dead: new Set(), settled: new Set() };
+  return { gen, resultsNext: 0, deadNext: 0, results: 0, deadEntries: 0, done: new Set(), settled: new Set() };
 }
 
 /** The index of a chunk id of a sweep of `total` chunks, or null when it is not one (canonical form only). */

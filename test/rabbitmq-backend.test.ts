@@ -1,0 +1,394 @@
+/**
+ * The RabbitMQ backend on its own, against a real broker (127.0.0.1:5672,
+ * guest/guest): sweep creation under concurrency, settings checks,
+ * take/complete, redelivery after a lost connection, the retry queue and the
+ * dead-letter stream, reconnection, an unreachable broker, reset.
+ * Each test uses its own QUEUE_PREFIX and deletes it afterwards.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { connect } from 'amqplib';
+import type { ChannelModel, ConsumeMessage } from 'amqplib';
+import { loadConfig } from '../engine/config.js';
+import { BrokerUnavailableError, SettingsMismatchError } from '../engine/errors.js';
+import { silentLogger } from '../engine/log.js';
+import { RabbitBackend, rabbitNames } from '../backends/rabbitmq.js';
+import type { ChunkResult, Delivery, SweepSettings } from '../backends/types.js';
+import { RABBIT_HOST, RABBIT_PORT, randomPrefix, requireRabbit } from './helpers.js';
+
+const RAW_URL = `amqp://guest:guest@${RABBIT_HOST}:${RABBIT_PORT}/`;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const opened: RabbitBackend[] = [];
+const prefixes = new Set<string>();
+let raw: ChannelModel | null = null;
+
+function env(prefix: string, extra: Record<string, string | number> = {}): Record<string, string> {
+  const e: Record<string, string> = {
+    USE_QUEUE: 'true', QUEUE_BACKEND: 'rabbitmq', RABBITMQ_HOST: RABBIT_HOST, RABBITMQ_PORT: String(RABBIT_PORT),
+    QUEUE_PREFIX: prefix, THREADS: '1', TOTAL_PARAMS: '300', CHUNK_SIZE: '100',
+    RABBITMQ_RETRY_DELAY_MS: '200', RABBITMQ_MAX_RETRIES: '3', CONNECT_TIMEOUT_SECONDS: '10',
+  };
+  for (const [k, v] of Object.entries(extra)) e[k] = String(v);
+  return e;
+}
+
+function open(prefix: string, workerId: string, extra: Record<string, string | number> = {}): RabbitBackend {
+  prefixes.add(prefix);
+  const config = loadConfig(env(prefix, { WORKER_ID: workerId, ...extra }));
+  const backend = new RabbitBackend({ config, workerId, log: silentLogger });
+  opened.push(backend);
+  return backend;
+}
+
+function settings(totalParams: number, chunkSize: number): SweepSettings {
+  return { totalParams, chunkSize, kernel: 'placeholder' };
+}
+
+function resultFor(d: Delivery, workerId: string): ChunkResult {
+  const t = d.task!;
+  const n = t.endParam - t.startParam;
+  const sum = ((t.startParam + t.endParam - 1) * n) / 2;
+  return {
+    chunkId: t.chunkId, workerId, status: 'completed', durationSeconds: 0.001, completedAt: new Date().toISOString(),
+    stats: { count: n, sum, min: t.startParam, max: t.endParam - 1, avg: sum / n, partials: [sum] },
+  };
+}
+
+async function takeAtLeast(backend: RabbitBackend, n: number, timeoutMs = 10_000): Promise<Delivery[]> {
+  const got: Delivery[] = [];
+  const deadline = Date.now() + timeoutMs;
+  while (got.length < n && Date.now() < deadline) got.push(...(await backend.take(n - got.length, 200)));
+  return got;
+}
+
+async function rawConnection(): Promise<ChannelModel> {
+  raw ??= await connect(RAW_URL);
+  return raw;
+}
+
+/** queue.declare-ok of a queue, through a throwaway channel (a 404 closes the channel). */
+async function queueInfo(queue: string): Promise<{ messageCount: number; consumerCount: number } | null> {
+  const ch = await (await rawConnection()).createChannel();
+  ch.on('error', () => {});
+  try {
+    return await ch.checkQueue(queue);
+  } catch {
+    return null;
+  } finally {
+    await ch.close().catch(() => {});
+  }
+}
+
+/** Reads `count` entries of a stream from its start with plain amqplib (an independent check of what the backend wrote). */
+async function rawStream(queue: string, count: number): Promise<ConsumeMessage[]> {
+  const ch = await (await rawConnection()).createChannel();
+  ch.on('error', () => {});
+  await ch.prefetch(100);
+  const got: ConsumeMessage[] = [];
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`only ${got.length} of ${count} entries in ${queue}`)), 10_000);
+    void ch.consume(queue, (msg) => {
+      if (!msg) return;
+      ch.ack(msg);
+      if (msg.properties.headers?.['x-ttg-marker'] !== undefined) return;
+      got.push(msg);
+      if (got.length === count) {
+        clearTimeout(timer);
+        resolve();
+      }
+    }, { arguments: { 'x-stream-offset': 'first' } });
+  });
+  await ch.close().catch(() => {});
+  return got;
+}
+
+async function publishRaw(queue: string, bodies: string[]): Promise<void> {
+  const ch = await (await rawConnection()).createConfirmChannel();
+  for (const body of bodies) ch.sendToQueue(queue, Buffer.from(body), { persistent: true });
+  await ch.waitForConfirms();
+  await ch.close();
+}
+
+function rabbitmqctl(...args: string[]): string {
+  try {
+    return execFileSync('rabbitmqctl', ['-q', ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (err) {
+    throw new Error(`rabbitmqctl ${args.join(' ')} failed (this test needs rabbitmqctl on PATH, talking to the test broker): ${String(err)}`);
+  }
+}
+
+/** Closes, from the broker's side, every connection the backend opened for `prefix` (named "ttg <prefix> ..."). */
+async function closeBrokerConnections(prefix: string): Promise<number> {
+  const pidsOf = () => rabbitmqctl('list_connections', 'pid', 'client_properties')
+    .split('\n')
+    .filter((line) => line.includes(`"ttg ${prefix} `))
+    .map((line) => line.split('\t')[0]!);
+  const pids = pidsOf();
+  for (const pid of pids) rabbitmqctl('close_connection', pid, 'test: forced close');
+  // Wait until the broker has let them go: by then the client has the close frame.
+  const deadline = Date.now() + 10_000;
+  while (pidsOf().some((p) => pids.includes(p)) && Date.now() < deadline) await sleep(100);
+  await sleep(100);
+  return pids.length;
+}
+
+after(async () => {
+  for (const b of opened) await b.close().catch(() => {});
+  for (const prefix of prefixes) {
+    const cleaner = new RabbitBackend({ config: loadConfig(env(prefix)), workerId: 'cleanup', log: silentLogger });
+    await cleaner.reset().catch(() => {});
+    await cleaner.close();
+  }
+  await raw?.close().catch(() => {});
+});
+
+test('ten workers initializing at once create the tasks exactly once, with unique consumer names', async () => {
+  await requireRabbit();
+  const prefix = randomPrefix('rb-init');
+  const backends = Array.from({ length: 10 }, (_, i) => open(prefix, i < 5 ? '7' : String(i)));
+  const outcomes = await Promise.all(backends.map((b) => b.init(settings(1000, 7))));
+  assert.equal(outcomes.filter((o) => o.created).length, 1, 'exactly one worker creates the tasks');
+  for (const o of outcomes) assert.equal(o.totalChunks, 143);
+  const names = rabbitNames(prefix);
+  assert.equal((await queueInfo(names.tasks))?.messageCount, 143, 'every chunk enqueued once');
+  assert.equal((await queueInfo(names.retry))?.messageCount, 0);
+  assert.ok(await queueInfo(names.dlq), 'the dead-letter queue is declared');
+  assert.ok(await queueInfo(names.results), 'the results queue is declared');
+  const consumers = backends.map((b) => b.consumerName);
+  assert.equal(new Set(consumers).size, 10, `consumer names are unique: ${consumers.join(', ')}`);
+  assert.ok(consumers.includes('worker-7') && consumers.includes('worker-9'));
+  // Every chunk id once, whichever worker takes it.
+  const all = await takeAtLeast(backends[3]!, 143);
+  assert.equal(new Set(all.map((d) => d.chunkId)).size, 143);
+  assert.deepEqual(all.slice(0, 2).map((d) => d.task), [
+    { chunkId: '00000', startParam: 0, endParam: 7, totalParams: 1000 },
+    { chunkId: '00001', startParam: 7, endParam: 14, totalParams: 1000 },
+  ]);
+  assert.deepEqual(await backends[4]!.take(5, 200), []);
+});
+
+test('a worker with other sweep settings is refused, naming the variable', async () => {
+  await requireRabbit();
+  const prefix = randomPrefix('rb-mismatch');
+  const first = open(prefix, '0');
+  assert.equal(await first.readSettings(), null, 'no sweep yet');
+  await first.init(settings(1000, 100));
+  const cases: Array<[SweepSettings, RegExp]> = [
+    [settings(1000, 50), /CHUNK_SIZE is 50 here but 100 in the queue/],
+    [settings(2000, 100), /TOTAL_PARAMS is 2000 here but 1000 in the queue/],
+    [{ totalParams: 1000, chunkSize: 100, kernel: 'mandelbrot' }, /KERNEL is mandelbrot here but placeholder/],
+  ];
+  for (const [s, pattern] of cases) {
+    const other = open(prefix, '1');
+    await assert.rejects(other.init(s), (err: unknown) => {
+      assert.ok(err instanceof SettingsMismatchError, String(err));
+      assert.match(err.message, pattern);
+      assert.match(err.message, new RegExp(`QUEUE_PREFIX=${prefix}`));
+      return true;
+    });
+    await other.close();
+  }
+  const same = open(prefix, '2');
+  assert.deepEqual(await same.init(settings(1000, 100)), { created: false, totalChunks: 10 });
+  assert.deepEqual(await same.readSettings(), settings(1000, 100));
+  assert.equal((await queueInfo(rabbitNames(prefix).tasks))?.messageCount, 10, 'joining enqueues nothing');
+});
+
+test('take and complete: the result is readable again and again, the task is gone, the sweep settles', async () => {
+  await requireRabbit();
+  const prefix = randomPrefix('rb-complete');
+  const w = open(prefix, 'w', { PREFETCH: 1 });
+  const before = await w.stats();
+  assert.equal(before.settings, null);
+  assert.equal(before.inFlight, -1);
+  await w.init(settings(300, 100));
+  const [first] = await takeAtLeast(w, 1);
+  assert.ok(first?.task);
+  assert.equal(first.attempt, 0);
+  assert.equal(first.recovered, false);
+  assert.equal(await w.complete(first, resultFor(first, 'w')), true);
+  assert.equal(await w.complete(first, resultFor(first, 'w')), false, 'a delivery is completed once');
+  const once = await w.readResults();
+  assert.equal(once.length, 1);
+  assert.equal(once[0]!.chunkId, first.chunkId);
+  assert.deepEqual(once[0]!.stats, resultFor(first, 'w').stats);
+  assert.deepEqual(await w.readResults(), once, 'reading results consumes nothing');
+  assert.equal(await w.isSettled(), false);
+  assert.equal(await w.hasOutstanding(), true);
+
+  const rest = await takeAtLeast(w, 2);
+  assert.equal(rest.length, 2);
+  for (const d of rest) assert.equal(await w.complete(d, resultFor(d, 'w')), true);
+  assert.deepEqual(await w.take(5, 300), [], 'completed chunks do not come back');
+  const results = await w.readResults();
+  assert.deepEqual(results.map((r) => r.chunkId).sort(), ['00000', '00001', '00002']);
+  assert.equal(await w.isSettled(), true);
+  assert.equal(await w.hasOutstanding(), false);
+  const stats = await w.stats();
+  assert.deepEqual(
+    { total: stats.totalChunks, done: stats.completedChunks, ready: stats.ready, retrying: stats.retrying, inFlight: stats.inFlight, results: stats.results },
+    { total: 3, done: 3, ready: 0, retrying: 0, inFlight: 0, results: 3 },
+  );
+  assert.equal((await queueInfo(rabbitNames(prefix).tasks))?.messageCount, 0);
+
+  // reset deletes every queue and exchange of the prefix.
+  await w.reset();
+  assert.equal(await w.readSettings(), null);
+  assert.deepEqual(await w.readResults(), []);
+  const leftQueues = rabbitmqctl('list_queues', 'name').split('\n').filter((l) => l.startsWith(prefix));
+  const leftExchanges = rabbitmqctl('list_exchanges', 'name').split('\n').filter((l) => l.startsWith(prefix));
+  assert.deepEqual([...leftQueues, ...leftExchanges], [], 'nothing of the prefix is left');
+});
+
+test('a delivery not acknowledged when its connection closes goes to another worker', async () => {
+  await requireRabbit();
+  const prefix = randomPrefix('rb-redeliver');
+  const a = open(prefix, 'a');
+  await a.init(settings(300, 100));
+  const held = await takeAtLeast(a, 2);
+  assert.equal(held.length, 2);
+  await a.close(); // as if the process died: the broker requeues what it held
+  assert.equal(await a.complete(held[0]!, resultFor(held[0]!, 'a')), false, 'a closed worker owns nothing');
+
+  const b = open(prefix, 'b');
+  await b.init(settings(300, 100));
+  const got = await takeAtLeast(b, 3);
+  assert.deepEqual(got.map((d) => d.chunkId).sort(), ['00000', '00001', '00002']);
+  const heldIds = new Set(held.map((d) => d.chunkId));
+  for (const d of got) assert.equal(d.recovered, heldIds.has(d.chunkId), `chunk ${d.chunkId} recovered flag`);
+  // Deliveries belong to the backend they came from.
+  assert.equal(await a.complete(got[0]!, resultFor(got[0]!, 'a')), false);
+  for (const d of got) assert.equal(await b.complete(d, resultFor(d, 'b')), true);
+  assert.equal((await b.readResults()).length, 3);
+  assert.equal(await b.isSettled(), true);
+});
+
+test('malformed messages and a failing chunk go through the retry delay, then to the dead letters', async () => {
+  await requireRabbit();
+  const prefix = randomPrefix('rb-retry');
+  const delayMs = 1000;
+  const w = open(prefix, 'w', { TOTAL_PARAMS: 200, RABBITMQ_RETRY_DELAY_MS: delayMs, PREFETCH: 10 });
+  await w.init(settings(200, 100));
+  const names = rabbitNames(prefix);
+  const malformed: Array<[string, RegExp]> = [
+    ['this is {not json', /not JSON/],
+    ['{"chunk_id":"00001","start_param":"100"}', /missing field end_param/],
+    ['{"chunk_id":"00000","start_param":50,"end_param":10,"total_params":200}', /end_param \(10\) must be greater than start_param \(50\)/],
+    ['{"chunk_id":"00001","start_param":100,"end_param":300,"total_params":200}', /end_param \(300\) is beyond total_params \(200\)/],
+    ['{"chunk_id":"00001","start_param":0,"end_param":100,"total_params":200}', /chunk 00001 of this sweep is \[100, 200\)/],
+  ];
+  await publishRaw(names.tasks, malformed.map(([body]) => body));
+
+  // Chunk 00001 succeeds; chunk 00000 fails every time; the hand-made messages are malformed.
+  const failing = (d: Delivery) => d.task === null || d.chunkId === '00000';
+  let pending = await takeAtLeast(w, 7);
+  assert.equal(pending.length, 7);
+  for (const d of pending) {
+    if (d.task === null) {
+      const expected = malformed.find(([, pattern]) => pattern.test(d.malformed ?? ''));
+      assert.ok(expected, `an expected reason: ${d.malformed}`);
+    }
+  }
+  const good = pending.find((d) => !failing(d))!;
+  assert.equal(good.chunkId, '00001');
+  assert.equal(await w.complete(good, resultFor(good, 'w')), true);
+  pending = pending.filter(failing);
+  assert.equal(pending.length, 6);
+
+  for (let attempt = 0; attempt < 3; attempt++) {
+    for (const d of pending) assert.equal(d.attempt, attempt, `chunk ${d.chunkId} attempt`);
+    const failedAt = Date.now();
+    const outcomes = await Promise.all(pending.map((d) => w.fail(d, d.malformed ?? `kernel exploded (attempt ${attempt + 1})`)));
+    if (attempt < 2) {
+      assert.deepEqual(new Set(outcomes), new Set(['retried']));
+      assert.equal((await queueInfo(names.retry))?.messageCount, 6, 'waiting in the retry queue');
+      assert.equal(await w.hasOutstanding(), true, 'a chunk waiting out its delay is outstanding');
+      assert.equal(await w.isSettled(), false);
+      pending = await takeAtLeast(w, 6);
+      const waited = Date.now() - failedAt;
+      assert.equal(pending.length, 6, 'every failed message came back');
+      // The broker cannot return them before their expiration: a lower bound never flakes.
+      assert.ok(waited >= delayMs * 0.9, `they waited out the retry delay (${waited} ms)`);
+    } else {
+      assert.deepEqual(new Set(outcomes), new Set(['dead-lettered']));
+    }
+  }
+  assert.deepEqual(await w.take(10, 300), []);
+
+  const dead = await w.readDeadLetters();
+  assert.equal(dead.length, 6);
+  for (const d of dead) {
+    assert.equal(d.attempts, 3);
+    assert.equal(d.workerId, 'w');
+  }
+  const genuine = dead.find((d) => d.task !== null)!;
+  assert.deepEqual(genuine.task, { chunkId: '00000', startParam: 0, endParam: 100, totalParams: 200 });
+  assert.match(genuine.reason, /kernel exploded \(attempt 3\)/);
+  for (const [, pattern] of malformed) assert.ok(dead.some((d) => pattern.test(d.reason)), `a dead letter for ${pattern}`);
+  assert.deepEqual(await w.readDeadLetters(), dead, 'reading dead letters consumes nothing');
+
+  // The same through plain amqplib: the original body, the reason and the attempt count in headers.
+  const rawDead = await rawStream(names.dlq, 6);
+  for (const msg of rawDead) {
+    const h = msg.properties.headers ?? {};
+    assert.equal(h['x-ttg-attempts'], 3);
+    assert.equal(typeof h['x-ttg-reason'], 'string');
+    assert.equal(h['x-ttg-worker'], 'w');
+  }
+  assert.ok(rawDead.some((m) => m.content.toString() === 'this is {not json'), 'the original body is kept');
+
+  // A genuine chunk's dead letter settles it; the hand-made ones settle nothing.
+  assert.equal(await w.isSettled(), true);
+  assert.equal(await w.hasOutstanding(), false);
+  const stats = await w.stats();
+  assert.deepEqual(
+    { done: stats.completedChunks, dead: stats.deadLettered, ready: stats.ready, retrying: stats.retrying, results: stats.results },
+    { done: 1, dead: 6, ready: 0, retrying: 0, results: 1 },
+  );
+});
+
+test('results survive a reconnection; deliveries of the lost connection come back', async () => {
+  await requireRabbit();
+  const prefix = randomPrefix('rb-reconnect');
+  const w = open(prefix, 'w', { PREFETCH: 1 });
+  await w.init(settings(300, 100));
+  const [first] = await takeAtLeast(w, 1);
+  assert.equal(await w.complete(first!, resultFor(first!, 'w')), true);
+  const [second] = await takeAtLeast(w, 1);
+  assert.ok(second);
+
+  assert.ok((await closeBrokerConnections(prefix)) >= 1, 'the backend\'s connection was found');
+  assert.equal(await w.complete(second, resultFor(second, 'w')), false, 'a delivery of a lost connection is not ours any more');
+
+  // The backend reconnects by itself; the unacknowledged chunk is redelivered.
+  const after = await takeAtLeast(w, 2);
+  assert.deepEqual(after.map((d) => d.chunkId).sort(), ['00000', '00001', '00002'].filter((id) => id !== first!.chunkId));
+  assert.equal(after.find((d) => d.chunkId === second.chunkId)?.recovered, true);
+  for (const d of after) assert.equal(await w.complete(d, resultFor(d, 'w')), true);
+  const results = await w.readResults();
+  assert.deepEqual(results.map((r) => r.chunkId).sort(), ['00000', '00001', '00002'], 'the result from before the cut is still there');
+  assert.equal(await w.isSettled(), true);
+});
+
+test('an unreachable broker fails after CONNECT_TIMEOUT_SECONDS, naming the address, never the password', async () => {
+  const prefix = randomPrefix('rb-down');
+  const byParts = open(prefix, '0', { RABBITMQ_PORT: 1, RABBITMQ_PASSWORD: 'sekrit-pw', CONNECT_TIMEOUT_SECONDS: 1 });
+  const byUrl = open(prefix, '1', { AMQP_URL: 'amqp://ttg:sekrit-url@127.0.0.1:1/sweeps', CONNECT_TIMEOUT_SECONDS: 1 });
+  const started = Date.now();
+  const [a, b] = await Promise.allSettled([byParts.init(settings(300, 100)), byUrl.init(settings(300, 100))]);
+  const elapsed = Date.now() - started;
+  for (const [outcome, address] of [[a, 'amqp://127.0.0.1:1/'], [b, 'amqp://127.0.0.1:1/sweeps']] as const) {
+    assert.equal(outcome.status, 'rejected');
+    const err = (outcome as PromiseRejectedResult).reason as Error;
+    assert.ok(err instanceof BrokerUnavailableError, String(err));
+    assert.ok(err.message.includes(address), err.message);
+    assert.doesNotMatch(err.message, /sekrit/);
+    assert.doesNotMatch(String(err.stack), /sekrit/);
+  }
+  assert.ok(elapsed >= 900, `retried for the whole second (${elapsed} ms)`);
+  assert.ok(elapsed < 8000, `then gave up (${elapsed} ms)`);
+  // The failure sticks: later calls report it too.
+  await assert.rejects(byParts.readResults(), BrokerUnavailableError);
+});

@@ -394,7 +394,15 @@ export class RabbitBackend implements QueueBackend {
     const deadline = Date.now() + Math.max(0, waitMs);
     this.#consumerWanted = true;
     this.#prefetch = Math.min(65535, Math.max(this.#prefetch, Math.floor(max)));
-    await this.#withSession((s) => this.#ensureConsumer(s));
+    const s = this.#session;
+    if (s && !s.lost) {
+      await this.#ensureConsumer(s).catch((err: unknown) => {
+        if (!s.lost) throw err;
+      });
+    } else {
+      // Reconnecting: the new connection starts the consumer and wakes us; a failure past the bound sets #fatal.
+      this.#ensureSession().catch(() => {});
+    }
     while (this.#buffer.length === 0) {
       if (this.#fatal) throw this.#fatal;
       if (this.#closed) return [];
@@ -940,9 +948,10 @@ export class RabbitBackend implements QueueBackend {
       }
       if (this.#declareTopology) await this.#declare(session);
       if (this.#joined) await this.#tryExclusiveQueue(session, this.#names.consumer(this.#consumerName));
-      if (this.#consumerWanted) await this.#ensureConsumer(session);
       if (this.#closed) throw new Error('the RabbitMQ backend is closed');
+      // Current before the consumer starts, so that its first deliveries are ours at once.
       this.#session = session;
+      if (this.#consumerWanted) await this.#ensureConsumer(session);
       this.#wake();
       return session;
     } catch (err) {

@@ -8,6 +8,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import net from 'node:net';
 import { connect } from 'amqplib';
 import type { ChannelModel, ConsumeMessage } from 'amqplib';
 import { loadConfig } from '../engine/config.js';
@@ -132,6 +133,41 @@ async function closeBrokerConnections(prefix: string): Promise<number> {
   while (pidsOf().some((p) => pids.includes(p)) && Date.now() < deadline) await sleep(100);
   await sleep(100);
   return pids.length;
+}
+
+/** A TCP relay to the broker that can cut every connection and refuse new ones for a while: a network cut or broker restart. */
+class FlakyRelay {
+  #server: net.Server | null = null;
+  #sockets = new Set<net.Socket>();
+  port = 0;
+
+  async up(): Promise<void> {
+    const server = net.createServer((client) => {
+      const upstream = net.connect(RABBIT_PORT, RABBIT_HOST);
+      for (const sock of [client, upstream]) {
+        this.#sockets.add(sock);
+        sock.on('error', () => {});
+        sock.on('close', () => {
+          this.#sockets.delete(sock);
+          client.destroy();
+          upstream.destroy();
+        });
+      }
+      client.pipe(upstream);
+      upstream.pipe(client);
+    });
+    await new Promise<void>((resolve) => server.listen(this.port, '127.0.0.1', resolve));
+    this.port = (server.address() as net.AddressInfo).port;
+    this.#server = server;
+  }
+
+  /** Cuts every relayed connection and stops accepting new ones. */
+  async down(): Promise<void> {
+    const server = this.#server;
+    this.#server = null;
+    for (const sock of this.#sockets) sock.destroy();
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
 }
 
 after(async () => {
@@ -391,4 +427,38 @@ test('an unreachable broker fails after CONNECT_TIMEOUT_SECONDS, naming the addr
   assert.ok(elapsed < 8000, `then gave up (${elapsed} ms)`);
   // The failure sticks: later calls report it too.
   await assert.rejects(byParts.readResults(), BrokerUnavailableError);
+});
+
+test('a network cut: the worker reconnects with backoff and carries on; cut for too long, it reports the broker address', async () => {
+  await requireRabbit();
+  const prefix = randomPrefix('rb-cut');
+  const relay = new FlakyRelay();
+  await relay.up();
+  const w = open(prefix, 'w', { RABBITMQ_PORT: relay.port, CONNECT_TIMEOUT_SECONDS: 2, PREFETCH: 1 });
+  await w.init(settings(300, 100));
+  const [first] = await takeAtLeast(w, 1);
+  assert.ok(first);
+
+  await relay.down();
+  await sleep(300);
+  // The broker is unreachable meanwhile: the backend keeps retrying, and take() still returns in time.
+  assert.deepEqual(await w.take(1, 300), []);
+  assert.equal(await w.complete(first, resultFor(first, 'w')), false, 'a delivery of the cut connection is not acknowledged');
+  await relay.up();
+  const all = await takeAtLeast(w, 3);
+  assert.deepEqual(all.map((d) => d.chunkId).sort(), ['00000', '00001', '00002'], 'the unacknowledged chunk came back');
+  for (const d of all) assert.equal(await w.complete(d, resultFor(d, 'w')), true);
+  assert.equal((await w.readResults()).length, 3);
+
+  await relay.down(); // for good
+  const started = Date.now();
+  await assert.rejects(w.take(1, 20_000), (err: unknown) => {
+    assert.ok(err instanceof BrokerUnavailableError, String(err));
+    assert.ok(err.message.includes(`127.0.0.1:${relay.port}`), err.message);
+    assert.doesNotMatch(err.message, /guest@/);
+    return true;
+  });
+  const waited = Date.now() - started;
+  assert.ok(waited >= 1500 && waited < 10_000, `gave up after about CONNECT_TIMEOUT_SECONDS (${waited} ms)`);
+  await assert.rejects(w.complete(all[0]!, resultFor(all[0]!, 'w')), BrokerUnavailableError);
 });

@@ -34,6 +34,14 @@
  * stats, every few seconds) write nothing: they read on from a cached offset
  * until the stream is quiet for a moment, so they may lag but never over-count.
  *
+ * (RabbitMQ 3.x `rabbitmqctl list_queues name messages` shows 0 for streams
+ * too; `ttg monitor` and `ttg aggregate` give the counts.)
+ *
+ * Consuming starts with the first take(), with a prefetch of PREFETCH (more
+ * only if a caller asks take() for more at once; the worker loop never does).
+ * release() cancels the consumer before handing chunks back, or the broker
+ * would give them straight back to this worker.
+ *
  * Why a per-message expiration rather than x-message-ttl on the retry queue:
  * RabbitMQ refuses to redeclare a queue with other arguments, so a worker
  * started with another RABBITMQ_RETRY_DELAY_MS would fail on declare.

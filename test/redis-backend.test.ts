@@ -1,0 +1,436 @@
+/**
+ * The Redis Streams backend against a real Redis (127.0.0.1:6379 unless
+ * TEST_REDIS_HOST/PORT say otherwise). Each test works under its own random
+ * QUEUE_PREFIX and resets it afterwards.
+ */
+import { after, afterEach, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import net from 'node:net';
+import { Redis } from 'ioredis';
+import { RedisBackend } from '../backends/redis.js';
+import type { ChunkResult, Delivery } from '../backends/types.js';
+import { loadConfig } from '../engine/config.js';
+import { BrokerUnavailableError, SettingsMismatchError } from '../engine/errors.js';
+import { silentLogger } from '../engine/log.js';
+import { randomPrefix, REDIS_HOST, REDIS_PORT, requireRedis } from './helpers.js';
+
+type Env = Record<string, string | number>;
+
+const open: RedisBackend[] = [];
+let raw: Redis;
+
+function env(prefix: string, extra: Env = {}): Record<string, string> {
+  const base: Env = {
+    USE_QUEUE: 'true', QUEUE_BACKEND: 'redis', REDIS_HOST, REDIS_PORT, QUEUE_PREFIX: prefix, THREADS: '1',
+    TOTAL_PARAMS: 1000, CHUNK_SIZE: 100, CONNECT_TIMEOUT_SECONDS: 5, ...extra,
+  };
+  return Object.fromEntries(Object.entries(base).map(([k, v]) => [k, String(v)]));
+}
+
+function backend(prefix: string, extra: Env = {}, workerId = '0'): RedisBackend {
+  const config = loadConfig(env(prefix, { WORKER_ID: workerId, ...extra }));
+  const b = new RedisBackend({ config, workerId, log: silentLogger });
+  open.push(b);
+  return b;
+}
+
+function settingsOf(prefix: string, extra: Env = {}) {
+  const c = loadConfig(env(prefix, extra));
+  return { totalParams: c.totalParams, chunkSize: c.chunkSize, kernel: c.kernel };
+}
+
+/** A backend that has joined (or created) the sweep of `extra`. */
+async function joined(prefix: string, extra: Env = {}, workerId = '0'): Promise<RedisBackend> {
+  const b = backend(prefix, extra, workerId);
+  await b.init(settingsOf(prefix, extra));
+  return b;
+}
+
+function resultFor(d: Delivery, workerId = '0'): ChunkResult {
+  const count = d.task!.endParam - d.task!.startParam;
+  return {
+    chunkId: d.task!.chunkId, workerId, status: 'completed', durationSeconds: 0.25, completedAt: new Date().toISOString(),
+    stats: { count, sum: count * 2, min: 1, max: 3, avg: 2, partials: [count * 2] },
+  };
+}
+
+/** Stream entries as field records. */
+async function entries(key: string): Promise<Record<string, string>[]> {
+  const list = await raw.xrange(key, '-', '+');
+  return list.map(([, flat]) => {
+    const fields: Record<string, string> = {};
+    for (let i = 0; i < flat.length; i += 2) fields[flat[i]!] = flat[i + 1]!;
+    return fields;
+  });
+}
+
+async function pendingCount(prefix: string): Promise<number> {
+  const [count] = (await raw.call('XPENDING', `${prefix}:tasks`, `${prefix}-workers`)) as [number];
+  return Number(count);
+}
+
+/** A TCP relay to Redis that a test can cut and restore, to play a network outage. */
+async function relay(): Promise<{ port: number; cut(): void; stop(): Promise<void>; start(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(REDIS_PORT, REDIS_HOST);
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('error', () => {});
+      s.on('close', () => sockets.delete(s));
+    }
+    client.pipe(upstream).pipe(client);
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  const cut = () => sockets.forEach((s) => s.destroy());
+  return {
+    port,
+    cut,
+    stop: () => new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      cut();
+    }),
+    start: () => new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve)),
+  };
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('Redis backend', () => {
+  before(async () => {
+    await requireRedis();
+    raw = new Redis({ host: REDIS_HOST, port: REDIS_PORT });
+  });
+  afterEach(async () => {
+    const backends = open.splice(0);
+    // Any backend of the test will do (one may have been closed on purpose).
+    for (const b of backends) if (await b.reset().then(() => true, () => false)) break;
+    await Promise.all(backends.map((b) => b.close()));
+  });
+  after(async () => {
+    await raw?.quit();
+  });
+
+  it('lets ten workers initialise at once: exactly one creates the sweep, every task exists once', async () => {
+    const prefix = randomPrefix('init');
+    const extra = { TOTAL_PARAMS: 1000, CHUNK_SIZE: 7 };
+    const backends = Array.from({ length: 10 }, () => backend(prefix, extra));
+    const outcomes = await Promise.all(backends.map((b) => b.init(settingsOf(prefix, extra))));
+    assert.equal(outcomes.filter((o) => o.created).length, 1);
+    assert.ok(outcomes.every((o) => o.totalChunks === 143));
+    assert.equal(await raw.xlen(`${prefix}:tasks`), 143);
+    const tasks = await entries(`${prefix}:tasks`);
+    assert.deepEqual(tasks.map((t) => t.chunk_id), Array.from({ length: 143 }, (_, i) => String(i).padStart(5, '0')));
+    assert.deepEqual(tasks[142], { chunk_id: '00142', start_param: '994', end_param: '1000', total_params: '1000' });
+    const meta = await raw.hgetall(`${prefix}:meta`);
+    assert.equal(meta['total_params'], '1000');
+    assert.equal(meta['chunk_size'], '7');
+    assert.equal(meta['kernel'], 'placeholder');
+    assert.equal(meta['total_chunks'], '143');
+    assert.ok(meta['created_at']);
+    const groups = (await raw.call('XINFO', 'GROUPS', `${prefix}:tasks`)) as unknown[][];
+    assert.equal(groups.length, 1);
+    assert.equal(groups[0]![1], `${prefix}-workers`);
+    // One process, one WORKER_ID: one consumer gets worker-0, the rest unique fallbacks.
+    const names = backends.map((b) => b.consumerName);
+    assert.equal(new Set(names).size, 10);
+    assert.equal(names.filter((n) => n === 'worker-0').length, 1);
+  });
+
+  it('adds the tasks of a sweep of 100 000+ chunks in batches, once, with wider ids', async () => {
+    const prefix = randomPrefix('big');
+    const extra = { TOTAL_PARAMS: 120_001, CHUNK_SIZE: 1 };
+    const outcomes = await Promise.all([0, 1, 2].map((i) => backend(prefix, extra, String(i)).init(settingsOf(prefix, extra))));
+    assert.equal(outcomes.filter((o) => o.created).length, 1);
+    assert.equal(await raw.xlen(`${prefix}:tasks`), 120_001);
+    const [[, first]] = (await raw.xrange(`${prefix}:tasks`, '-', '+', 'COUNT', 1)) as [string, string[]][] as [[string, string[]]];
+    const [[, last]] = (await raw.xrevrange(`${prefix}:tasks`, '+', '-', 'COUNT', 1)) as [[string, string[]]];
+    assert.deepEqual(first, ['chunk_id', '000000', 'start_param', '0', 'end_param', '1', 'total_params', '120001']);
+    assert.deepEqual(last, ['chunk_id', '120000', 'start_param', '120000', 'end_param', '120001', 'total_params', '120001']);
+  });
+
+  for (const [variable, value] of [['TOTAL_PARAMS', 2000], ['CHUNK_SIZE', 50], ['KERNEL', 'mandelbrot']] as const) {
+    it(`refuses to join a sweep whose ${variable} differs, naming it`, async () => {
+      const prefix = randomPrefix('mismatch');
+      await joined(prefix);
+      const other = backend(prefix, { [variable]: value }, '1');
+      await assert.rejects(other.init(settingsOf(prefix, { [variable]: value })), (err: Error) => {
+        assert.ok(err instanceof SettingsMismatchError, `${err.name}: ${err.message}`);
+        assert.match(err.message, new RegExp(`${variable} is ${value} here but`));
+        assert.match(err.message, new RegExp(`QUEUE_PREFIX=${prefix}`));
+        return true;
+      });
+      assert.equal(await raw.xlen(`${prefix}:tasks`), 10);
+    });
+  }
+
+  it('takes tasks, publishes the result fields of DESIGN.md and acknowledges, in one step', async () => {
+    const prefix = randomPrefix('complete');
+    const b = await joined(prefix);
+    const got = await b.take(3, 100);
+    assert.deepEqual(got.map((d) => d.chunkId), ['00000', '00001', '00002']);
+    assert.deepEqual(got[1]!.task, { chunkId: '00001', startParam: 100, endParam: 200, totalParams: 1000 });
+    assert.ok(got.every((d) => d.attempt === 0 && !d.recovered && d.malformed === undefined));
+    assert.equal(await pendingCount(prefix), 3);
+    for (const d of got) assert.equal(await b.complete(d, resultFor(d)), true);
+    assert.equal(await pendingCount(prefix), 0);
+    const results = await entries(`${prefix}:results`);
+    assert.equal(results.length, 3);
+    assert.deepEqual(Object.keys(results[0]!).sort(),
+      ['chunk_id', 'completed_at', 'duration_seconds', 'result_data', 'status', 'worker_id']);
+    assert.equal(results[0]!['status'], 'completed');
+    assert.equal(results[0]!['worker_id'], '0');
+    assert.equal(results[0]!['duration_seconds'], '0.25');
+    assert.deepEqual(Object.keys(JSON.parse(results[0]!['result_data']!)).sort(), ['avg', 'count', 'max', 'min', 'partials', 'sum']);
+    assert.equal(await raw.hlen(`${prefix}:done`), 3);
+    // Reading results does not consume them.
+    const once = await b.readResults();
+    assert.deepEqual(await b.readResults(), once);
+    assert.deepEqual(once.map((r) => r.chunkId), ['00000', '00001', '00002']);
+    assert.equal(once[0]!.stats.count, 100);
+  });
+
+  it('publishes nothing for a worker that lost its delivery to stale recovery', async () => {
+    const prefix = randomPrefix('owner');
+    const slow = await joined(prefix, {}, '1');
+    const rescuer = await joined(prefix, {}, '2');
+    const [d] = await slow.take(1, 100);
+    await sleep(30);
+    const recovered = await rescuer.claimStale(10, 10);
+    assert.deepEqual(recovered.map((r) => [r.chunkId, r.recovered]), [['00000', true]]);
+    assert.equal(await slow.complete(d!, resultFor(d!, '1')), false);
+    assert.equal(await slow.fail(d!, 'too late'), 'not-owner');
+    assert.equal(await raw.xlen(`${prefix}:results`), 0);
+    assert.equal(await rescuer.complete(recovered[0]!, resultFor(recovered[0]!, '2')), true);
+    assert.deepEqual((await entries(`${prefix}:results`)).map((r) => r['worker_id']), ['2']);
+  });
+
+  it('keeps a delivery from being claimed while heartbeats refresh it, and never steals it back', async () => {
+    const prefix = randomPrefix('heartbeat');
+    const worker = await joined(prefix, {}, '1');
+    const other = await joined(prefix, {}, '2');
+    const [d] = await worker.take(1, 100);
+    for (let i = 0; i < 6; i++) {
+      await sleep(60);
+      await worker.heartbeat([d!]);
+      assert.deepEqual(await other.claimStale(10, 200), [], `claimed despite heartbeat ${i}`);
+    }
+    await sleep(250);
+    const taken = await other.claimStale(10, 200);
+    assert.equal(taken.length, 1);
+    await worker.heartbeat([d!]);
+    const [[, owner]] = (await raw.call('XPENDING', `${prefix}:tasks`, `${prefix}-workers`, '-', '+', 10)) as [[string, string]];
+    assert.equal(owner, other.consumerName);
+  });
+
+  it('retries a failed chunk, then dead-letters it after RABBITMQ_MAX_RETRIES failures', async () => {
+    const prefix = randomPrefix('retry');
+    const extra = { TOTAL_PARAMS: 10, CHUNK_SIZE: 10, RABBITMQ_MAX_RETRIES: 3 };
+    const b = await joined(prefix, extra, '4');
+    const outcomes: string[] = [];
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const [d] = await b.take(1, 100);
+      assert.equal(d!.chunkId, '00000');
+      assert.equal(d!.attempt, attempt);
+      outcomes.push(await b.fail(d!, `boom ${attempt}`));
+    }
+    assert.deepEqual(outcomes, ['retried', 'retried', 'dead-lettered']);
+    assert.equal(await raw.xlen(`${prefix}:tasks`), 3, 'the original entry and two retries');
+    assert.equal(await pendingCount(prefix), 0);
+    assert.deepEqual(await b.take(1, 50), []);
+    assert.deepEqual(await b.readDeadLetters(), [{
+      chunkId: '00000', reason: 'boom 2', attempts: 3, workerId: '4',
+      task: { chunkId: '00000', startParam: 0, endParam: 10, totalParams: 10 },
+    }]);
+    const [dead] = await entries(`${prefix}:dead`);
+    assert.equal(dead!['end_param'], '10');
+    assert.equal(await b.isSettled(), true);
+  });
+
+  it('surfaces malformed entries with a reason and dead-letters them at once', async () => {
+    const prefix = randomPrefix('malformed');
+    const b = await joined(prefix, { TOTAL_PARAMS: 100, CHUNK_SIZE: 50 });
+    const tasks = `${prefix}:tasks`;
+    await raw.xadd(tasks, '*', 'start_param', '0', 'end_param', '10', 'total_params', '100');
+    await raw.xadd(tasks, '*', 'chunk_id', '00007', 'start_param', '40', 'end_param', '30', 'total_params', '100');
+    await raw.xadd(tasks, '*', 'chunk_id', '00008', 'start_param', '90', 'end_param', '120', 'total_params', '100');
+    await raw.xadd(tasks, '*', 'chunk_id', '00009', 'start_param', 'ten', 'end_param', '20', 'total_params', '100');
+    await raw.xadd(tasks, '*', 'chunk_id', '00010', 'end_param', '20', 'total_params', '100');
+    const got = await b.take(10, 100);
+    assert.equal(got.length, 7);
+    const [first, second, ...bad] = got;
+    assert.deepEqual(bad.map((d) => [d.chunkId, d.task]), [['?', null], ['00007', null], ['00008', null], ['00009', null], ['00010', null]]);
+    assert.match(bad[0]!.malformed!, /missing field chunk_id/);
+    assert.match(bad[1]!.malformed!, /end_param \(30\) must be greater than start_param \(40\)/);
+    assert.match(bad[2]!.malformed!, /end_param \(120\) is beyond total_params \(100\)/);
+    assert.match(bad[3]!.malformed!, /start_param must be a non-negative integer, got "ten"/);
+    assert.match(bad[4]!.malformed!, /missing field start_param/);
+    for (const d of bad) assert.equal(await b.fail(d, d.malformed!), 'dead-lettered');
+    const letters = await b.readDeadLetters();
+    assert.deepEqual(letters.map((l) => [l.chunkId, l.attempts, l.task]), bad.map((d) => [d.chunkId, 1, null]));
+    assert.deepEqual(letters.map((l) => l.reason), bad.map((d) => d.malformed));
+    // Junk ids are no chunks of the sweep: the two real chunks still decide when it is settled.
+    assert.equal(await b.isSettled(), false);
+    await b.complete(first!, resultFor(first!));
+    await b.complete(second!, resultFor(second!));
+    assert.equal(await b.isSettled(), true);
+    assert.equal(await pendingCount(prefix), 0);
+  });
+
+  it('is settled only when every chunk is done or dead', async () => {
+    const prefix = randomPrefix('settled');
+    const extra = { TOTAL_PARAMS: 30, CHUNK_SIZE: 10, RABBITMQ_MAX_RETRIES: 1 };
+    const b = await joined(prefix, extra);
+    assert.equal(await b.isSettled(), false);
+    const [d0, d1, d2] = await b.take(3, 100);
+    await b.complete(d0!, resultFor(d0!));
+    assert.equal(await b.isSettled(), false);
+    assert.equal(await b.fail(d1!, 'broken'), 'dead-lettered');
+    assert.equal(await b.isSettled(), false);
+    await b.complete(d2!, resultFor(d2!));
+    assert.equal(await b.isSettled(), true);
+    const stats = await b.stats();
+    assert.deepEqual({ ...stats, settings: null }, {
+      settings: null, totalChunks: 3, completedChunks: 2, deadLettered: 1, ready: 0, inFlight: 0, retrying: 0, results: 2, consumers: {},
+    });
+    assert.deepEqual(stats.settings, settingsOf(prefix, extra));
+  });
+
+  it('reports what is ready, in flight and held by others', async () => {
+    const prefix = randomPrefix('stats');
+    const a = await joined(prefix, { TOTAL_PARAMS: 40, CHUNK_SIZE: 10 }, '1');
+    const b = await joined(prefix, { TOTAL_PARAMS: 40, CHUNK_SIZE: 10 }, '2');
+    assert.equal(await a.hasOutstanding(), true, 'tasks are waiting');
+    const held = await a.take(4, 100);
+    assert.equal(held.length, 4);
+    assert.equal(await a.hasOutstanding(), false, 'only its own chunks are out');
+    assert.equal(await b.hasOutstanding(), true, 'another worker holds chunks');
+    const stats = await b.stats();
+    assert.equal(stats.ready, 0);
+    assert.equal(stats.inFlight, 4);
+    assert.deepEqual(stats.consumers, { 'worker-1': 4 });
+  });
+
+  it('releases deliveries so that the next stale check takes them at once', async () => {
+    const prefix = randomPrefix('release');
+    const a = await joined(prefix, {}, '1');
+    const b = await joined(prefix, {}, '2');
+    const got = await a.take(2, 100);
+    await a.release(got);
+    const again = await b.claimStale(10, 60_000);
+    assert.deepEqual(again.map((d) => d.chunkId), ['00000', '00001']);
+    assert.ok(again.every((d) => d.recovered));
+  });
+
+  it('gives a second live process its own consumer name, and a restarted one its old name and pending entries', async () => {
+    const prefix = randomPrefix('names');
+    const first = await joined(prefix, {}, '7');
+    const twin = await joined(prefix, {}, '7');
+    assert.equal(first.consumerName, 'worker-7');
+    assert.match(twin.consumerName, new RegExp(`^worker-7-.+-${process.pid}`));
+    const held = await first.take(2, 100);
+    await first.close(); // a restart: its entries stay pending under worker-7
+    const restarted = await joined(prefix, {}, '7');
+    assert.equal(restarted.consumerName, 'worker-7');
+    assert.equal(await restarted.hasOutstanding(), true);
+    const resumed = await restarted.take(10, 100);
+    assert.deepEqual(resumed.map((d) => [d.chunkId, d.recovered]), held.map((d) => [d.chunkId, true]));
+    const fresh = await restarted.take(1, 100);
+    assert.deepEqual(fresh.map((d) => [d.chunkId, d.recovered]), [['00002', false]]);
+  });
+
+  it('reads settings, results and dead letters without init, and finds nothing where there is no sweep', async () => {
+    const prefix = randomPrefix('read');
+    const worker = await joined(prefix);
+    const [d] = await worker.take(1, 100);
+    await worker.complete(d!, resultFor(d!));
+    const reader = backend(prefix, {}, 'reader');
+    assert.deepEqual(await reader.readSettings(), settingsOf(prefix));
+    assert.deepEqual((await reader.readResults()).map((r) => r.chunkId), ['00000']);
+    assert.deepEqual(await reader.readDeadLetters(), []);
+    const nobody = backend(randomPrefix('empty'));
+    assert.equal(await nobody.readSettings(), null);
+    assert.deepEqual(await nobody.readResults(), []);
+    assert.equal((await nobody.stats()).totalChunks, 0);
+  });
+
+  it('deletes every key of the prefix on reset', async () => {
+    const prefix = randomPrefix('reset');
+    const b = await joined(prefix, { TOTAL_PARAMS: 20, CHUNK_SIZE: 10, RABBITMQ_MAX_RETRIES: 1 });
+    const [d0, d1] = await b.take(2, 100);
+    await b.complete(d0!, resultFor(d0!));
+    await b.fail(d1!, 'x');
+    await b.reset();
+    await b.close();
+    await b.close();
+    assert.deepEqual(await raw.keys(`${prefix}*`), []);
+  });
+
+  it('gives up on an unreachable Redis within CONNECT_TIMEOUT_SECONDS, naming the address', async () => {
+    const prefix = randomPrefix('down');
+    const b = backend(prefix, { REDIS_HOST: '127.0.0.1', REDIS_PORT: 1, CONNECT_TIMEOUT_SECONDS: 1 });
+    const started = Date.now();
+    await assert.rejects(b.init(settingsOf(prefix)), (err: Error) => {
+      assert.ok(err instanceof BrokerUnavailableError, `${err.name}: ${err.message}`);
+      assert.match(err.message, /127\.0\.0\.1:1\b/);
+      return true;
+    });
+    assert.ok(Date.now() - started < 3000, `took ${Date.now() - started} ms`);
+    open.splice(open.indexOf(b), 1);
+    await b.close();
+  });
+
+  it('rides out a dropped connection and a short outage, and names the address after CONNECT_TIMEOUT_SECONDS', async () => {
+    const prefix = randomPrefix('outage');
+    const link = await relay();
+    const b = await joined(prefix, { REDIS_PORT: link.port, CONNECT_TIMEOUT_SECONDS: 1.5 });
+    const [d] = await b.take(1, 100);
+    link.cut(); // connections dropped, the relay still answers: ioredis reconnects
+    await b.heartbeat([d!]);
+    await link.stop();
+    const pending = b.complete(d!, resultFor(d!)); // waits for the connection to come back
+    await sleep(400);
+    await link.start();
+    assert.equal(await pending, true);
+    await link.stop();
+    const started = Date.now();
+    await assert.rejects(b.isSettled(), (err: Error) => {
+      assert.ok(err instanceof BrokerUnavailableError, `${err.name}: ${err.message}`);
+      assert.match(err.message, new RegExp(`127\\.0\\.0\\.1:${link.port}\\b.*gave up after 1.5 s`));
+      return true;
+    });
+    assert.ok(Date.now() - started < 3500, `took ${Date.now() - started} ms`);
+    const reader = backend(prefix);
+    assert.deepEqual((await reader.readResults()).map((r) => r.chunkId), ['00000']);
+  });
+
+  it('connects with REDIS_URL, with and without a password, and says so clearly when the password is wrong', async () => {
+    const prefix = randomPrefix('url');
+    const plain = await joined(prefix, { REDIS_URL: `redis://${REDIS_HOST}:${REDIS_PORT}/0` });
+    assert.equal(plain.consumerName, 'worker-0');
+    // A throw-away ACL user (the default user and its password stay untouched).
+    const user = `ttgtest-${randomBytes(4).toString('hex')}`;
+    const password = `pw-${randomBytes(6).toString('hex')}`;
+    await raw.call('ACL', 'SETUSER', user, 'on', `>${password}`, `~${prefix}:*`, '+@all');
+    try {
+      const withPassword = backend(prefix, { REDIS_URL: `redis://${user}:${password}@${REDIS_HOST}:${REDIS_PORT}` }, '1');
+      assert.deepEqual(await withPassword.readSettings(), settingsOf(prefix));
+      const wrong = backend(prefix, { REDIS_URL: `redis://${user}:not-${password}@${REDIS_HOST}:${REDIS_PORT}` }, '2');
+      await assert.rejects(wrong.readSettings(), (err: Error) => {
+        assert.ok(err instanceof BrokerUnavailableError, `${err.name}: ${err.message}`);
+        assert.match(err.message, new RegExp(`${REDIS_HOST}:${REDIS_PORT}.*refused the credentials.*REDIS_URL`));
+        assert.ok(!err.message.includes(password), 'the password must not appear');
+        return true;
+      });
+      // Closed before the user goes: deleting it drops its connections, which would start reconnecting.
+      await withPassword.close();
+      await wrong.close();
+    } finally {
+      await raw.call('ACL', 'DELUSER', user);
+    }
+  });
+});

@@ -249,8 +249,11 @@ export class RedisBackend implements QueueBackend {
   #leaseTimer: NodeJS.Timeout | null = null;
   #renewing = false;
   #leaseLostWarned = false;
-  /** Before the first new read, entries this consumer name left pending in an earlier life are read from here. */
-  #ownPendingCursor: string | null = '0';
+  /**
+   * Entries this consumer name had pending when init() chose it (left by a
+   * restarted predecessor): take() hands them out before any new entry.
+   */
+  #resumable: StreamEntry[] = [];
   /** Where the next XAUTOCLAIM scan of the pending list starts. */
   #claimCursor = '0-0';
   #closed = false;
@@ -286,7 +289,10 @@ export class RedisBackend implements QueueBackend {
       if (added! >= storedChunks!) break;
     }
     this.#settings = settings;
-    if (!this.#consumer) await this.#chooseConsumerName(link);
+    if (!this.#consumer) {
+      await this.#chooseConsumerName(link);
+      this.#resumable = await this.#ownPending(link);
+    }
     await this.#blockingLink();
     this.#log.debug(created ? 'created the sweep in Redis' : 'joined the sweep in Redis', {
       tasks: k.tasks, chunks: totalChunks, consumer: this.#consumer,
@@ -327,7 +333,7 @@ export class RedisBackend implements QueueBackend {
       if (mine.length) await this.#run(link, (c) => c.del(...mine));
       cursor = next;
     } while (cursor !== '0');
-    this.#ownPendingCursor = '0';
+    this.#resumable = [];
     this.#claimCursor = '0-0';
   }
 
@@ -338,8 +344,8 @@ export class RedisBackend implements QueueBackend {
     if (max <= 0) return [];
     const k = this.#keys;
     try {
-      if (this.#ownPendingCursor !== null) {
-        const own = await this.#readOwnPending(max);
+      while (this.#resumable.length) {
+        const own = await this.#toDeliveries(this.#resumable.splice(0, max), true);
         if (own.length) return own;
       }
       const link = await this.#blockingLink();
@@ -442,8 +448,8 @@ export class RedisBackend implements QueueBackend {
   }
 
   async hasOutstanding(): Promise<boolean> {
-    // Entries a predecessor with this consumer name left pending are still to be read by take().
-    if (this.#ownPendingCursor !== null && this.#settings) return true;
+    // Entries a predecessor with this consumer name left pending are still to be handed out by take().
+    if (this.#resumable.length) return true;
     const link = await this.#commandLink();
     const { consumers } = await this.#pending(link);
     const heldByOthers = Object.entries(consumers).some(([name, n]) => name !== this.#consumer && n > 0);
@@ -523,25 +529,31 @@ export class RedisBackend implements QueueBackend {
   }
 
   /**
-   * Entries left pending under this consumer name by an earlier process with
-   * the same name (a restarted worker): they were its own, so it finishes
-   * them first. Reading with an id instead of '>' returns them without
-   * waiting; the cursor is dropped once they are all read.
+   * Entries pending under this consumer name when this process took it: an
+   * earlier process of the same name (a restarted worker) left them, and
+   * they were its own, so it finishes them first. Read once, at init(),
+   * with XREADGROUP from id 0 (pending entries, no waiting), so entries this
+   * process claims later are never handed out twice.
    */
-  async #readOwnPending(max: number): Promise<Delivery[]> {
+  async #ownPending(link: Link): Promise<StreamEntry[]> {
     const k = this.#keys;
-    const link = await this.#commandLink();
-    const reply = await this.#run(link, (c) =>
-      c.call('XREADGROUP', 'GROUP', k.group, this.#consumer, 'COUNT', max, 'STREAMS', k.tasks, this.#ownPendingCursor!));
-    const entries = readGroupEntries(reply);
-    this.#ownPendingCursor = entries.length < max ? null : entries[entries.length - 1]!.id;
+    const entries: StreamEntry[] = [];
+    let from = '0';
+    for (;;) {
+      const page = readGroupEntries(await this.#run(link, (c) =>
+        c.call('XREADGROUP', 'GROUP', k.group, this.#consumer, 'COUNT', PAGE, 'STREAMS', k.tasks, from)));
+      entries.push(...page);
+      if (page.length < PAGE) break;
+      from = page[page.length - 1]!.id;
+    }
+    // Entries deleted from the stream while pending come back without fields: nothing to resume.
     const deleted = entries.filter((entry) => entry.fields === null).map((entry) => entry.id);
     if (deleted.length) await this.#run(link, (c) => c.xack(k.tasks, k.group, ...deleted));
-    const deliveries = await this.#toDeliveries(entries.filter((entry) => entry.fields !== null), true);
-    if (deliveries.length) {
-      this.#log.info(`resuming ${deliveries.length} chunks this consumer name left pending before a restart`, { consumer: this.#consumer });
+    const resumable = entries.filter((entry) => entry.fields !== null);
+    if (resumable.length) {
+      this.#log.info(`resuming ${resumable.length} chunks this consumer name left pending before a restart`, { consumer: this.#consumer });
     }
-    return deliveries;
+    return resumable;
   }
 
   /**

@@ -209,6 +209,18 @@ describe('Redis backend', () => {
     assert.deepEqual((await entries(`${prefix}:results`)).map((r) => r['worker_id']), ['2']);
   });
 
+  it('never hands out again an entry it claimed before its first take', async () => {
+    const prefix = randomPrefix('claimfirst');
+    const gone = await joined(prefix, { TOTAL_PARAMS: 200, CHUNK_SIZE: 100 }, '1');
+    const [lost] = await gone.take(1, 100);
+    await gone.close();
+    await sleep(30);
+    const rescuer = await joined(prefix, { TOTAL_PARAMS: 200, CHUNK_SIZE: 100 }, '2');
+    const claimed = await rescuer.claimStale(10, 10);
+    assert.deepEqual(claimed.map((d) => d.chunkId), [lost!.chunkId]);
+    assert.deepEqual((await rescuer.take(10, 100)).map((d) => d.chunkId), ['00001']);
+  });
+
   it('keeps a delivery from being claimed while heartbeats refresh it, and never steals it back', async () => {
     const prefix = randomPrefix('heartbeat');
     const worker = await joined(prefix, {}, '1');

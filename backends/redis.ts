@@ -99,12 +99,15 @@ function loadScripts(): Map<ScriptName, ScriptSource> {
 }
 
 type Outcome =
-  | 'created' | 'joined' | 'published' | 'duplicate' | 'retried' | 'dead-lettered' | 'not-owner' | 'sweep-gone';
+  | 'created' | 'joined' | 'published' | 'duplicate' | 'retried' | 'dead-lettered' | 'not-owner' | 'sweep-gone'
+  | 'lease-held' | 'lease-taken';
 
 /**
- * The one place where script return codes become outcomes or errors. Codes:
- * 0 joined, 1 created / published / retried, 2 duplicate / dead-lettered,
- * -1 not the owner, -2 settings mismatch, -3 the sweep is gone.
+ * The one place where script return codes become outcomes or errors (each
+ * script's header lists its codes): 0 joined / lease taken by another,
+ * 1 created / published / retried / lease held, 2 duplicate / dead-lettered,
+ * -1 not the owner, -2 settings mismatch, -3 the sweep is gone. touch-1.lua
+ * returns a count, not a code.
  */
 function outcomeOf(script: ScriptName, reply: unknown, context: { prefix: string; settings?: SweepSettings }): Outcome {
   const code = Number(Array.isArray(reply) ? reply[0] : reply);
@@ -117,7 +120,7 @@ function outcomeOf(script: ScriptName, reply: unknown, context: { prefix: string
         totalParams: Number(totalParams), chunkSize: Number(chunkSize), kernel: String(kernel) as KernelName,
       };
       const diff = settingsDifference(theirs, context.settings!) ?? 'the stored settings are unreadable';
-      return fail(new SettingsMismatchError(mismatchMessage(diff, context.prefix)));
+      return raise(new SettingsMismatchError(mismatchMessage(diff, context.prefix)));
     }
     case 'complete:1': return 'published';
     case 'complete:2': return 'duplicate';
@@ -126,11 +129,13 @@ function outcomeOf(script: ScriptName, reply: unknown, context: { prefix: string
     case 'complete:-1':
     case 'fail:-1': return 'not-owner';
     case 'complete:-3': return 'sweep-gone';
+    case 'lease:1': return 'lease-held';
+    case 'lease:0': return 'lease-taken';
   }
-  return fail(new TtgError(`unexpected reply from the Redis script ${script}: ${JSON.stringify(reply)}`));
+  return raise(new TtgError(`unexpected reply from the Redis script ${script}: ${JSON.stringify(reply)}`));
 }
 
-function fail(error: Error): never {
+function raise(error: Error): never {
   throw error;
 }
 
@@ -174,7 +179,7 @@ function pendingSummary(reply: unknown): { count: number; consumers: Record<stri
 
 function isRedisError(err: unknown, ...codes: string[]): boolean {
   const message = err instanceof Error ? err.message : '';
-  return codes.some((code) => message.startsWith(code) || message.includes(code));
+  return codes.some((code) => message.includes(code));
 }
 
 // ---------------------------------------------------------------- connections
@@ -645,7 +650,7 @@ export class RedisBackend implements QueueBackend {
    */
   async #chooseConsumerName(link: Link): Promise<void> {
     const base = `worker-${this.#workerId}`;
-    const held = Number(await this.#script(link, 'lease', [this.#keys.lease(base)], [this.#nonce, LEASE_MS, 'hold'])) === 1;
+    const held = await this.#holdLease(link, base);
     if (held) {
       this.#consumer = base;
       this.#leased = base;
@@ -659,12 +664,18 @@ export class RedisBackend implements QueueBackend {
     }
   }
 
+  /** Takes or renews the lease on `name`; false when another live process holds it. */
+  async #holdLease(link: Link, name: string): Promise<boolean> {
+    const reply = await this.#script(link, 'lease', [this.#keys.lease(name)], [this.#nonce, LEASE_MS, 'hold']);
+    return outcomeOf('lease', reply, { prefix: this.#config.queuePrefix }) === 'lease-held';
+  }
+
   async #renewLease(): Promise<void> {
     if (!this.#leased || this.#renewing || this.#closed) return;
     this.#renewing = true;
     try {
       const link = await this.#commandLink();
-      const held = Number(await this.#script(link, 'lease', [this.#keys.lease(this.#leased)], [this.#nonce, LEASE_MS, 'hold'])) === 1;
+      const held = await this.#holdLease(link, this.#leased);
       if (!held && !this.#leaseLostWarned) {
         this.#leaseLostWarned = true;
         this.#log.warn(`another process took the consumer name ${this.#leased} after this one stalled for over ${LEASE_MS / 1000} s; ` +

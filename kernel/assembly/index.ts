@@ -188,18 +188,34 @@ function addPartial(n: i32, x: f64): i32 {
 /** Turns the chunks into the slice's partials (partialCount, partial). */
 export function finishStats(): void {
   carryChunks();
+  // A negative sum is held in two's complement: a -1 in the top chunk over
+  // full lower chunks. Negating every chunk and carrying again gives the
+  // magnitude in the same form as a positive sum (all chunks >= 0); the
+  // partials take the sign back.
+  const top = chunks + (<usize>(CHUNKS - 1) << 3);
+  const negative = load<i64>(top) < 0;
+  if (negative) {
+    for (let k = 0; k < CHUNKS; k++) {
+      const at = chunks + (<usize>k << 3);
+      store<i64>(at, -load<i64>(at));
+    }
+    carryChunks();
+  }
+  const sign: f64 = negative ? -1.0 : 1.0;
   let n = 0;
   for (let k = 0; k < CHUNKS - 1; k++) {
     const c = load<i64>(chunks + (<usize>k << 3));
     // c < 2^32 converts exactly, and c·2^(32k-1074) has no bit below 2^-1074: exact.
-    if (c != 0) n = addPartial(n, <f64>c * powerOfTwo(32 * k - 1074));
+    if (c != 0) n = addPartial(n, sign * <f64>c * powerOfTwo(32 * k - 1074));
   }
-  // The top chunk is signed and may exceed 2^53: add it as two 32-bit halves.
-  const top = load<i64>(chunks + (<usize>(CHUNKS - 1) << 3));
-  const topLow = top & 0xffff_ffff;
-  const topHigh = top >> 32;
-  if (topLow != 0) n = addPartial(n, <f64>topLow * powerOfTwo(32 * (CHUNKS - 1) - 1074));
-  if (topHigh != 0) n = addPartial(n, <f64>topHigh * powerOfTwo(32 * CHUNKS - 1074));
+  // The top chunk may exceed 2^32 (by carries only): add it as two 32-bit
+  // halves; the upper one, of weight 2^1038, is non-zero only for a sum
+  // beyond the f64 range, and becomes an infinite partial.
+  const last = load<i64>(top);
+  const lastLow = last & 0xffff_ffff;
+  const lastHigh = last >> 32;
+  if (lastLow != 0) n = addPartial(n, sign * <f64>lastLow * powerOfTwo(32 * (CHUNKS - 1) - 1074));
+  if (lastHigh != 0) n = addPartial(n, sign * <f64>lastHigh * powerOfTwo(32 * CHUNKS - 1074));
   statPartials = n;
 }
 

@@ -7,8 +7,9 @@
  * mathematical sum is the exact sum of every value added so far. Merging two
  * sums is adding the partials of one into the other, so the grand sum of a
  * sweep does not depend on how it was split, in which order chunks finished,
- * or how many threads computed them. The WASM kernel keeps the same kind of
- * list in linear memory (kernel/assembly/index.ts); both must stay in step.
+ * or how many threads computed them. The WASM kernels hand out the same kind
+ * of list (kernel/assembly/index.ts builds it from a fixed-point
+ * superaccumulator), and its rounded value is the same bit for bit.
  */
 
 /** Adds `x` to `partials` in place. `x` must be finite. */

@@ -600,6 +600,11 @@ export class RabbitBackend implements QueueBackend {
     return this.#withSession(async (s) => {
       const settings = this.#settings ?? (await this.#readSettingsOn(s));
       if (!settings) return false;
+      // Fast answer first: a task ready or waiting out its retry delay means not settled, without
+      // reading the results stream to its quiet end (which takes a fraction of a second).
+      if (this.#buffer.length > 0) return false;
+      if ((await this.#queueInfo(s, this.#names.tasks)).messageCount > 0) return false;
+      if ((await this.#queueInfo(s, this.#names.retry)).messageCount > 0) return false;
       const p = await this.#poll(s, settings, true);
       return p.settled.size >= countChunks(settings.totalParams, settings.chunkSize);
     });

@@ -7,13 +7,14 @@
  *    sizes, to show the per-chunk round-trip cost of each queue.
  */
 import { Bench } from 'tinybench';
-import { loadConfig } from '../engine/config.js';
+import { loadConfig, type Config } from '../engine/config.js';
 import { silentLogger } from '../engine/log.js';
 import { KernelPool } from '../engine/pool.js';
 import { QueueWorker } from '../engine/queue-worker.js';
 import { createBackend } from '../backends/index.js';
 import { usableCpus } from '../engine/cpus.js';
 import type { KernelName } from '../kernel/types.js';
+import type { QueueBackend } from '../backends/types.js';
 
 export interface SweepBenchRow {
   suite: 'engine' | 'broker';
@@ -31,22 +32,34 @@ export interface SweepBenchRow {
 
 let sweepNo = 0;
 
-async function oneSweep(backendName: 'memory' | 'redis' | 'rabbitmq', pool: KernelPool, kernel: KernelName, totalParams: number, chunkSize: number, threads: number) {
-  const prefix = `ttgbench-${process.pid}-${sweepNo++}`;
-  const config = loadConfig({
-    ...process.env, USE_QUEUE: 'true', QUEUE_BACKEND: backendName, QUEUE_PREFIX: prefix, KERNEL: kernel,
-    TOTAL_PARAMS: String(totalParams), CHUNK_SIZE: String(chunkSize), THREADS: String(threads),
-    REDIS_HOST: process.env['REDIS_HOST'] ?? '127.0.0.1', RABBITMQ_HOST: process.env['RABBITMQ_HOST'] ?? '127.0.0.1',
-    IDLE_TIMEOUT_SECONDS: '5', CONNECT_TIMEOUT_SECONDS: '3',
-  });
-  const backend = await createBackend({ config, workerId: '0', log: silentLogger });
-  try {
-    const summary = await new QueueWorker({ config, backend, pool, log: silentLogger, pollMs: 50 }).run();
-    if (summary.params_processed !== totalParams) throw new Error(`swept ${summary.params_processed} of ${totalParams}`);
-  } finally {
-    await backend.reset().catch(() => {});
-    await backend.close().catch(() => {});
-  }
+/**
+ * One sweep as a tinybench task: the timed part is the worker's run (which
+ * creates the sweep's tasks, takes, computes and commits every chunk); the
+ * queue is cleared afterwards, outside the timing.
+ */
+function sweepTask(backendName: 'memory' | 'redis' | 'rabbitmq', pool: KernelPool, kernel: KernelName, totalParams: number, chunkSize: number, threads: number) {
+  let backend: QueueBackend | null = null;
+  let config: Config | null = null;
+  return {
+    beforeEach: async () => {
+      config = loadConfig({
+        ...process.env, USE_QUEUE: 'true', QUEUE_BACKEND: backendName, QUEUE_PREFIX: `ttgbench-${process.pid}-${sweepNo++}`,
+        KERNEL: kernel, TOTAL_PARAMS: String(totalParams), CHUNK_SIZE: String(chunkSize), THREADS: String(threads),
+        REDIS_HOST: process.env['REDIS_HOST'] ?? '127.0.0.1', RABBITMQ_HOST: process.env['RABBITMQ_HOST'] ?? '127.0.0.1',
+        IDLE_TIMEOUT_SECONDS: '5', CONNECT_TIMEOUT_SECONDS: '3',
+      });
+      backend = await createBackend({ config, workerId: '0', log: silentLogger });
+    },
+    run: async () => {
+      const summary = await new QueueWorker({ config: config!, backend: backend!, pool, log: silentLogger, pollMs: 50 }).run();
+      if (summary.params_processed !== totalParams) throw new Error(`swept ${summary.params_processed} of ${totalParams}`);
+    },
+    afterEach: async () => {
+      await backend?.reset().catch(() => {});
+      await backend?.close().catch(() => {});
+      backend = null;
+    },
+  };
 }
 
 async function timeSweeps(
@@ -58,7 +71,8 @@ async function timeSweeps(
     for (const chunkSize of chunkSizes) {
       const bench = new Bench({ iterations, time: 0, warmupIterations: 1, warmupTime: 0 });
       const name = `${suite} ${backendName} ${kernel} threads=${threads} chunk=${chunkSize}`;
-      bench.add(name, () => oneSweep(backendName, pool, kernel, totalParams, chunkSize, threads));
+      const task = sweepTask(backendName, pool, kernel, totalParams, chunkSize, threads);
+      bench.add(name, task.run, { beforeEach: task.beforeEach, afterEach: task.afterEach });
       const row: SweepBenchRow = { suite, backend: backendName, kernel, threads, chunkSize, totalParams, seconds: NaN, paramsPerSecond: NaN, chunksPerSecond: NaN };
       try {
         await bench.run();

@@ -97,6 +97,7 @@ export class QueueWorker {
     let status: WorkerStatus = 'completed';
     let lastWorkAt = Date.now();
     let nextStaleCheck = Date.now(); // look once at start: a restarted worker recovers right away
+    let drainedWhileBusy = false;
     try {
       while (!this.#stopping && this.#fatal === null) {
         let capacity = config.prefetch - this.#inHand.size;
@@ -114,21 +115,30 @@ export class QueueWorker {
           await Promise.race(this.#inHand.values());
           continue;
         }
-        const waitMs = Math.max(1, Math.min(pollMs, nextStaleCheck - Date.now()));
-        const taken = await backend.take(capacity, waitMs);
-        for (const d of taken) {
-          // Brokers that redeliver by themselves (RabbitMQ) mark a dead consumer's chunks as recovered.
-          if (d.recovered) log.warn(`FAULT RECOVERY: chunk ${d.chunkId} redelivered after its worker stopped`, { chunk_id: d.chunkId });
-          this.#start(d);
-        }
-        if (taken.length > 0 || this.#inHand.size > 0) {
-          if (taken.length > 0) lastWorkAt = Date.now();
+        if (this.#inHand.size > 0) {
+          // Busy: top up without blocking, then wait for a chunk to finish (or the next poll), so a
+          // blocked read never holds the loop after the last chunk in hand is done.
+          lastWorkAt = Date.now();
+          const taken = await backend.take(capacity, 0);
+          this.#startAll(taken);
+          if (taken.length === 0) {
+            drainedWhileBusy = true;
+            await Promise.race([...this.#inHand.values(), sleep(Math.max(1, Math.min(pollMs, nextStaleCheck - Date.now())))]);
+          }
           continue;
         }
-        if (await backend.isSettled()) {
-          status = 'completed';
-          break;
+        // Nothing in hand. If the last chunk in hand just finished with the queue empty, the sweep
+        // may be over: ask before blocking on the queue, so the exit does not wait a whole poll.
+        if (drainedWhileBusy && (await backend.isSettled())) break;
+        drainedWhileBusy = false;
+        const waitMs = Math.max(1, Math.min(pollMs, nextStaleCheck - Date.now()));
+        const taken = await backend.take(capacity, waitMs);
+        this.#startAll(taken);
+        if (taken.length > 0) {
+          lastWorkAt = Date.now();
+          continue;
         }
+        if (await backend.isSettled()) break;
         const idleSeconds = (Date.now() - lastWorkAt) / 1000;
         if (idleSeconds >= config.idleTimeoutSeconds && !(await backend.hasOutstanding())) {
           status = 'idle_timeout';
@@ -158,6 +168,14 @@ export class QueueWorker {
       duration_seconds: round3(duration),
       params_per_second: duration > 0 ? Math.round(this.#paramsProcessed / duration) : 0,
     };
+  }
+
+  #startAll(deliveries: Delivery[]): void {
+    for (const d of deliveries) {
+      // Brokers that redeliver by themselves (RabbitMQ) mark a dead consumer's chunks as recovered.
+      if (d.recovered) this.#opts.log.warn(`FAULT RECOVERY: chunk ${d.chunkId} redelivered after its worker stopped`, { chunk_id: d.chunkId });
+      this.#start(d);
+    }
   }
 
   #start(delivery: Delivery): void {
@@ -213,6 +231,10 @@ export class QueueWorker {
       }
     }
   }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 function round3(x: number): number {

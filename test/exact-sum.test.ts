@@ -9,6 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { addExact, exactSum, mergePartials, roundPartials } from '../kernel/exact-sum.js';
 import { WasmKernelRunner } from '../kernel/wasm.js';
+import { random } from './helpers.js';
 
 // ------------------------------------------------------------ the reference
 
@@ -96,17 +97,6 @@ function assertNonOverlapping(partials: readonly number[], label: string): void 
 
 // ------------------------------------------------------------ seeded data
 
-/** A small seeded generator (mulberry32), so a failing case can be replayed from its seed. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Values of mixed magnitudes and signs, with cancellations, subnormals and huge values. */
 function mixedValues(rand: () => number, n: number): number[] {

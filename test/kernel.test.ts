@@ -18,23 +18,12 @@ import {
   type KernelRunner,
   type SliceStats,
 } from '../kernel/index.js';
-import { golden } from './helpers.js';
+import { golden, random } from './helpers.js';
 
 const wasm = new WasmKernelRunner();
 const js = new JsKernelRunner();
 const RUNNERS: KernelRunner[] = [wasm, js];
 
-/** A small seeded generator (mulberry32): a failing range can be replayed from its seed. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Asserts WASM and JS give the same values bit for bit over [start, end), naming the first difference. */
 function assertSameValues(kernel: KernelName, start: number, end: number, total: number): void {

@@ -98,23 +98,30 @@ async function cmdWorker(args: string[]): Promise<number> {
     }
     const backend = await createBackend({ config, workerId: config.workerId, log });
     const worker = new QueueWorker({ config, backend, pool, log });
-    let aborted = false;
     const off = onSignals(
       () => {
         log.info('stop requested: finishing the chunks in hand (signal again to abort)');
         worker.stop();
       },
       () => {
-        aborted = true;
+        // Give the unfinished chunks back and leave now: the threads are stopped mid-chunk and
+        // nothing partial is committed.
         log.warn('abort: unfinished chunks are left for the other workers');
-        void worker.abort();
+        void (async () => {
+          const guard = setTimeout(() => process.exit(1), 5000);
+          await worker.abort();
+          await backend.close().catch(() => {});
+          process.stdout.write(JSON.stringify(worker.summary('interrupted')) + '\n');
+          clearTimeout(guard);
+          process.exit(1);
+        })();
       },
     );
     try {
       const summary = await worker.run();
       log.info(`finished: ${summary.status}, ${summary.chunks_processed} chunks, ${summary.params_processed} params`);
       process.stdout.write(JSON.stringify(summary) + '\n');
-      return aborted ? 1 : 0;
+      return 0;
     } finally {
       off();
       await backend.close().catch(() => {});

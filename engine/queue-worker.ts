@@ -49,6 +49,7 @@ export class QueueWorker {
   #chunksProcessed = 0;
   #chunksRecovered = 0;
   #chunksFailed = 0;
+  #started = performance.now();
 
   constructor(opts: QueueWorkerOptions) {
     this.#opts = opts;
@@ -78,7 +79,7 @@ export class QueueWorker {
 
   async run(): Promise<QueueWorkerSummary> {
     const { config, backend, log } = this.#opts;
-    const started = performance.now();
+    this.#started = performance.now();
     const init = await backend.init({ totalParams: config.totalParams, chunkSize: config.chunkSize, kernel: config.kernel });
     log.info(init.created ? 'created the sweep\'s tasks' : 'joined the sweep', {
       backend: backend.kind, consumer: backend.consumerName, chunks: init.totalChunks,
@@ -155,10 +156,15 @@ export class QueueWorker {
     if (this.#fatal !== null) throw this.#fatal;
     if (this.#aborted) status = 'interrupted';
 
-    const duration = (performance.now() - started) / 1000;
+    return this.summary(status);
+  }
+
+  /** The worker's summary line as it stands (also written when an abort cuts run() short). */
+  summary(status: WorkerStatus): QueueWorkerSummary {
+    const duration = (performance.now() - this.#started) / 1000;
     return {
-      worker_id: config.workerId,
-      consumer: backend.consumerName,
+      worker_id: this.#opts.config.workerId,
+      consumer: this.#opts.backend.consumerName,
       mode: 'queue',
       status,
       params_processed: this.#paramsProcessed,

@@ -7,7 +7,14 @@
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { addExact, roundPartials } from '../kernel/exact-sum.js';
 import { golden, lastJsonLine, randomPrefix, runTtg, startTtg, testEnv, type TtgProcess } from './helpers.js';
+
+/** Placeholder values computed here, independently of kernel/ (DESIGN.md's formula). */
+function placeholderValue(p: number): number {
+  const m = p % 100;
+  return ((p * 7 + 13) % 1000) + (m < 10 ? m / 10 : m / 100);
+}
 
 export function workerProcessSuite(kind: 'redis' | 'rabbitmq', requireServer: () => Promise<void>): void {
   const prefixes: string[] = [];
@@ -147,6 +154,90 @@ export function workerProcessSuite(kind: 'redis' | 'rabbitmq', requireServer: ()
     assert.deepEqual(report['missing_chunks'], []);
     assert.equal(report['grand_sum'], ref.sum);
     assert.equal(report['duplicate_results'], 0);
+  });
+
+  test(`${kind}: a second signal aborts at once, leaving unfinished chunks for the others`, async () => {
+    await requireServer();
+    const ref = placeholderGolden().find((g) => g.start === 0 && g.end === 10000)!;
+    const prefix = fresh('abort');
+    const common = { TOTAL_PARAMS: 10000, CHUNK_SIZE: 1000, PREFETCH: 2 };
+    // Each chunk takes ~2 s of simulated work, so the abort lands mid-chunk.
+    const w = startTtg(['worker'], env(prefix, { ...common, SIMULATE_WORK_MS: 2, WORKER_ID: '0' }));
+    const deadline = Date.now() + 30_000;
+    while (!/joined the sweep|created the sweep/.test(w.stderr())) {
+      assert.ok(Date.now() < deadline, `worker never started: ${w.stderr()}`);
+      await new Promise((res) => setTimeout(res, 50));
+    }
+    await new Promise((res) => setTimeout(res, 300));
+    const signalled = Date.now();
+    w.child.kill('SIGTERM');
+    await new Promise((res) => setTimeout(res, 100));
+    w.child.kill('SIGTERM');
+    assert.equal(await finish(w), 1, w.stderr());
+    assert.ok(Date.now() - signalled < 1500, 'the abort did not wait for the chunk in hand');
+    assert.match(w.stderr(), /abort/);
+    const partial = await aggregate(prefix);
+    assert.equal(partial['total_chunks'], 0, 'no partial chunk was committed');
+    // The aborted chunks go to the next worker (RabbitMQ requeues them; Redis marks them stale at once).
+    const rest = await runTtg(['worker'], env(prefix, { ...common, WORKER_ID: '1' }));
+    assert.equal(rest.code, 0, rest.stderr);
+    const report = await aggregate(prefix);
+    assert.deepEqual(report['missing_chunks'], []);
+    assert.equal(report['grand_sum'], ref.sum);
+  });
+
+  test(`${kind}: failing chunks are retried then dead-lettered; the sweep completes and the aggregate says what is missing`, async () => {
+    await requireServer();
+    const prefix = fresh('faults');
+    const total = 20000;
+    const chunk = 200;
+    const procs = ['0', '1'].map((id) => startTtg(['worker'], env(prefix, {
+      TOTAL_PARAMS: total, CHUNK_SIZE: chunk, WORKER_ID: id, SIMULATE_FAULT_RATE: 0.4,
+      RABBITMQ_MAX_RETRIES: 2, RABBITMQ_RETRY_DELAY_MS: 100,
+    })));
+    const codes = await Promise.all(procs.map((p) => finish(p)));
+    procs.forEach((p, i) => assert.equal(codes[i], 0, `worker ${i} crashed: ${p.stderr()}`));
+    assert.match(procs.map((p) => p.stderr()).join('\n'), /simulated fault/);
+    const report = await aggregate(prefix);
+    const dead = (report['dead_lettered_chunks'] as Array<{ chunk_id: string; attempts: number; reason: string }>);
+    const missing = report['missing_chunks'] as string[];
+    // With a 40% fault rate and two attempts, ~16 of 100 chunks die; none dying is all but impossible.
+    assert.ok(dead.length > 0, 'some chunks were dead-lettered');
+    assert.deepEqual(dead.map((d) => d.chunk_id).sort(), [...missing].sort(), 'exactly the dead-lettered chunks are missing');
+    for (const d of dead) {
+      assert.equal(d.attempts, 2);
+      assert.match(d.reason, /simulated fault/);
+    }
+    assert.equal(Number(report['total_chunks']) + missing.length, total / chunk);
+    // The sum over the chunks that completed, computed here independently.
+    const partials: number[] = [];
+    const gone = new Set(missing.map(Number));
+    for (let c = 0; c < total / chunk; c++) {
+      if (gone.has(c)) continue;
+      for (let p = c * chunk; p < (c + 1) * chunk; p++) addExact(partials, placeholderValue(p));
+    }
+    assert.equal(report['grand_sum'], roundPartials(partials));
+    const text = await runTtg(['aggregate'], env(prefix), 30_000);
+    assert.match(text.stdout, /Dead-lettered chunks : \d+/);
+    assert.match(text.stdout, /INCOMPLETE/);
+  });
+
+  test(`${kind}: ttg monitor shows the progress and ttg run gives the same exact sum on this broker`, async () => {
+    await requireServer();
+    const ref = placeholderGolden().find((g) => g.start === 0 && g.end === 100000)!;
+    const prefix = fresh('run');
+    const run = await runTtg(['run', '--backend', kind, '--fresh', '--json', '--workers', '2'],
+      env(prefix, { TOTAL_PARAMS: 100000, CHUNK_SIZE: 2500, THREADS: 2 }), 90_000);
+    assert.equal(run.code, 0, run.stderr);
+    const report = lastJsonLine(run.stdout);
+    assert.equal(report['grand_sum'], ref.sum);
+    assert.deepEqual(report['missing_chunks'], []);
+    assert.equal(Object.values(report['worker_distribution'] as Record<string, number>).reduce((a, b) => a + b, 0), 40);
+    const monitor = await runTtg(['monitor', '--once'], env(prefix), 30_000);
+    assert.equal(monitor.code, 0, monitor.stderr);
+    assert.match(monitor.stdout, /\[#{40}\] 100\.0%\s+40\/40 chunks/);
+    assert.match(monitor.stdout, /ready 0 .*dead-lettered 0 +results 40/);
+    assert.match(monitor.stdout, /sweep settled/);
   });
 
   test(`${kind}: an unreachable broker fails with exit 1 naming the address; a bad variable exits 2 before connecting`, async () => {

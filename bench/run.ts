@@ -41,9 +41,11 @@ export async function runBenchmarks(opts: { quick?: boolean } = {}): Promise<voi
 
   const engine = await benchEngine(opts);
   const engineLines = [sweepTable('Engine (embedded queue, whole sweeps)', engine)];
-  const one = engine.find((r) => r.threads === 1);
   for (const r of engine) {
-    if (one && r !== one) engineLines.push(`  THREADS=${r.threads}: ${(r.paramsPerSecond / one.paramsPerSecond).toFixed(2)}x THREADS=1`);
+    const one = engine.find((o) => o.threads === 1 && o.chunkSize === r.chunkSize);
+    if (one && r !== one) {
+      engineLines.push(`  THREADS=${r.threads}, CHUNK_SIZE=${r.chunkSize}: ${(r.paramsPerSecond / one.paramsPerSecond).toFixed(2)}x THREADS=1`);
+    }
   }
   process.stdout.write(engineLines.join('\n') + '\n\n');
 

@@ -12,12 +12,10 @@ import type {
 import { mismatchMessage, settingsDifference, sweepTasks } from './messages.js';
 import { SettingsMismatchError } from '../engine/errors.js';
 
+/** The embedded queue only ever holds the tasks it made itself, so no entry is malformed. */
 interface Entry {
   id: number;
-  /** The task, or the raw fields of a malformed one (only tests add those). */
-  task: ChunkTask | null;
-  malformed?: string;
-  chunkId: string;
+  task: ChunkTask;
 }
 
 interface PendingEntry {
@@ -88,25 +86,18 @@ export class MemoryBackend implements QueueBackend {
       return { created: false, totalChunks: store.totalChunks };
     }
     store.settings = { ...settings };
-    for (const task of sweepTasks(settings)) store.ready.push({ id: store.nextId++, task, chunkId: task.chunkId });
+    for (const task of sweepTasks(settings)) store.ready.push({ id: store.nextId++, task });
     store.totalChunks = store.ready.length;
     wake(store);
     return { created: true, totalChunks: store.totalChunks };
-  }
-
-  /** Test hook: adds a raw task entry, as a buggy producer could. */
-  addRawEntry(task: ChunkTask | null, malformed?: string, chunkId = task?.chunkId ?? '?'): void {
-    this.#store.ready.push({ id: this.#store.nextId++, task, chunkId, ...(malformed ? { malformed } : {}) });
-    wake(this.#store);
   }
 
   #deliver(p: PendingEntry, recovered: boolean): Delivery {
     const { entry } = p;
     return {
       task: entry.task,
-      ...(entry.malformed ? { malformed: entry.malformed } : {}),
-      chunkId: entry.chunkId,
-      attempt: this.#store.attempts.get(entry.chunkId) ?? 0,
+      chunkId: entry.task.chunkId,
+      attempt: this.#store.attempts.get(entry.task.chunkId) ?? 0,
       recovered,
       handle: entry.id,
     };
@@ -154,11 +145,11 @@ export class MemoryBackend implements QueueBackend {
     const p = this.#owned(delivery);
     if (!p) return 'not-owner';
     store.pending.delete(p.entry.id);
-    const attempts = (store.attempts.get(p.entry.chunkId) ?? 0) + 1;
-    store.attempts.set(p.entry.chunkId, attempts);
+    const attempts = (store.attempts.get(p.entry.task.chunkId) ?? 0) + 1;
+    store.attempts.set(p.entry.task.chunkId, attempts);
     if (attempts >= this.#opts.config.maxRetries) {
-      store.dead.push({ chunkId: p.entry.chunkId, reason, attempts, workerId: this.#opts.workerId, task: p.entry.task });
-      store.deadChunks.add(p.entry.chunkId);
+      store.dead.push({ chunkId: p.entry.task.chunkId, reason, attempts, workerId: this.#opts.workerId, task: p.entry.task });
+      store.deadChunks.add(p.entry.task.chunkId);
       return 'dead-lettered';
     }
     const delay = this.#opts.config.retryDelayMs;

@@ -48,16 +48,6 @@ export class KernelPool {
     return this.#opts.threads;
   }
 
-  /** Slices waiting for a free thread. */
-  get queueSize(): number {
-    return this.#pool.queueSize;
-  }
-
-  /** Fraction of the pool's capacity used so far (Piscina's utilization). */
-  get utilization(): number {
-    return this.#pool.utilization;
-  }
-
   /**
    * Evaluates the kernel over [start, end) of a sweep of `total`, split over
    * the threads, and returns the merged statistics with the thread time spent. Rejects if any slice
@@ -78,11 +68,5 @@ export class KernelPool {
     if (this.#closed) return;
     this.#closed = true;
     await this.#pool.close();
-  }
-
-  /** Stops the threads now; running slices are abandoned (their chunks are not committed). */
-  async destroy(): Promise<void> {
-    this.#closed = true;
-    await this.#pool.destroy();
   }
 }

@@ -73,10 +73,6 @@ export class QueueWorker {
     }
   }
 
-  get chunksInHand(): number {
-    return this.#inHand.size;
-  }
-
   async run(): Promise<QueueWorkerSummary> {
     const { config, backend, log } = this.#opts;
     this.#started = performance.now();

@@ -814,7 +814,7 @@ export class RabbitBackend implements QueueBackend {
     });
     this.#settings = null;
     this.#progress = freshProgress(-1);
-    this.#log.info(`deleted the sweep's queues and exchanges (QUEUE_PREFIX=${this.#config.queuePrefix})`);
+    this.#log.debug(`deleted the sweep's queues and exchanges (QUEUE_PREFIX=${this.#config.queuePrefix})`);
   }
 
   async close(): Promise<void> {

@@ -94,7 +94,8 @@ export class QueueWorker {
     let status: WorkerStatus = 'completed';
     let lastWorkAt = Date.now();
     let nextStaleCheck = Date.now(); // look once at start: a restarted worker recovers right away
-    let drainedWhileBusy = false;
+    // True at start too: a worker joining a sweep that is already settled leaves at once.
+    let drainedWhileBusy = true;
     try {
       while (!this.#stopping && this.#fatal === null) {
         let capacity = config.prefetch - this.#inHand.size;

@@ -244,8 +244,8 @@ export class RedisBackend implements QueueBackend {
   /** Identifies this process as the holder of a consumer-name lease. */
   readonly #nonce = randomBytes(12).toString('hex');
 
-  #commands: Promise<Link> | null = null;
-  #blocking: Promise<Link> | null = null;
+  /** One connection for commands and scripts, one for blocking reads, so a blocked read never delays a commit. */
+  #linkByRole: Partial<Record<Link['role'], Promise<Link>>> = {};
   #links: Link[] = [];
   #settings: SweepSettings | null = null;
   #consumer = '';
@@ -732,21 +732,21 @@ export class RedisBackend implements QueueBackend {
   }
 
   #commandLink(): Promise<Link> {
-    if (this.#closed) return Promise.reject(new TtgError('the Redis backend is closed'));
-    this.#commands ??= this.#open('commands').catch((err) => {
-      this.#commands = null;
-      throw err;
-    });
-    return this.#commands;
+    return this.#link('commands');
   }
 
   #blockingLink(): Promise<Link> {
+    return this.#link('blocking');
+  }
+
+  /** The connection for `role`, opened on first use; a failed open is forgotten so the next call retries. */
+  #link(role: Link['role']): Promise<Link> {
     if (this.#closed) return Promise.reject(new TtgError('the Redis backend is closed'));
-    this.#blocking ??= this.#open('blocking').catch((err) => {
-      this.#blocking = null;
+    this.#linkByRole[role] ??= this.#open(role).catch((err) => {
+      delete this.#linkByRole[role];
       throw err;
     });
-    return this.#blocking;
+    return this.#linkByRole[role];
   }
 
   /**

@@ -8,7 +8,7 @@ import { hostname } from 'node:os';
 import { ConfigError } from './errors.js';
 import { usableCpus } from './cpus.js';
 import { KERNEL_IMPLS, KERNEL_NAMES, type KernelImpl, type KernelName } from '../kernel/types.js';
-import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from './log.js';
+import { LOG_FORMATS, LOG_LEVELS, redact, type LogFormat, type LogLevel } from './log.js';
 
 export const QUEUE_BACKENDS = ['redis', 'rabbitmq', 'memory'] as const;
 export type QueueBackendName = (typeof QUEUE_BACKENDS)[number];
@@ -114,10 +114,10 @@ function parseRedis(env: Env): RedisConfig {
     try {
       parsed = new URL(url);
     } catch {
-      throw new ConfigError(`REDIS_URL must be a URL like redis://[:password@]host:6379[/db] or rediss://..., got "${redactUrl(url)}"`);
+      throw new ConfigError(`REDIS_URL must be a URL like redis://[:password@]host:6379[/db] or rediss://..., got "${redact(url)}"`);
     }
     if (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:') {
-      throw new ConfigError(`REDIS_URL must start with redis:// or rediss://, got "${redactUrl(url)}"`);
+      throw new ConfigError(`REDIS_URL must start with redis:// or rediss://, got "${redact(url)}"`);
     }
     const port = parsed.port ? Number(parsed.port) : 6379;
     return { url, host: parsed.hostname, port, password, address: `${parsed.hostname}:${port}` };
@@ -134,10 +134,10 @@ function parseRabbit(env: Env): RabbitConfig {
     try {
       parsed = new URL(url);
     } catch {
-      throw new ConfigError(`AMQP_URL must be a URL like amqp://user:password@host:5672/vhost or amqps://..., got "${redactUrl(url)}"`);
+      throw new ConfigError(`AMQP_URL must be a URL like amqp://user:password@host:5672/vhost or amqps://..., got "${redact(url)}"`);
     }
     if (parsed.protocol !== 'amqp:' && parsed.protocol !== 'amqps:') {
-      throw new ConfigError(`AMQP_URL must start with amqp:// or amqps://, got "${redactUrl(url)}"`);
+      throw new ConfigError(`AMQP_URL must start with amqp:// or amqps://, got "${redact(url)}"`);
     }
     const port = parsed.port || (parsed.protocol === 'amqps:' ? '5671' : '5672');
     return { url, address: `${parsed.protocol}//${parsed.hostname}:${port}${parsed.pathname || '/'}` };
@@ -151,10 +151,6 @@ function parseRabbit(env: Env): RabbitConfig {
     url: `amqp://${encodeURIComponent(user)}:${encodeURIComponent(password)}@${host}:${port}/${encodeURIComponent(vhost)}`,
     address: `amqp://${host}:${port}/${vhost === '/' ? '' : vhost}`,
   };
-}
-
-function redactUrl(url: string): string {
-  return url.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@');
 }
 
 export function defaultPrefetch(threads: number): number {

@@ -1,21 +1,23 @@
 /**
  * The embedded backend: the queue contract inside one process, for `ttg run`
- * (several in-process workers sharing one pool) and for tests. Same
- * semantics as the Redis backend: entries are owned by the consumer that
- * took them, completion checks ownership, idle entries can be claimed, failed
- * chunks are retried then dead-lettered.
+ * (several in-process workers sharing one pool) and for tests. It keeps the
+ * contract of backends/types.ts as the conformance suite checks it: entries
+ * are owned by the consumer that took them, completion checks ownership,
+ * entries idle past the stale threshold can be claimed, failed chunks come
+ * back after the retry delay and are dead-lettered past MAX_RETRIES. Unlike
+ * Redis nothing survives the process, and a "crash" is only close().
  */
 import type {
-  BackendOptions, ChunkResult, ChunkTask, DeadLetter, Delivery, InitOutcome, QueueBackend, QueueStats,
+  BackendOptions, ChunkResult, DeadLetter, Delivery, InitOutcome, QueueBackend, QueueStats,
   SweepSettings,
 } from './types.js';
-import { mismatchMessage, settingsDifference, sweepTasks } from './messages.js';
+import { mismatchMessage, parseTaskFields, settingsDifference, sweepTasks, taskFields } from './messages.js';
 import { SettingsMismatchError } from '../engine/errors.js';
 
-/** The embedded queue only ever holds the tasks it made itself, so no entry is malformed. */
+/** A task entry as a broker would hold it: wire fields, parsed (and checked) when handed out. */
 interface Entry {
   id: number;
-  task: ChunkTask;
+  fields: Record<string, unknown>;
 }
 
 interface PendingEntry {
@@ -37,6 +39,8 @@ interface Store {
   attempts: Map<string, number>;
   waiters: Set<() => void>;
   consumers: Set<string>;
+  /** Retry copies waiting out the retry delay. */
+  retrying: number;
 }
 
 const stores = new Map<string, Store>();
@@ -46,11 +50,22 @@ function storeFor(prefix: string): Store {
   if (!store) {
     store = {
       settings: null, totalChunks: 0, nextId: 1, ready: [], pending: new Map(), results: [], done: new Set(),
-      dead: [], deadChunks: new Set(), attempts: new Map(), waiters: new Set(), consumers: new Set(),
+      dead: [], deadChunks: new Set(), attempts: new Map(), waiters: new Set(), consumers: new Set(), retrying: 0,
     };
     stores.set(prefix, store);
   }
   return store;
+}
+
+/**
+ * Adds a task entry as given, like a hand-made message on a real broker
+ * (the conformance suite's malformed and out-of-range tasks). It goes
+ * through the same parse and chunk check as every other entry.
+ */
+export function enqueueRawTask(prefix: string, fields: Record<string, unknown>): void {
+  const store = storeFor(prefix);
+  store.ready.push({ id: store.nextId++, fields: { ...fields } });
+  wake(store);
 }
 
 function wake(store: Store): void {
@@ -86,20 +101,25 @@ export class MemoryBackend implements QueueBackend {
       return { created: false, totalChunks: store.totalChunks };
     }
     store.settings = { ...settings };
-    for (const task of sweepTasks(settings)) store.ready.push({ id: store.nextId++, task });
-    store.totalChunks = store.ready.length;
+    let count = 0;
+    for (const task of sweepTasks(settings)) {
+      store.ready.push({ id: store.nextId++, fields: taskFields(task) });
+      count++;
+    }
+    store.totalChunks = count;
     wake(store);
     return { created: true, totalChunks: store.totalChunks };
   }
 
   #deliver(p: PendingEntry, recovered: boolean): Delivery {
-    const { entry } = p;
+    const parsed = parseTaskFields(p.entry.fields, this.#store.settings);
+    if (!parsed.ok) return { task: null, malformed: parsed.reason, chunkId: parsed.chunkId, attempt: 0, recovered, handle: p.entry.id };
     return {
-      task: entry.task,
-      chunkId: entry.task.chunkId,
-      attempt: this.#store.attempts.get(entry.task.chunkId) ?? 0,
+      task: parsed.task,
+      chunkId: parsed.task.chunkId,
+      attempt: this.#store.attempts.get(parsed.task.chunkId) ?? 0,
       recovered,
-      handle: entry.id,
+      handle: p.entry.id,
     };
   }
 
@@ -145,19 +165,27 @@ export class MemoryBackend implements QueueBackend {
     const p = this.#owned(delivery);
     if (!p) return 'not-owner';
     store.pending.delete(p.entry.id);
-    const attempts = (store.attempts.get(p.entry.task.chunkId) ?? 0) + 1;
-    store.attempts.set(p.entry.task.chunkId, attempts);
+    const task = delivery.task;
+    if (task === null) {
+      // A malformed entry can never succeed: dead at once, and it settles no chunk.
+      store.dead.push({ chunkId: delivery.chunkId, reason, attempts: 1, workerId: this.#opts.workerId, task: null });
+      return 'dead-lettered';
+    }
+    const attempts = (store.attempts.get(task.chunkId) ?? 0) + 1;
+    store.attempts.set(task.chunkId, attempts);
     if (attempts >= this.#opts.config.maxRetries) {
-      store.dead.push({ chunkId: p.entry.task.chunkId, reason, attempts, workerId: this.#opts.workerId, task: p.entry.task });
-      store.deadChunks.add(p.entry.task.chunkId);
+      store.dead.push({ chunkId: task.chunkId, reason, attempts, workerId: this.#opts.workerId, task });
+      if (!store.done.has(task.chunkId)) store.deadChunks.add(task.chunkId);
       return 'dead-lettered';
     }
     const delay = this.#opts.config.retryDelayMs;
     const again: Entry = { ...p.entry, id: store.nextId++ };
     const requeue = () => {
+      store.retrying--;
       store.ready.push(again);
       wake(store);
     };
+    store.retrying++;
     if (delay > 0) setTimeout(requeue, delay).unref();
     else requeue();
     return 'retried';
@@ -223,15 +251,17 @@ export class MemoryBackend implements QueueBackend {
     const s = this.#store;
     const consumers: Record<string, number> = {};
     for (const p of s.pending.values()) consumers[p.consumer] = (consumers[p.consumer] ?? 0) + 1;
-    const settled = s.done.size + [...s.deadChunks].filter((c) => !s.done.has(c)).length;
+    const deadWithoutResult = [...s.deadChunks].filter((c) => !s.done.has(c)).length;
+    const settled = s.done.size + deadWithoutResult;
     return {
       settings: s.settings ? { ...s.settings } : null,
       totalChunks: s.totalChunks,
       completedChunks: s.done.size,
-      deadLettered: s.deadChunks.size,
+      deadLettered: deadWithoutResult,
+      settledChunks: settled,
       ready: s.ready.length,
       inFlight: s.pending.size,
-      retrying: Math.max(0, s.totalChunks - settled - s.ready.length - s.pending.size),
+      retrying: s.retrying,
       results: s.results.length,
       consumers,
     };

@@ -1,5 +1,5 @@
 /**
- * Task and result messages: one encoding for every backend (DESIGN.md,
+ * Task and result messages: one encoding for every backend (docs/design.md,
  * "Queue contracts"). Redis stores the fields as stream entry fields,
  * RabbitMQ as a JSON object with the same names; both go through here, so a
  * malformed message gets the same wording whatever the broker.
@@ -15,9 +15,46 @@ export function chunkIdOf(index: number, totalChunks: number): string {
   return String(index).padStart(chunkIdWidth(totalChunks), '0');
 }
 
+/** How many chunks a sweep has. */
+export function chunkCount(settings: Pick<SweepSettings, 'totalParams' | 'chunkSize'>): number {
+  return Math.ceil(settings.totalParams / settings.chunkSize);
+}
+
+/** The index of a chunk id of a sweep of `totalChunks` chunks, or null when it is not one (canonical form only). */
+export function chunkIndexOf(chunkId: string, totalChunks: number): number | null {
+  if (!/^\d{1,16}$/.test(chunkId)) return null;
+  const index = Number(chunkId);
+  return index < totalChunks && chunkIdOf(index, totalChunks) === chunkId ? index : null;
+}
+
+/**
+ * Is this task exactly a chunk of the sweep: a canonical chunk id, and the
+ * very range [start, end) and total that chunk has? Returns why not, or null.
+ * Every backend runs every task it hands out through this (via
+ * parseTaskFields), so a hand-made task with a real chunk id and a wrong
+ * range can never add a wrong first result for that chunk to the aggregate.
+ */
+export function notAChunkOf(task: ChunkTask, settings: SweepSettings): string | null {
+  const total = chunkCount(settings);
+  if (task.totalParams !== settings.totalParams) {
+    return `total_params (${task.totalParams}) differs from the sweep's ${settings.totalParams}`;
+  }
+  const index = chunkIndexOf(task.chunkId, total);
+  if (index === null) {
+    return `chunk_id ${JSON.stringify(task.chunkId.slice(0, 40))} is not a chunk of this sweep ` +
+      `(${chunkIdOf(0, total)} to ${chunkIdOf(total - 1, total)})`;
+  }
+  const start = index * settings.chunkSize;
+  const end = Math.min(settings.totalParams, start + settings.chunkSize);
+  if (task.startParam !== start || task.endParam !== end) {
+    return `chunk ${task.chunkId} of this sweep is [${start}, ${end}) but the task says [${task.startParam}, ${task.endParam})`;
+  }
+  return null;
+}
+
 /** Every task of a sweep, in order. */
 export function* sweepTasks(settings: SweepSettings): Generator<ChunkTask> {
-  const total = Math.ceil(settings.totalParams / settings.chunkSize);
+  const total = chunkCount(settings);
   for (let i = 0; i < total; i++) {
     const startParam = i * settings.chunkSize;
     yield {
@@ -50,8 +87,10 @@ function intField(fields: Record<string, unknown>, name: string): number | strin
 }
 
 /**
- * Checks a task's fields against the sweep: all present, integers,
- * start < end, inside [0, totalParams) of this sweep.
+ * Checks a task's fields: all present, integers, start < end <= total; and,
+ * given the sweep's settings, that the task is exactly one of its chunks
+ * (notAChunkOf). Without settings (reading dead letters of an unknown sweep)
+ * only the fields are checked.
  */
 export function parseTaskFields(fields: Record<string, unknown>, settings: SweepSettings | null): ParsedTask {
   const rawId = fields['chunk_id'];
@@ -65,10 +104,10 @@ export function parseTaskFields(fields: Record<string, unknown>, settings: Sweep
   if (typeof total === 'string') return { ok: false, chunkId, reason: total };
   if (end <= start) return { ok: false, chunkId, reason: `end_param (${end}) must be greater than start_param (${start})` };
   if (end > total) return { ok: false, chunkId, reason: `end_param (${end}) is beyond total_params (${total})` };
-  if (settings && total !== settings.totalParams) {
-    return { ok: false, chunkId, reason: `total_params (${total}) differs from the sweep's ${settings.totalParams}` };
-  }
-  return { ok: true, task: { chunkId, startParam: start, endParam: end, totalParams: total } };
+  const task: ChunkTask = { chunkId, startParam: start, endParam: end, totalParams: total };
+  const wrong = settings ? notAChunkOf(task, settings) : null;
+  if (wrong !== null) return { ok: false, chunkId, reason: wrong };
+  return { ok: true, task };
 }
 
 /** Parses a JSON task body (RabbitMQ); not-JSON and non-objects are malformed too. */
@@ -85,7 +124,7 @@ export function parseTaskJson(body: string, settings: SweepSettings | null): Par
   return parseTaskFields(value as Record<string, unknown>, settings);
 }
 
-/** Wire fields of a result (DESIGN.md): result_data is JSON with sum, count, min, max, avg, partials. */
+/** Wire fields of a result (docs/design.md): result_data is JSON with sum, count, min, max, avg, partials. */
 export function resultFields(result: ChunkResult): Record<string, string> {
   return {
     chunk_id: result.chunkId,

@@ -63,7 +63,7 @@ import type {
   BackendOptions, ChunkResult, DeadLetter, Delivery, InitOutcome, QueueBackend, QueueStats, SweepSettings,
 } from './types.js';
 import {
-  chunkIdOf, mismatchMessage, parseResultFields, parseTaskJson, resultFields, settingsDifference, sweepTasks, taskFields,
+  chunkIndexOf, mismatchMessage, parseResultFields, parseTaskJson, resultFields, settingsDifference, sweepTasks, taskFields,
   type ParsedTask,
 } from './messages.js';
 import { totalChunks as countChunks, type Config } from '../engine/config.js';
@@ -160,7 +160,7 @@ interface Progress {
   results: number;
   /** Dead-letter entries read. */
   deadEntries: number;
-  /** Chunk ids with a result. */
+  /** Chunks of this sweep with a result. */
   done: Set<string>;
   /** Chunks of this sweep with a result or a dead letter of the genuine task. */
   settled: Set<string>;
@@ -429,34 +429,9 @@ export class RabbitBackend implements QueueBackend {
     return { task: null, malformed: parsed.reason, chunkId: clip(parsed.chunkId), attempt, recovered, handle: h };
   }
 
-  /**
-   * parseTaskJson, then one more check: the task must be exactly the sweep's
-   * chunk it names, so a hand-made message can never add a second, different
-   * result under a real chunk id (the aggregate stays exact).
-   */
+  /** The shared parse and chunk check (messages.ts): a task that is not exactly a chunk of this sweep is malformed. */
   #parseTask(content: Buffer): ParsedTask {
-    const settings = this.#settings!;
-    const parsed = parseTaskJson(content.toString('utf8'), settings);
-    if (!parsed.ok) return parsed;
-    const { chunkId, startParam, endParam } = parsed.task;
-    const total = countChunks(settings.totalParams, settings.chunkSize);
-    const index = sweepIndex(chunkId, total);
-    if (index === null) {
-      return {
-        ok: false, chunkId,
-        reason: `chunk_id ${JSON.stringify(clip(chunkId).slice(0, 40))} is not a chunk of this sweep ` +
-          `(${chunkIdOf(0, total)} to ${chunkIdOf(total - 1, total)})`,
-      };
-    }
-    const start = index * settings.chunkSize;
-    const end = Math.min(settings.totalParams, start + settings.chunkSize);
-    if (startParam !== start || endParam !== end) {
-      return {
-        ok: false, chunkId,
-        reason: `chunk ${chunkId} of this sweep is [${start}, ${end}) but the message says [${startParam}, ${endParam})`,
-      };
-    }
-    return parsed;
+    return parseTaskJson(content.toString('utf8'), this.#settings!);
   }
 
   async complete(delivery: Delivery, result: ChunkResult): Promise<boolean> {
@@ -486,7 +461,8 @@ export class RabbitBackend implements QueueBackend {
     const { h, s } = own;
     const n = this.#names;
     const attempts = attemptsOf(h.msg) + 1;
-    const dead = attempts >= this.#config.maxRetries;
+    // A malformed task can never succeed: dead at once, as on every backend.
+    const dead = delivery.task === null || attempts >= this.#config.maxRetries;
     const headers = {
       [RABBIT_HEADERS.attempts]: attempts,
       [RABBIT_HEADERS.reason]: clip(reason),
@@ -640,7 +616,7 @@ export class RabbitBackend implements QueueBackend {
         this.#progress = freshProgress(s.gen);
         return {
           settings: null, totalChunks: 0, completedChunks: 0, deadLettered: 0, ready, inFlight: -1, retrying,
-          results: 0, consumers: {},
+          settledChunks: 0, results: 0, consumers: {},
         };
       }
       const total = countChunks(settings.totalParams, settings.chunkSize);
@@ -649,8 +625,9 @@ export class RabbitBackend implements QueueBackend {
         settings: { ...settings },
         totalChunks: total,
         completedChunks: p.done.size,
-        // Entries in the dead-letter queue, as `results` counts result entries.
-        deadLettered: p.deadEntries,
+        // Chunks, not entries: a chunk dead-lettered and later completed, or a malformed message, is no dead chunk.
+        deadLettered: p.settled.size - p.done.size,
+        settledChunks: p.settled.size,
         ready,
         inFlight: Math.max(0, total - p.settled.size - ready - retrying),
         retrying,
@@ -681,8 +658,10 @@ export class RabbitBackend implements QueueBackend {
           const result = fields ? parseResultFields(fields) : null;
           if (result) {
             p.results++;
-            p.done.add(result.chunkId);
-            if (sweepIndex(result.chunkId, total) !== null) p.settled.add(result.chunkId);
+            if (chunkIndexOf(result.chunkId, total) !== null) {
+              p.done.add(result.chunkId);
+              p.settled.add(result.chunkId);
+            }
           }
           return settled();
         }),
@@ -690,7 +669,8 @@ export class RabbitBackend implements QueueBackend {
           const dead = deadLetterOf(msg, settings);
           p.deadEntries++;
           // Only a dead letter of the chunk's genuine task settles it; a hand-made message does not.
-          if (dead.task && isGenuine(dead.task.chunkId, dead.task.startParam, dead.task.endParam, settings)) {
+          // (deadLetterOf parses with the sweep's settings: a task that is not exactly a chunk comes back null.)
+          if (dead.task) {
             p.settled.add(dead.task.chunkId);
           }
           return settled();
@@ -1126,20 +1106,6 @@ export class RabbitBackend implements QueueBackend {
 
 function freshProgress(gen: number): Progress {
   return { gen, resultsNext: 0, deadNext: 0, results: 0, deadEntries: 0, done: new Set(), settled: new Set() };
-}
-
-/** The index of a chunk id of a sweep of `total` chunks, or null when it is not one (canonical form only). */
-function sweepIndex(chunkId: string, total: number): number | null {
-  if (!/^\d{1,16}$/.test(chunkId)) return null;
-  const index = Number(chunkId);
-  return index < total && chunkIdOf(index, total) === chunkId ? index : null;
-}
-
-function isGenuine(chunkId: string, startParam: number, endParam: number, settings: SweepSettings): boolean {
-  const index = sweepIndex(chunkId, countChunks(settings.totalParams, settings.chunkSize));
-  if (index === null) return false;
-  const start = index * settings.chunkSize;
-  return startParam === start && endParam === Math.min(settings.totalParams, start + settings.chunkSize);
 }
 
 function deadLetterOf(msg: ConsumeMessage, settings: SweepSettings | null): DeadLetter {

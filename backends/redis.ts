@@ -1,5 +1,5 @@
 /**
- * The Redis Streams backend (DESIGN.md, "Queue contracts").
+ * The Redis Streams backend (docs/design.md, "Queue contracts").
  *
  * Tasks are entries of the stream `<p>:tasks`, read through the consumer
  * group `<p>-workers`; results are entries of `<p>:results`. Every step that
@@ -10,11 +10,14 @@
  *
  * Bookkeeping beside the streams: `<p>:meta` (the sweep's settings),
  * `<p>:done` and `<p>:dead-chunks` (chunk id → 1: what is settled),
- * `<p>:attempts` (chunk id → failures), `<p>:dead` (dead-letter stream) and
+ * `<p>:attempts` (chunk id → failures), `<p>:delayed` (retries waiting out
+ * their delay), `<p>:dead` (dead-letter stream) and
  * `<p>:consumer:worker-<id>` (the lease on a consumer name).
  *
- * Retries are immediate: a failed chunk goes back to the end of the task
- * stream (RABBITMQ_RETRY_DELAY_MS is RabbitMQ's; `stats().retrying` is 0).
+ * Retries wait out RETRY_DELAY_MS as the contract says: a failed chunk's
+ * fresh copy waits in the sorted set `<p>:delayed` (scored by its due time
+ * on the Redis clock) until promote-2.lua, run by every worker before it
+ * reads tasks, moves it to the end of the task stream.
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
@@ -26,7 +29,7 @@ import {
   chunkIdWidth, mismatchMessage, parseResultFields, parseTaskFields, resultFields, settingsDifference, taskFields,
 } from './messages.js';
 import { totalChunks as countChunks, type Config, type RedisConfig } from '../engine/config.js';
-import { BrokerUnavailableError, ConfigError, SettingsMismatchError, TtgError } from '../engine/errors.js';
+import { BrokerUnavailableError, SettingsMismatchError, TtgError } from '../engine/errors.js';
 import { redact, type Logger } from '../engine/log.js';
 import { KERNEL_NAMES, type KernelName } from '../kernel/types.js';
 
@@ -41,6 +44,7 @@ export function redisKeys(prefix: string) {
     dead: `${prefix}:dead`,
     deadChunks: `${prefix}:dead-chunks`,
     attempts: `${prefix}:attempts`,
+    delayed: `${prefix}:delayed`,
     lease: (consumer: string) => `${prefix}:consumer:${consumer}`,
     /** SCAN pattern of the lease keys (the prefix's characters are never glob syntax, see config). */
     leasePattern: `${prefix}:consumer:*`,
@@ -65,8 +69,8 @@ const PAGE = 1000;
 // ---------------------------------------------------------------- Lua scripts
 
 /** The scripts in backends/redis/, `<name>-<number of keys>.lua`. */
-const SCRIPT_FILES = ['init-7', 'complete-5', 'fail-6', 'touch-1', 'lease-1'] as const;
-type ScriptName = 'init' | 'complete' | 'fail' | 'touch' | 'lease';
+const SCRIPT_FILES = ['init-7', 'complete-5', 'fail-7', 'promote-2', 'touch-1', 'lease-1'] as const;
+type ScriptName = 'init' | 'complete' | 'fail' | 'promote' | 'touch' | 'lease';
 interface ScriptSource {
   command: string;
   numberOfKeys: number;
@@ -199,10 +203,6 @@ interface Link {
 function connectionTarget(cfg: RedisConfig): RedisOptions {
   if (cfg.url === null) return { host: cfg.host, port: cfg.port, password: cfg.password ?? undefined };
   const url = new URL(cfg.url);
-  const dbText = url.pathname.replace(/^\//, '');
-  if (dbText !== '' && !/^\d+$/.test(dbText)) {
-    throw new ConfigError(`REDIS_URL's database (the path after the port) must be a number, got "${dbText}"`);
-  }
   const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
   const password = url.password ? decodeURIComponent(url.password) : cfg.password ?? undefined;
   return {
@@ -211,7 +211,7 @@ function connectionTarget(cfg: RedisConfig): RedisOptions {
     // A user name alone (no password) means nothing to AUTH.
     username: password !== undefined && url.username ? decodeURIComponent(url.username) : undefined,
     password,
-    db: dbText === '' ? 0 : Number(dbText),
+    db: cfg.db,
     tls: url.protocol === 'rediss:' ? { servername: host } : undefined,
   };
 }
@@ -329,7 +329,7 @@ export class RedisBackend implements QueueBackend {
   async reset(): Promise<void> {
     const link = await this.#commandLink();
     const k = this.#keys;
-    await this.#run(link, (c) => c.del(k.tasks, k.results, k.meta, k.done, k.dead, k.deadChunks, k.attempts));
+    await this.#run(link, (c) => c.del(k.tasks, k.results, k.meta, k.done, k.dead, k.deadChunks, k.attempts, k.delayed));
     let cursor = '0';
     do {
       const [next, keys] = await this.#run(link, (c) => c.scan(cursor, 'MATCH', k.leasePattern, 'COUNT', 1000));
@@ -353,9 +353,12 @@ export class RedisBackend implements QueueBackend {
         const own = await this.#toDeliveries(this.#resumable.splice(0, max), true);
         if (own.length) return own;
       }
+      // Retries whose delay is over go back to the stream first; a blocked read wakes up for the next one due.
+      const nextDueMs = await this.#promoteDue();
+      const wait = nextDueMs >= 0 ? Math.min(waitMs, Math.max(1, nextDueMs)) : waitMs;
       const link = await this.#blockingLink();
       // BLOCK 0 would wait forever: no wait means no BLOCK.
-      const block = waitMs > 0 ? ['BLOCK', Math.ceil(waitMs)] : [];
+      const block = wait > 0 ? ['BLOCK', Math.ceil(wait)] : [];
       const reply = await this.#run(link, (c) =>
         c.call('XREADGROUP', 'GROUP', k.group, this.#consumer, 'COUNT', max, ...block, 'STREAMS', k.tasks, '>'));
       return await this.#toDeliveries(readGroupEntries(reply), false);
@@ -391,9 +394,9 @@ export class RedisBackend implements QueueBackend {
     const fields = delivery.task ? taskFields(delivery.task) : handle.fields;
     const rest = ['start_param', 'end_param', 'total_params'].flatMap((name) => (fields[name] !== undefined ? [name, fields[name]!] : []));
     const link = await this.#commandLink();
-    const reply = await this.#script(link, 'fail', [k.tasks, k.dead, k.deadChunks, k.attempts, k.done, k.meta], [
+    const reply = await this.#script(link, 'fail', [k.tasks, k.dead, k.deadChunks, k.attempts, k.done, k.meta, k.delayed], [
       k.group, this.#consumer, handle.entryId, delivery.task?.chunkId ?? delivery.chunkId, reason, this.#workerId,
-      this.#config.maxRetries, delivery.task ? '0' : '1', new Date().toISOString(), ...rest,
+      this.#config.maxRetries, delivery.task ? '0' : '1', new Date().toISOString(), this.#config.retryDelayMs, ...rest,
     ]);
     const outcome = outcomeOf('fail', reply, { prefix: this.#config.queuePrefix });
     return outcome as 'retried' | 'dead-lettered' | 'not-owner';
@@ -456,6 +459,7 @@ export class RedisBackend implements QueueBackend {
     // Entries a predecessor with this consumer name left pending are still to be handed out by take().
     if (this.#resumable.length) return true;
     const link = await this.#commandLink();
+    if ((await this.#run(link, (c) => c.zcard(this.#keys.delayed))) > 0) return true;
     const { consumers } = await this.#pending(link);
     const heldByOthers = Object.entries(consumers).some(([name, n]) => name !== this.#consumer && n > 0);
     return heldByOthers || (await this.#ready(link)) > 0;
@@ -504,22 +508,24 @@ export class RedisBackend implements QueueBackend {
     const k = this.#keys;
     const link = await this.#commandLink();
     const settings = await this.readSettings();
-    const [total, completed, dead, results, pending, ready] = await Promise.all([
+    const [total, completed, dead, results, pending, ready, retrying] = await Promise.all([
       this.#run(link, (c) => c.hget(k.meta, 'total_chunks')),
       this.#run(link, (c) => c.hlen(k.done)),
       this.#run(link, (c) => c.hlen(k.deadChunks)),
       this.#run(link, (c) => c.xlen(k.results)),
       this.#pending(link),
       this.#ready(link),
+      this.#run(link, (c) => c.zcard(k.delayed)),
     ]);
     return {
       settings,
       totalChunks: total === null ? 0 : Number(total),
       completedChunks: completed,
       deadLettered: dead,
+      settledChunks: completed + dead,
       ready,
       inFlight: pending.count,
-      retrying: 0,
+      retrying,
       results,
       consumers: pending.consumers,
     };
@@ -592,6 +598,13 @@ export class RedisBackend implements QueueBackend {
       this.#log.debug(`acknowledged ${settled.length} entries of chunks that already have a result`);
     }
     return deliveries;
+  }
+
+  /** Moves due retries to the task stream; returns ms until the next one is due, or -1. */
+  async #promoteDue(): Promise<number> {
+    const link = await this.#commandLink();
+    const reply = await this.#script(link, 'promote', [this.#keys.delayed, this.#keys.tasks], [1000]);
+    return Number((reply as unknown[])[1]);
   }
 
   async #touch(link: Link, deliveries: Delivery[], idleMs: number): Promise<number> {

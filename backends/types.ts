@@ -1,8 +1,8 @@
 /**
  * The queue backend contract: what the worker loop, `ttg run`, `ttg
  * aggregate`, `ttg monitor` and `ttg reset` need of a queue, whatever the
- * broker. One conformance suite (test/conformance.test.ts) runs against every
- * implementation.
+ * broker. One conformance suite (test/conformance.ts, instantiated by
+ * test/conformance-<backend>.test.ts) runs against every implementation.
  *
  * Deliberately left out: broker identifiers (stream entry ids, delivery
  * tags) never leave a backend; the engine holds them only as the opaque
@@ -48,7 +48,7 @@ export interface ChunkResult {
   durationSeconds: number;
   /** ISO-8601 time the chunk was finished. */
   completedAt: string;
-  /** ISO-8601 time the chunk was handed to the threads (wire field `started_at`, beyond DESIGN.md's list). */
+  /** ISO-8601 time the chunk was handed to the threads (wire field `started_at`, beyond docs/design.md's list). */
   startedAt?: string;
   stats: ChunkStats;
 }
@@ -88,9 +88,16 @@ export interface InitOutcome {
 export interface QueueStats {
   settings: SweepSettings | null;
   totalChunks: number;
-  /** Chunks with at least one result. */
+  /** Chunks of the sweep with at least one result. */
   completedChunks: number;
+  /**
+   * Chunks of the sweep that were dead-lettered and have no result. Dead
+   * letters of tasks that were not chunks of the sweep (malformed, hand-made)
+   * are not chunks and are not counted here.
+   */
   deadLettered: number;
+  /** completedChunks + deadLettered: never more than totalChunks; the sweep is settled when it equals it. */
+  settledChunks: number;
   /** Waiting to be taken. */
   ready: number;
   /** Delivered and not yet acknowledged. */

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `ttg` command (DESIGN.md): worker, run, aggregate, monitor, reset, bench.
+ * The `ttg` command (docs/design.md): worker, run, aggregate, monitor, reset, bench.
  * Exit codes: 0 success; 1 runtime failure; 2 invalid configuration or usage
  * (one line naming the variable or flag, printed before any connection).
  */
@@ -208,9 +208,14 @@ async function cmdMonitor(args: string[]): Promise<number> {
   if (!Number.isFinite(interval) || interval <= 0) throw new ConfigError(`--interval must be a positive number of seconds, got "${String(flags['interval'])}"`);
   const { config, backend } = await readerBackend('monitor');
   let stop = false;
-  const off = onSignals(() => (stop = true), () => process.exit(1));
+  let stopNow = () => {};
+  const stopped = new Promise<void>((resolve) => (stopNow = resolve));
+  const off = onSignals(() => {
+    stop = true;
+    stopNow();
+  }, () => process.exit(1));
   try {
-    await runMonitor({ backend, config, intervalSeconds: interval, once: Boolean(flags['once']), shouldStop: () => stop });
+    await runMonitor({ backend, config, intervalSeconds: interval, once: Boolean(flags['once']), shouldStop: () => stop, stopped });
     return 0;
   } finally {
     off();
@@ -272,9 +277,9 @@ export async function main(argv: string[]): Promise<number> {
 
 main(process.argv.slice(2)).then(
   (code) => {
+    // No forced exit: every command closes its connections, pool and timers, so the process ends
+    // by itself (test/cli-exit.test.ts fails if one leaks a handle that holds it open).
     process.exitCode = code;
-    // Brokers' sockets and timers must not keep a finished command alive.
-    setTimeout(() => process.exit(code), 200).unref();
   },
   (err) => {
     process.stderr.write(`ttg: ${String(err)}\n`);

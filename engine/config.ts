@@ -1,5 +1,5 @@
 /**
- * Configuration from the environment (names and defaults of DESIGN.md).
+ * Configuration from the environment (names and defaults of docs/design.md).
  * Every variable is checked at start-up; the first bad one raises a
  * ConfigError whose one-line message names it and what it accepts, before
  * any connection is made.
@@ -8,7 +8,7 @@ import { hostname } from 'node:os';
 import { ConfigError } from './errors.js';
 import { usableCpus } from './cpus.js';
 import { KERNEL_IMPLS, KERNEL_NAMES, type KernelImpl, type KernelName } from '../kernel/types.js';
-import { LOG_FORMATS, LOG_LEVELS, redact, type LogFormat, type LogLevel } from './log.js';
+import { LOG_FORMATS, LOG_LEVELS, redact, registerSecret, type LogFormat, type LogLevel } from './log.js';
 
 export const QUEUE_BACKENDS = ['redis', 'rabbitmq', 'memory'] as const;
 export type QueueBackendName = (typeof QUEUE_BACKENDS)[number];
@@ -21,6 +21,8 @@ export interface RedisConfig {
   password: string | null;
   /** host:port, safe to print. */
   address: string;
+  /** The database number (REDIS_URL's path; 0 when absent). */
+  db: number;
 }
 
 export interface RabbitConfig {
@@ -109,6 +111,7 @@ function boolean(env: Env, name: string, def: boolean): boolean {
 function parseRedis(env: Env): RedisConfig {
   const url = raw(env, 'REDIS_URL') ?? null;
   const password = env['REDIS_PASSWORD'] || null;
+  registerSecret(password);
   if (url !== null) {
     let parsed: URL;
     try {
@@ -119,12 +122,18 @@ function parseRedis(env: Env): RedisConfig {
     if (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:') {
       throw new ConfigError(`REDIS_URL must start with redis:// or rediss://, got "${redact(url)}"`);
     }
+    registerSecret(parsed.password);
+    // Checked here, with every other variable, so a bad database never gets as far as a connection.
+    const dbText = parsed.pathname.replace(/^\//, '');
+    if (dbText !== '' && !/^\d{1,5}$/.test(dbText)) {
+      throw new ConfigError(`REDIS_URL's database (the path after the port) must be a number, got "${redact(dbText)}"`);
+    }
     const port = parsed.port ? Number(parsed.port) : 6379;
-    return { url, host: parsed.hostname, port, password, address: `${parsed.hostname}:${port}` };
+    return { url, host: parsed.hostname, port, password, address: `${parsed.hostname}:${port}`, db: dbText === '' ? 0 : Number(dbText) };
   }
   const host = raw(env, 'REDIS_HOST') ?? 'ttg-redis';
   const port = integer(env, 'REDIS_PORT', 6379, 1, 65535);
-  return { url: null, host, port, password, address: `${host}:${port}` };
+  return { url: null, host, port, password, address: `${host}:${port}`, db: 0 };
 }
 
 function parseRabbit(env: Env): RabbitConfig {
@@ -139,12 +148,15 @@ function parseRabbit(env: Env): RabbitConfig {
     if (parsed.protocol !== 'amqp:' && parsed.protocol !== 'amqps:') {
       throw new ConfigError(`AMQP_URL must start with amqp:// or amqps://, got "${redact(url)}"`);
     }
+    registerSecret(parsed.password);
     const port = parsed.port || (parsed.protocol === 'amqps:' ? '5671' : '5672');
     return { url, address: `${parsed.protocol}//${parsed.hostname}:${port}${parsed.pathname || '/'}` };
   }
   const host = raw(env, 'RABBITMQ_HOST') ?? 'ttg-rabbitmq';
   const port = integer(env, 'RABBITMQ_PORT', 5672, 1, 65535);
   const user = env['RABBITMQ_USER'] || 'guest';
+  // The default guest password is no secret; one the user set is.
+  registerSecret(env['RABBITMQ_PASSWORD']);
   const password = env['RABBITMQ_PASSWORD'] || 'guest';
   const vhost = env['RABBITMQ_VHOST'] || '/';
   return {

@@ -1,7 +1,7 @@
 /**
  * Error classes with stable names. Each message says what the user can
  * change; `exitCode` is what the `ttg` command exits with when the error
- * reaches it (DESIGN.md: 2 for configuration or usage, 1 for runtime).
+ * reaches it (docs/design.md: 2 for configuration or usage, 1 for runtime).
  */
 
 export class TtgError extends Error {

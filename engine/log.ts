@@ -18,9 +18,42 @@ export interface Logger {
 
 const RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 
-/** Removes the password from any URL-looking text, so credentials never reach a log. */
+/**
+ * Secrets the configuration read (REDIS_PASSWORD, RABBITMQ_PASSWORD, the
+ * passwords inside REDIS_URL and AMQP_URL), in every spelling they may take
+ * in a message (as given, percent-encoded, decoded). redact() masks them
+ * wherever they appear, not only inside a URL.
+ */
+const secrets = new Set<string>();
+
+/** Remembers a secret so that no log line, error line or report ever prints it. */
+export function registerSecret(secret: string | null | undefined): void {
+  if (!secret) return;
+  for (const form of [secret, encodeURIComponent(secret), safeDecode(secret)]) {
+    // A one- or two-character "secret" would mask half of every line; such a password is no secret anyway.
+    if (form.length >= 3) secrets.add(form);
+  }
+}
+
+function safeDecode(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return text;
+  }
+}
+
+/** Removes the password from any URL-looking text, and every registered secret, so credentials never reach a log. */
 export function redact(text: string): string {
-  return text.replace(/([a-z][a-z0-9+.-]*:\/\/)([^:@/\s]*):([^@/\s]*)@/gi, '$1$2:***@');
+  let out = text.replace(/([a-z][a-z0-9+.-]*:\/\/)([^:@/\s]*):([^@/\s]*)@/gi, '$1$2:***@');
+  // Longest first, so a secret that contains another is masked whole.
+  for (const secret of [...secrets].sort((a, b) => b.length - a.length)) out = out.split(secret).join('***');
+  return out;
+}
+
+/** A field value as it may be logged: strings redacted, other scalars as they are. */
+function redactValue(value: LogFields[string]): LogFields[string] {
+  return typeof value === 'string' ? redact(value) : value;
 }
 
 export function createLogger(
@@ -34,12 +67,16 @@ export function createLogger(
       if (RANK[lvl] < RANK[level]) return;
       const ts = new Date().toISOString();
       if (format === 'json') {
-        write(JSON.stringify({ ts, level: lvl, ...(name ? { name } : {}), msg: redact(msg), ...fields }));
+        const safe: LogFields = {};
+        // Every field is redacted too: an `error` field carries broker messages, which may quote a URL.
+        for (const [k, v] of Object.entries(fields ?? {})) safe[k] = redactValue(v);
+        // The line as a whole once more: a field's name could hold a secret as well.
+        write(redact(JSON.stringify({ ts, level: lvl, ...(name ? { name } : {}), msg: redact(msg), ...safe })));
       } else {
         const extra = fields
           ? Object.entries(fields)
               .filter(([, v]) => v !== undefined)
-              .map(([k, v]) => ` ${k}=${redact(String(v))}`)
+              .map(([k, v]) => ` ${redact(k)}=${redact(String(v))}`)
               .join('')
           : '';
         write(`${ts} ${lvl.toUpperCase().padEnd(5)} ${name ? `[${name}] ` : ''}${redact(msg)}${extra}`);

@@ -9,7 +9,9 @@ export function progressBar(done: number, total: number, width = 40): string {
 }
 
 export function formatStats(s: QueueStats, rate: number | null): string {
-  const settled = s.completedChunks + s.deadLettered;
+  // The backend counts chunks of the sweep, never entries: dead letters of malformed tasks or
+  // duplicates can never push this past the total.
+  const settled = s.settledChunks;
   const lines = [
     `${progressBar(settled, s.totalChunks)}  ${settled}/${s.totalChunks} chunks`,
     `  ready ${s.ready}  in flight ${s.inFlight < 0 ? '?' : s.inFlight}  retrying ${s.retrying < 0 ? '?' : s.retrying}` +
@@ -31,6 +33,8 @@ export async function runMonitor(opts: {
   intervalSeconds: number;
   once: boolean;
   shouldStop: () => boolean;
+  /** Resolves when the caller asks to stop, so the wait between polls ends at once (no timer left behind). */
+  stopped?: Promise<void>;
   write?: (text: string) => void;
 }): Promise<void> {
   const write = opts.write ?? ((t: string) => process.stdout.write(t + '\n'));
@@ -41,17 +45,20 @@ export async function runMonitor(opts: {
       write(`waiting for a sweep on ${opts.config.queueBackend} under QUEUE_PREFIX=${opts.config.queuePrefix}...`);
     } else {
       const now = Date.now();
-      const settled = s.completedChunks + s.deadLettered;
+      const settled = s.settledChunks;
       const rate = last ? ((settled - last.settled) * 1000) / Math.max(1, now - last.at) : null;
       last = { at: now, settled };
       write(`${new Date(now).toISOString()}  ${s.settings.kernel} ${s.settings.totalParams} params / ${s.settings.chunkSize}\n${formatStats(s, rate)}`);
-      if (settled >= s.totalChunks && s.totalChunks > 0) {
+      // Settled only when the backend itself says so: every chunk of the sweep has a result or a dead letter.
+      if (settled >= s.totalChunks && s.totalChunks > 0 && (await opts.backend.isSettled())) {
         write('sweep settled: run `ttg aggregate` for the report');
         return;
       }
     }
     if (opts.once || opts.shouldStop()) return;
-    await new Promise((r) => setTimeout(r, opts.intervalSeconds * 1000));
+    let wait: NodeJS.Timeout | undefined;
+    await Promise.race([new Promise((r) => (wait = setTimeout(r, opts.intervalSeconds * 1000))), opts.stopped ?? new Promise(() => {})]);
+    clearTimeout(wait);
     if (opts.shouldStop()) return;
   }
 }

@@ -35,7 +35,7 @@ export interface QueueWorkerOptions {
   log: Logger;
   /** Longest single wait on the queue, so stop requests and stale checks are seen promptly. */
   pollMs?: number;
-  /** Random source for SIMULATE_FAULT_RATE (tests pass a seeded one). */
+  /** Random source for SIMULATE_FAULT_RATE (Math.random unless given: a test can make the faults deterministic). */
   random?: () => number;
 }
 
@@ -121,7 +121,10 @@ export class QueueWorker {
           this.#startAll(taken);
           if (taken.length === 0) {
             drainedWhileBusy = true;
-            await Promise.race([...this.#inHand.values(), sleep(Math.max(1, Math.min(pollMs, nextStaleCheck - Date.now())))]);
+            // The timer is cleared once a chunk finishes first: a pending poll timer would keep a
+            // finished process alive for up to pollMs.
+            const poll = timer(Math.max(1, Math.min(pollMs, nextStaleCheck - Date.now())));
+            await Promise.race([...this.#inHand.values(), poll.elapsed]).finally(poll.cancel);
           }
           continue;
         }
@@ -196,6 +199,7 @@ export class QueueWorker {
         throw new SimulatedFaultError(`simulated fault (SIMULATE_FAULT_RATE=${config.simulateFaultRate})`);
       }
       const startedAt = new Date().toISOString();
+      log.debug(`chunk ${task.chunkId} started`, { attempt: delivery.attempt });
       const { stats, threadSeconds: durationSeconds } = await pool.runRange(task.startParam, task.endParam, task.totalParams);
       if (this.#aborted) return; // given back already: never commit after an abort
       const result: ChunkResult = {
@@ -207,7 +211,22 @@ export class QueueWorker {
         startedAt,
         stats: toChunkStats(stats),
       };
-      if (await backend.complete(delivery, result)) {
+      let committed: boolean;
+      try {
+        committed = await backend.complete(delivery, result);
+      } catch (err) {
+        if (err instanceof BrokerUnavailableError) throw err;
+        // The kernel did its part: a commit refused by a broker hiccup is no failure of the chunk
+        // and must not use up one of its retries. Give it back untouched for another try.
+        log.warn(`could not commit chunk ${task.chunkId} (${err instanceof Error ? err.message : String(err)}); ` +
+          'handed back to the queue, not counted as a failure', { chunk_id: task.chunkId });
+        await backend.release([delivery]).catch((releaseErr: unknown) => {
+          if (releaseErr instanceof BrokerUnavailableError) this.#fatal ??= releaseErr;
+          else log.warn(`could not hand chunk ${task.chunkId} back; it stays pending for stale recovery`, { error: String(releaseErr) });
+        });
+        return;
+      }
+      if (committed) {
         this.#chunksProcessed++;
         this.#paramsProcessed += stats.count;
         if (delivery.recovered) this.#chunksRecovered++;
@@ -236,8 +255,13 @@ export class QueueWorker {
   }
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+/** A wait that can be called off, so no timer outlives what it waited for. */
+function timer(ms: number): { elapsed: Promise<void>; cancel: () => void } {
+  let handle: NodeJS.Timeout | undefined;
+  const elapsed = new Promise<void>((resolve) => {
+    handle = setTimeout(resolve, ms);
+  });
+  return { elapsed, cancel: () => clearTimeout(handle) };
 }
 
 function round3(x: number): number {

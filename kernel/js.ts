@@ -1,7 +1,7 @@
 /**
  * The kernels in plain TypeScript: the second, straightforward
  * implementation that the WASM kernels are tested against and benchmarked
- * with. Each value is computed from `p` directly as DESIGN.md writes it (no
+ * with. Each value is computed from `p` directly as docs/design.md writes it (no
  * stepping of residues, no SIMD), and the sum is Shewchuk's partials from
  * kernel/exact-sum.ts, one value at a time.
  */

@@ -14,7 +14,7 @@ function rejects(env: Record<string, string>, pattern: RegExp) {
   });
 }
 
-test('defaults are those of DESIGN.md', () => {
+test('defaults are those of docs/design.md', () => {
   const c = loadConfig({ THREADS: '4' });
   assert.equal(c.useQueue, false);
   assert.equal(c.queueBackend, 'redis');
@@ -125,6 +125,13 @@ test('each bad variable gets one line naming it and what it accepts', () => {
   rejects({ LOG_LEVEL: 'verbose' }, /^LOG_LEVEL must be one of debug, info, warn, error/);
   rejects({ LOG_FORMAT: 'xml' }, /^LOG_FORMAT must be one of text, json/);
   rejects({ CONNECT_TIMEOUT_SECONDS: 'x' }, /^CONNECT_TIMEOUT_SECONDS must be a number/);
+});
+
+test('REDIS_URL\'s database is checked with the other variables, before any connection', () => {
+  rejects({ REDIS_URL: 'redis://cache:6379/abc' }, /^REDIS_URL's database \(the path after the port\) must be a number, got "abc"$/);
+  rejects({ REDIS_URL: 'redis://cache:6379/1/2' }, /^REDIS_URL's database/);
+  assert.equal(loadConfig({ REDIS_URL: 'redis://cache:6379/3' }).redis.db, 3);
+  assert.equal(loadConfig({ REDIS_URL: 'redis://cache:6379' }).redis.db, 0);
 });
 
 test('a password in a bad URL is not echoed', () => {

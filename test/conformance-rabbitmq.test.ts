@@ -1,5 +1,12 @@
+import { after } from 'node:test';
+import { connect, type ChannelModel } from 'amqplib';
 import { conformanceSuite } from './conformance.js';
 import { RABBIT_HOST, RABBIT_PORT, requireRabbit } from './helpers.js';
+
+let raw: ChannelModel | null = null;
+after(async () => {
+  await raw?.close().catch(() => {});
+});
 
 conformanceSuite({
   kind: 'rabbitmq',
@@ -8,5 +15,12 @@ conformanceSuite({
   // The broker requeues a closed connection's unacknowledged deliveries.
   crash: async (backend) => {
     await backend.close();
+  },
+  injectTask: async (prefix, fields) => {
+    raw ??= await connect(`amqp://guest:guest@${RABBIT_HOST}:${RABBIT_PORT}/`);
+    const ch = await raw.createConfirmChannel();
+    ch.sendToQueue(`${prefix}.tasks`, Buffer.from(JSON.stringify(fields)), { persistent: true });
+    await ch.waitForConfirms();
+    await ch.close();
   },
 });

@@ -1,5 +1,12 @@
+import { after } from 'node:test';
+import { Redis } from 'ioredis';
 import { conformanceSuite } from './conformance.js';
 import { REDIS_HOST, REDIS_PORT, requireRedis } from './helpers.js';
+
+let raw: Redis | null = null;
+after(async () => {
+  await raw?.quit();
+});
 
 conformanceSuite({
   kind: 'redis',
@@ -8,5 +15,9 @@ conformanceSuite({
   // A dead consumer's entries stay pending in the group until another claims them as stale.
   crash: async (backend) => {
     await backend.close();
+  },
+  injectTask: async (prefix, fields) => {
+    raw ??= new Redis({ host: REDIS_HOST, port: REDIS_PORT });
+    await raw.xadd(`${prefix}:tasks`, '*', ...Object.entries(fields).flatMap(([k, v]) => [k, String(v)]));
   },
 });

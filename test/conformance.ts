@@ -11,6 +11,7 @@ import { silentLogger } from '../engine/log.js';
 import { KernelPool } from '../engine/pool.js';
 import { QueueWorker } from '../engine/queue-worker.js';
 import { buildReport } from '../engine/aggregate.js';
+import { formatStats, runMonitor } from '../engine/monitor.js';
 import { toChunkStats } from '../engine/stats.js';
 import { createBackend } from '../backends/index.js';
 import type { ChunkResult, Delivery, QueueBackend, SweepSettings } from '../backends/types.js';
@@ -23,14 +24,13 @@ export interface ConformanceTarget {
   /** Connection variables. */
   env: Record<string, string>;
   /**
-   * Makes `backend`'s unacknowledged deliveries available to others as if its
-   * process had died, and returns the stale threshold (ms) others must use to
-   * take them (0 where the broker redelivers by itself).
+   * Ends `backend` so that its unacknowledged deliveries become available to
+   * others (by redelivery or by stale recovery, whichever the broker does).
    */
   crash: (backend: QueueBackend) => Promise<void>;
+  /** Adds a task entry exactly as given, as a hand-made message on the broker would be. */
+  injectTask: (prefix: string, fields: Record<string, unknown>) => Promise<void>;
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export function conformanceSuite(target: ConformanceTarget): void {
   const opened: QueueBackend[] = [];
@@ -181,11 +181,16 @@ export function conformanceSuite(target: ConformanceTarget): void {
     const [first] = await takeAtLeast(a, 1);
     assert.ok(first?.task);
     await target.crash(a);
-    await sleep(300);
     const b = await open(prefix, 'b');
     await b.init(settings(300, 100));
-    const redelivered: Delivery[] = [...(await b.claimStale(10, 200))];
-    redelivered.push(...(await takeAtLeast(b, 3 - redelivered.length)));
+    // Until all three chunks are in hand: redelivered by the broker, or claimed once stale (200 ms).
+    const redelivered: Delivery[] = [];
+    const deadline = Date.now() + 10_000;
+    while (redelivered.length < 3 && Date.now() < deadline) {
+      // Heartbeats keep b's own chunks from looking stale while it waits for a's.
+      await b.heartbeat(redelivered);
+      redelivered.push(...(await b.claimStale(10, 200)), ...(await b.take(3 - redelivered.length, 100)));
+    }
     const again = redelivered.find((d) => d.chunkId === first.chunkId);
     assert.ok(again, `chunk ${first.chunkId} was delivered again`);
     // The crashed worker's late completion must not count twice, whether the backend refuses it or keeps it.
@@ -226,6 +231,8 @@ export function conformanceSuite(target: ConformanceTarget): void {
     assert.equal(dead[0]!.attempts, 2);
     assert.match(dead[0]!.reason, /kernel exploded again/);
     assert.equal(await w.isSettled(), true);
+    const stats = await w.stats();
+    assert.deepEqual([stats.completedChunks, stats.deadLettered, stats.settledChunks, stats.totalChunks], [1, 1, 2, 2]);
     const report = buildReport(await w.readSettings(), await w.readResults(), dead);
     assert.deepEqual(report.missing_chunks, [bad.chunkId]);
     assert.equal(report.dead_lettered_chunks[0]!.chunk_id, bad.chunkId);
@@ -251,4 +258,85 @@ export function conformanceSuite(target: ConformanceTarget): void {
     assert.equal(await b.readSettings(), null);
     assert.deepEqual(await b.readResults(), []);
   });
+
+  test(`${target.kind}: a failed chunk waits out RETRY_DELAY_MS before it comes back`, async () => {
+    await target.requireServer();
+    const prefix = randomPrefix(`${target.kind}-delay`);
+    const delayMs = 800;
+    const w = await open(prefix, '0', { RABBITMQ_RETRY_DELAY_MS: delayMs, RABBITMQ_MAX_RETRIES: 3 });
+    await w.init(settings(100, 100));
+    const [d] = await takeAtLeast(w, 1);
+    assert.ok(d);
+    const failedAt = Date.now();
+    assert.equal(await w.fail(d, 'boom'), 'retried');
+    assert.equal((await w.stats()).retrying, 1, 'the chunk is reported as waiting out its delay');
+    assert.equal(await w.hasOutstanding(), true);
+    const [again] = await takeAtLeast(w, 1, 10_000);
+    const waited = Date.now() - failedAt;
+    assert.ok(again, 'the chunk came back');
+    assert.equal(again.chunkId, d.chunkId);
+    assert.equal(again.attempt, 1);
+    // A lower bound only: it cannot come back early, however loaded the machine.
+    assert.ok(waited >= delayMs * 0.9, `it came back after ${waited} ms, before the ${delayMs} ms delay`);
+    assert.equal((await w.stats()).retrying, 0);
+  });
+
+  test(`${target.kind}: tasks that are not exactly a chunk of the sweep are dead-lettered at once and settle nothing`, async () => {
+    await target.requireServer();
+    const prefix = randomPrefix(`${target.kind}-notchunk`);
+    const w = await open(prefix, '0', { RABBITMQ_MAX_RETRIES: 3 });
+    await w.init(settings(300, 100));
+    const bad: Array<[Record<string, unknown>, RegExp]> = [
+      // A real chunk id with a wrong range: its result would be the chunk's first, and wrong.
+      [{ chunk_id: '00001', start_param: '0', end_param: '100', total_params: '300' }, /chunk 00001 of this sweep is \[100, 200\) but the task says \[0, 100\)/],
+      [{ chunk_id: '00007', start_param: '0', end_param: '100', total_params: '300' }, /chunk_id "00007" is not a chunk of this sweep \(00000 to 00002\)/],
+      [{ chunk_id: '2', start_param: '200', end_param: '300', total_params: '300' }, /chunk_id "2" is not a chunk of this sweep/],
+      [{ chunk_id: '00002', start_param: '200', end_param: '300', total_params: '600' }, /total_params \(600\) differs from the sweep's 300/],
+      [{ chunk_id: '00000', start_param: '50', end_param: '10', total_params: '300' }, /end_param \(10\) must be greater than start_param \(50\)/],
+      [{ chunk_id: '00000', end_param: '100', total_params: '300' }, /missing field start_param/],
+    ];
+    for (const [fields] of bad) await target.injectTask(prefix, fields);
+    const got = await takeAtLeast(w, 3 + bad.length);
+    assert.equal(got.length, 3 + bad.length);
+    const malformed = got.filter((d) => d.task === null);
+    assert.equal(malformed.length, bad.length, 'every hand-made task is refused');
+    for (const [, pattern] of bad) assert.ok(malformed.some((d) => pattern.test(d.malformed ?? '')), `a delivery refused with ${pattern}`);
+    const genuine = got.filter((d) => d.task !== null);
+    assert.deepEqual(genuine.map((d) => d.task), [...settingsTasks(300, 100)]);
+    for (const d of malformed) assert.equal(await w.fail(d, d.malformed!), 'dead-lettered', `dead at once: ${d.malformed}`);
+    assert.equal(await w.complete(genuine[0]!, fakeResult(genuine[0]!, '0')), true);
+
+    // One chunk of three is settled, whatever the dead letters say.
+    assert.equal(await w.isSettled(), false);
+    const stats = await w.stats();
+    assert.deepEqual([stats.completedChunks, stats.deadLettered, stats.settledChunks, stats.totalChunks], [1, 0, 1, 3]);
+    assert.match(formatStats(stats, null), /\s1\/3 chunks/);
+    const lines: string[] = [];
+    await runMonitor({ backend: w, config: loadConfig(env(prefix)), intervalSeconds: 1, once: true, shouldStop: () => true, write: (t) => lines.push(t) });
+    assert.match(lines.join('\n'), /\s1\/3 chunks/);
+    assert.doesNotMatch(lines.join('\n'), /sweep settled/);
+
+    for (const d of genuine.slice(1)) assert.equal(await w.complete(d, fakeResult(d, '0')), true);
+    assert.equal(await w.isSettled(), true);
+    const report = buildReport(await w.readSettings(), await w.readResults(), await w.readDeadLetters());
+    assert.equal(report.grand_sum, (299 * 300) / 2, 'only the genuine chunks are summed');
+    assert.equal(report.total_chunks, 3);
+    assert.equal(report.duplicate_results, 0);
+    const settled = await w.stats();
+    assert.deepEqual([settled.completedChunks, settled.deadLettered, settled.settledChunks], [3, 0, 3]);
+    lines.length = 0;
+    await runMonitor({ backend: w, config: loadConfig(env(prefix)), intervalSeconds: 1, once: true, shouldStop: () => true, write: (t) => lines.push(t) });
+    assert.match(lines.join('\n'), /\s3\/3 chunks/);
+    assert.match(lines.join('\n'), /sweep settled/);
+  });
+}
+
+/** The tasks of a sweep as the contract defines them, written out here independently of backends/. */
+function* settingsTasks(totalParams: number, chunkSize: number) {
+  for (let i = 0; i * chunkSize < totalParams; i++) {
+    yield {
+      chunkId: String(i).padStart(5, '0'), startParam: i * chunkSize,
+      endParam: Math.min(totalParams, (i + 1) * chunkSize), totalParams,
+    };
+  }
 }

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { addExact, roundPartials } from '../kernel/exact-sum.js';
 import { golden, lastJsonLine, randomPrefix, runTtg, startTtg, testEnv, type TtgProcess } from './helpers.js';
 
-/** Placeholder values computed here, independently of kernel/ (DESIGN.md's formula). */
+/** Placeholder values computed here, independently of kernel/ (docs/design.md's formula). */
 function placeholderValue(p: number): number {
   const m = p % 100;
   return ((p * 7 + 13) % 1000) + (m < 10 ? m / 10 : m / 100);
@@ -47,6 +47,16 @@ export function workerProcessSuite(kind: 'redis' | 'rabbitmq', requireServer: ()
   }
 
   const placeholderGolden = () => golden().placeholder;
+
+  /** Waits until the process's stderr matches `pattern` (a log line), failing with what it said if it never does. */
+  async function waitForLog(p: TtgProcess, pattern: RegExp, timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!pattern.test(p.stderr())) {
+      assert.ok(Date.now() < deadline, `no line matching ${pattern} within ${timeoutMs} ms: ${p.stderr()}`);
+      assert.equal(p.child.exitCode, null, `the process ended before logging ${pattern}: ${p.stderr()}`);
+      await new Promise((res) => setTimeout(res, 20));
+    }
+  }
 
   for (const [total, chunk] of [[10_000, 100], [100_000, 999], [1_000_000, 25_000]] as const) {
     test(`${kind}: three worker processes started together sweep ${total} params exactly (CHUNK_SIZE=${chunk})`, async () => {
@@ -132,14 +142,9 @@ export function workerProcessSuite(kind: 'redis' | 'rabbitmq', requireServer: ()
     const ref = placeholderGolden().find((g) => g.start === 0 && g.end === 10000)!;
     const prefix = fresh('term');
     const common = { TOTAL_PARAMS: 10000, CHUNK_SIZE: 500, SIMULATE_WORK_MS: 0.5, PREFETCH: 2 };
-    const w = startTtg(['worker'], env(prefix, { ...common, WORKER_ID: '0' }));
-    // Wait until it has committed something, then ask it to stop.
-    const deadline = Date.now() + 30_000;
-    while (!/joined the sweep|created the sweep/.test(w.stderr())) {
-      assert.ok(Date.now() < deadline, `worker never started: ${w.stderr()}`);
-      await new Promise((res) => setTimeout(res, 50));
-    }
-    await new Promise((res) => setTimeout(res, 400));
+    const w = startTtg(['worker'], env(prefix, { ...common, WORKER_ID: '0', LOG_LEVEL: 'debug' }));
+    // Stop once it has committed a chunk (its debug line says so).
+    await waitForLog(w, /chunk \d+ done/);
     w.child.kill('SIGTERM');
     assert.equal(await finish(w), 0, w.stderr());
     const summary = lastJsonLine(w.stdout());
@@ -162,16 +167,12 @@ export function workerProcessSuite(kind: 'redis' | 'rabbitmq', requireServer: ()
     const prefix = fresh('abort');
     const common = { TOTAL_PARAMS: 10000, CHUNK_SIZE: 1000, PREFETCH: 2 };
     // Each chunk takes ~5 s of simulated work, so the abort lands mid-chunk.
-    const w = startTtg(['worker'], env(prefix, { ...common, SIMULATE_WORK_MS: 5, WORKER_ID: '0' }));
-    const deadline = Date.now() + 30_000;
-    while (!/joined the sweep|created the sweep/.test(w.stderr())) {
-      assert.ok(Date.now() < deadline, `worker never started: ${w.stderr()}`);
-      await new Promise((res) => setTimeout(res, 50));
-    }
-    await new Promise((res) => setTimeout(res, 300));
+    const w = startTtg(['worker'], env(prefix, { ...common, SIMULATE_WORK_MS: 5, WORKER_ID: '0', LOG_LEVEL: 'debug' }));
+    // The first signal once a chunk is on the threads; the second once the first was taken in.
+    await waitForLog(w, /chunk \d+ started/);
     const signalled = Date.now();
     w.child.kill('SIGTERM');
-    await new Promise((res) => setTimeout(res, 100));
+    await waitForLog(w, /stop requested/);
     w.child.kill('SIGTERM');
     assert.equal(await finish(w), 1, w.stderr());
     assert.ok(Date.now() - signalled < 3000, 'the abort did not wait for the chunk in hand');

@@ -44,7 +44,7 @@ test('sliceRange covers the range exactly once in at most `parts` near-equal sli
 test('merging slices is exact and independent of how the range was cut', () => {
   const values = Array.from({ length: 10000 }, (_, p) => placeholder(p));
   const whole = toChunkStats(statsOf(values));
-  assert.equal(whole.sum, 5000355); // DESIGN.md's figure for TOTAL_PARAMS=10000
+  assert.equal(whole.sum, 5000355); // docs/design.md's figure for TOTAL_PARAMS=10000
   for (const parts of [2, 3, 7, 64]) {
     const slices = sliceRange(0, values.length, parts).map((s) => statsOf(values.slice(s.start, s.end)));
     const forward = toChunkStats(mergeSlices(slices));

@@ -66,7 +66,7 @@ function checkGolden(runner: KernelRunner, kernel: KernelName, maxLength = Infin
 
 test('placeholder matches the golden statistics (wasm and js)', () => {
   for (const runner of RUNNERS) checkGolden(runner, 'placeholder');
-  // DESIGN.md's own figures over TOTAL_PARAMS=10000.
+  // docs/design.md's own figures over TOTAL_PARAMS=10000.
   const s = wasm.sweep('placeholder', 0, 10_000, 10_000);
   assert.equal(roundPartials(s.partials), 5000355);
   assert.equal(roundPartials(s.partials) / s.count, 500.0355);
@@ -81,7 +81,7 @@ test('mandelbrot matches the golden statistics (js)', () => {
   checkGolden(js, 'mandelbrot');
 });
 
-test('the single-value kernels follow DESIGN.md', () => {
+test('the single-value kernels follow docs/design.md', () => {
   assert.equal(placeholderValue(0), 13);
   assert.equal(placeholderValue(1), 20 + 0.1);
   assert.equal(placeholderValue(10), 83 + 10 / 100);

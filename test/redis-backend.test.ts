@@ -100,6 +100,17 @@ async function relay(): Promise<{ port: number; cut(): void; stop(): Promise<voi
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Calls `probe` until it returns a non-empty list (the condition), failing after `timeoutMs`. */
+async function until<T>(probe: () => Promise<T[]>, timeoutMs = 5000): Promise<T[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const got = await probe();
+    if (got.length > 0) return got;
+    assert.ok(Date.now() < deadline, 'the condition never came true');
+    await sleep(5);
+  }
+}
+
 describe('Redis backend', () => {
   before(async () => {
     await requireRedis();
@@ -168,7 +179,7 @@ describe('Redis backend', () => {
     });
   }
 
-  it('takes tasks, publishes the result fields of DESIGN.md and acknowledges, in one step', async () => {
+  it('takes tasks, publishes the result fields of docs/design.md and acknowledges, in one step', async () => {
     const prefix = randomPrefix('complete');
     const b = await joined(prefix);
     const got = await b.take(3, 100);
@@ -199,8 +210,8 @@ describe('Redis backend', () => {
     const slow = await joined(prefix, {}, '1');
     const rescuer = await joined(prefix, {}, '2');
     const [d] = await slow.take(1, 100);
-    await sleep(30);
-    const recovered = await rescuer.claimStale(10, 10);
+    // Claimable once idle for 10 ms: retried until it is.
+    const recovered = await until(() => rescuer.claimStale(10, 10));
     assert.deepEqual(recovered.map((r) => [r.chunkId, r.recovered]), [['00000', true]]);
     assert.equal(await slow.complete(d!, resultFor(d!, '1')), false);
     assert.equal(await slow.fail(d!, 'too late'), 'not-owner');
@@ -214,9 +225,8 @@ describe('Redis backend', () => {
     const gone = await joined(prefix, { TOTAL_PARAMS: 200, CHUNK_SIZE: 100 }, '1');
     const [lost] = await gone.take(1, 100);
     await gone.close();
-    await sleep(30);
     const rescuer = await joined(prefix, { TOTAL_PARAMS: 200, CHUNK_SIZE: 100 }, '2');
-    const claimed = await rescuer.claimStale(10, 10);
+    const claimed = await until(() => rescuer.claimStale(10, 10));
     assert.deepEqual(claimed.map((d) => d.chunkId), [lost!.chunkId]);
     assert.deepEqual((await rescuer.take(10, 100)).map((d) => d.chunkId), ['00001']);
   });
@@ -226,13 +236,14 @@ describe('Redis backend', () => {
     const worker = await joined(prefix, {}, '1');
     const other = await joined(prefix, {}, '2');
     const [d] = await worker.take(1, 100);
+    // The sleeps here are the scenario's own timeline (a heartbeat every 60 ms against a 200 ms
+    // threshold, then silence), not a wait for something to happen.
     for (let i = 0; i < 6; i++) {
       await sleep(60);
       await worker.heartbeat([d!]);
       assert.deepEqual(await other.claimStale(10, 200), [], `claimed despite heartbeat ${i}`);
     }
-    await sleep(250);
-    const taken = await other.claimStale(10, 200);
+    const taken = await until(() => other.claimStale(10, 200));
     assert.equal(taken.length, 1);
     await worker.heartbeat([d!]);
     const [[, owner]] = (await raw.call('XPENDING', `${prefix}:tasks`, `${prefix}-workers`, '-', '+', 10)) as [[string, string]];
@@ -241,7 +252,7 @@ describe('Redis backend', () => {
 
   it('retries a failed chunk, then dead-letters it after RABBITMQ_MAX_RETRIES failures', async () => {
     const prefix = randomPrefix('retry');
-    const extra = { TOTAL_PARAMS: 10, CHUNK_SIZE: 10, RABBITMQ_MAX_RETRIES: 3 };
+    const extra = { TOTAL_PARAMS: 10, CHUNK_SIZE: 10, RABBITMQ_MAX_RETRIES: 3, RABBITMQ_RETRY_DELAY_MS: 0 };
     const b = await joined(prefix, extra, '4');
     const outcomes: string[] = [];
     for (let attempt = 0; attempt < 3; attempt++) {
@@ -307,7 +318,7 @@ describe('Redis backend', () => {
     assert.equal(await b.isSettled(), true);
     const stats = await b.stats();
     assert.deepEqual({ ...stats, settings: null }, {
-      settings: null, totalChunks: 3, completedChunks: 2, deadLettered: 1, ready: 0, inFlight: 0, retrying: 0, results: 2, consumers: {},
+      settings: null, totalChunks: 3, completedChunks: 2, deadLettered: 1, settledChunks: 3, ready: 0, inFlight: 0, retrying: 0, results: 2, consumers: {},
     });
     assert.deepEqual(stats.settings, settingsOf(prefix, extra));
   });
@@ -405,7 +416,7 @@ describe('Redis backend', () => {
     await b.heartbeat([d!]);
     await link.stop();
     const pending = b.complete(d!, resultFor(d!)); // waits for the connection to come back
-    await sleep(400);
+    await sleep(400); // the length of the outage (the scenario), well under CONNECT_TIMEOUT_SECONDS
     await link.start();
     assert.equal(await pending, true);
     await link.stop();

@@ -1,5 +1,5 @@
 /**
- * The sweep kernels, compiled by `asc` to build/kernel.wasm (see DESIGN.md,
+ * The sweep kernels, compiled by `asc` to build/kernel.wasm (see docs/design.md,
  * "Kernels" and "Statistics and exact sums").
  *
  * Flat exports on plain numeric types, no bindings, no allocation: the
@@ -339,7 +339,7 @@ for (let i = 0; i < W; i++) {
   store<f64>(imaginaryParts + (<usize>i << 3), imaginaryPart(i));
 }
 
-/** The escape count of one point, exactly as DESIGN.md writes it (the scalar reference and tail). */
+/** The escape count of one point, exactly as docs/design.md writes it (the scalar reference and tail). */
 // @ts-ignore: decorator
 @inline
 function escapeCount(cx: f64, cy: f64): f64 {

@@ -1,0 +1,260 @@
+/**
+ * The queue worker loop against a scripted fake backend: no broker, no
+ * threads. Each test scripts what the queue answers and checks what the loop
+ * asked of it (complete, fail, release) and the summary it reports.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { loadConfig } from '../engine/config.js';
+import { BrokerUnavailableError } from '../engine/errors.js';
+import { silentLogger } from '../engine/log.js';
+import type { KernelPool } from '../engine/pool.js';
+import { QueueWorker } from '../engine/queue-worker.js';
+import type {
+  ChunkResult, DeadLetter, Delivery, InitOutcome, QueueBackend, QueueStats, SweepSettings,
+} from '../backends/types.js';
+
+type Call = { op: string; chunkId?: string; detail?: string };
+
+/** A queue whose answers the test scripts; it records every call. */
+class ScriptedBackend implements QueueBackend {
+  readonly kind = 'memory' as const;
+  readonly consumerName = 'worker-scripted';
+  readonly calls: Call[] = [];
+  /** Deliveries take() hands out, in order. */
+  queue: Delivery[] = [];
+  settled = false;
+  outstanding = false;
+  /** What complete() does: resolve true/false or throw. */
+  onComplete: (d: Delivery) => Promise<boolean> = async () => true;
+  onTake: () => Promise<void> = async () => {};
+
+  async init(settings: SweepSettings): Promise<InitOutcome> {
+    this.calls.push({ op: 'init' });
+    return { created: true, totalChunks: Math.ceil(settings.totalParams / settings.chunkSize) };
+  }
+  async take(max: number, waitMs: number): Promise<Delivery[]> {
+    await this.onTake();
+    const out = this.queue.splice(0, max);
+    if (out.length === 0 && waitMs > 0) await new Promise((r) => setTimeout(r, Math.min(waitMs, 20)));
+    return out;
+  }
+  async complete(d: Delivery, _r: ChunkResult): Promise<boolean> {
+    this.calls.push({ op: 'complete', chunkId: d.chunkId });
+    return this.onComplete(d);
+  }
+  async fail(d: Delivery, reason: string): Promise<'retried' | 'dead-lettered' | 'not-owner'> {
+    this.calls.push({ op: 'fail', chunkId: d.chunkId, detail: reason });
+    return 'retried';
+  }
+  async release(ds: Delivery[]): Promise<void> {
+    for (const d of ds) this.calls.push({ op: 'release', chunkId: d.chunkId });
+  }
+  async heartbeat(): Promise<void> {}
+  async claimStale(): Promise<Delivery[]> {
+    return [];
+  }
+  async isSettled(): Promise<boolean> {
+    return this.settled;
+  }
+  async hasOutstanding(): Promise<boolean> {
+    return this.outstanding;
+  }
+  async readSettings(): Promise<SweepSettings | null> {
+    return null;
+  }
+  async readResults(): Promise<ChunkResult[]> {
+    return [];
+  }
+  async readDeadLetters(): Promise<DeadLetter[]> {
+    return [];
+  }
+  async stats(): Promise<QueueStats> {
+    throw new Error('not scripted');
+  }
+  async reset(): Promise<void> {}
+  async close(): Promise<void> {}
+  ops(op: string): string[] {
+    return this.calls.filter((c) => c.op === op).map((c) => c.chunkId ?? '');
+  }
+}
+
+function delivery(index: number, attempt = 0): Delivery {
+  const chunkId = String(index).padStart(5, '0');
+  return {
+    task: { chunkId, startParam: index * 10, endParam: index * 10 + 10, totalParams: 100 }, chunkId, attempt,
+    recovered: false, handle: { index, attempt },
+  };
+}
+
+/** A pool that computes nothing: count = range length, or what `run` scripts. */
+function fakePool(run?: (start: number, end: number) => Promise<void>): KernelPool {
+  return {
+    threads: 1,
+    async runRange(start: number, end: number) {
+      await run?.(start, end);
+      const count = end - start;
+      return { stats: { count, min: start, max: end - 1, partials: [count] }, threadSeconds: 0.001 };
+    },
+  } as unknown as KernelPool;
+}
+
+function config(extra: Record<string, string> = {}) {
+  return loadConfig({
+    USE_QUEUE: 'true', QUEUE_BACKEND: 'memory', THREADS: '1', PREFETCH: '2', IDLE_TIMEOUT_SECONDS: '5',
+    STALE_CHECK_INTERVAL_SECONDS: '60', TOTAL_PARAMS: '100', CHUNK_SIZE: '10', ...extra,
+  });
+}
+
+test('a commit the broker refuses is handed back, not failed: no retry attempt is used up', async () => {
+  const backend = new ScriptedBackend();
+  backend.queue = [delivery(0)];
+  let refusals = 1;
+  backend.onComplete = async (d) => {
+    if (refusals-- > 0) throw new Error('connection reset by peer');
+    backend.settled = true;
+    return d.chunkId === '00000';
+  };
+  // The chunk handed back comes round again, once.
+  let redelivered = false;
+  backend.onTake = async () => {
+    if (!redelivered && backend.ops('release').length === 1) {
+      redelivered = true;
+      backend.queue.push(delivery(0));
+    }
+  };
+  const worker = new QueueWorker({ config: config(), backend, pool: fakePool(), log: silentLogger, pollMs: 20 });
+  const summary = await worker.run();
+  assert.deepEqual(backend.ops('fail'), [], 'a refused commit is no kernel failure');
+  assert.deepEqual(backend.ops('release'), ['00000'], 'the chunk went back to the queue untouched');
+  assert.deepEqual(backend.ops('complete'), ['00000', '00000']);
+  assert.equal(summary.chunks_failed, 0);
+  assert.equal(summary.chunks_processed, 1);
+  assert.equal(summary.status, 'completed');
+});
+
+test('a kernel failure is reported to the backend with its reason and counted', async () => {
+  const backend = new ScriptedBackend();
+  backend.queue = [delivery(3)];
+  const pool = fakePool(async () => {
+    backend.settled = true;
+    throw new Error('kernel exploded');
+  });
+  const summary = await new QueueWorker({ config: config(), backend, pool, log: silentLogger, pollMs: 20 }).run();
+  assert.deepEqual(backend.calls.filter((c) => c.op === 'fail').map((c) => [c.chunkId, c.detail]), [['00003', 'kernel exploded']]);
+  assert.equal(summary.chunks_failed, 1);
+  assert.equal(summary.chunks_processed, 0);
+});
+
+test('a commit refused because another worker owns the chunk counts nothing', async () => {
+  const backend = new ScriptedBackend();
+  backend.queue = [delivery(1)];
+  backend.onComplete = async () => {
+    backend.settled = true;
+    return false;
+  };
+  const summary = await new QueueWorker({ config: config(), backend, pool: fakePool(), log: silentLogger, pollMs: 20 }).run();
+  assert.deepEqual(backend.ops('complete'), ['00001']);
+  assert.deepEqual(backend.ops('fail'), []);
+  assert.equal(summary.chunks_processed, 0);
+  assert.equal(summary.params_processed, 0);
+});
+
+test('idle timeout: nothing to take and nothing outstanding for IDLE_TIMEOUT_SECONDS ends the loop', async () => {
+  const backend = new ScriptedBackend();
+  const started = Date.now();
+  const summary = await new QueueWorker({
+    config: config({ IDLE_TIMEOUT_SECONDS: '0.3' }), backend, pool: fakePool(), log: silentLogger, pollMs: 20,
+  }).run();
+  const elapsed = Date.now() - started;
+  assert.equal(summary.status, 'idle_timeout');
+  assert.ok(elapsed >= 300, `waited the idle timeout (${elapsed} ms)`);
+  assert.ok(elapsed < 5000, `and no longer (${elapsed} ms)`);
+});
+
+test('idle timeout waits while chunks are outstanding elsewhere', async () => {
+  const backend = new ScriptedBackend();
+  backend.outstanding = true;
+  let takes = 0;
+  backend.onTake = async () => {
+    // Outstanding work turns up after the idle timeout has passed once.
+    if (++takes === 30) backend.queue.push(delivery(2));
+  };
+  backend.onComplete = async () => {
+    backend.settled = true;
+    return true;
+  };
+  const summary = await new QueueWorker({
+    config: config({ IDLE_TIMEOUT_SECONDS: '0.1' }), backend, pool: fakePool(), log: silentLogger, pollMs: 20,
+  }).run();
+  assert.equal(summary.status, 'completed');
+  assert.equal(summary.chunks_processed, 1);
+});
+
+test('a fatal broker error ends run() with that error', async () => {
+  const backend = new ScriptedBackend();
+  const lost = new BrokerUnavailableError('cannot reach the broker at 127.0.0.1:1');
+  backend.onTake = async () => {
+    throw lost;
+  };
+  await assert.rejects(new QueueWorker({ config: config(), backend, pool: fakePool(), log: silentLogger, pollMs: 20 }).run(), (err) => err === lost);
+});
+
+test('a fatal broker error during a commit ends run() with that error, and nothing is failed', async () => {
+  const backend = new ScriptedBackend();
+  backend.queue = [delivery(0), delivery(1)];
+  const lost = new BrokerUnavailableError('lost the broker');
+  backend.onComplete = async () => {
+    throw lost;
+  };
+  await assert.rejects(new QueueWorker({ config: config(), backend, pool: fakePool(), log: silentLogger, pollMs: 20 }).run(), (err) => err === lost);
+  assert.deepEqual(backend.ops('fail'), []);
+});
+
+test('abort gives the chunks in hand back untouched and never commits them', async () => {
+  const backend = new ScriptedBackend();
+  backend.queue = [delivery(4), delivery(5)];
+  let started = 0;
+  let allStarted!: () => void;
+  const inHand = new Promise<void>((resolve) => (allStarted = resolve));
+  let finish!: () => void;
+  const blocked = new Promise<void>((resolve) => (finish = resolve));
+  const pool = fakePool(async () => {
+    if (++started === 2) allStarted();
+    await blocked;
+  });
+  const worker = new QueueWorker({ config: config(), backend, pool, log: silentLogger, pollMs: 20 });
+  const running = worker.run();
+  await inHand;
+  await worker.abort();
+  finish(); // the threads' work ends after the abort: its results must be dropped
+  const summary = await running;
+  assert.equal(summary.status, 'interrupted');
+  assert.deepEqual(backend.ops('release').sort(), ['00004', '00005']);
+  assert.deepEqual(backend.ops('complete'), []);
+  assert.deepEqual(backend.ops('fail'), []);
+});
+
+test('stop finishes and commits the chunks in hand, then reports interrupted', async () => {
+  const backend = new ScriptedBackend();
+  backend.queue = [delivery(6), delivery(7), delivery(8)];
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  let started = 0;
+  let twoInHand!: () => void;
+  const inHand = new Promise<void>((resolve) => (twoInHand = resolve));
+  const pool = fakePool(async () => {
+    if (++started === 2) twoInHand();
+    await gate;
+  });
+  const worker = new QueueWorker({ config: config(), backend, pool, log: silentLogger, pollMs: 20 });
+  const running = worker.run();
+  await inHand;
+  worker.stop();
+  release();
+  const summary = await running;
+  assert.equal(summary.status, 'interrupted');
+  assert.deepEqual(backend.ops('complete').sort(), ['00006', '00007']);
+  assert.deepEqual(backend.queue.map((d) => d.chunkId), ['00008'], 'no chunk taken after the stop');
+  assert.equal(summary.chunks_processed, 2);
+});

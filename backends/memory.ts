@@ -6,7 +6,7 @@
  * chunks are retried then dead-lettered.
  */
 import type {
-  BackendOptions, ChunkResult, ChunkTask, DeadLetter, Delivery, InitOutcome, QueueBackend, QueueStats,
+  BackendOptions, ChunkResult, ConnectionState, ChunkTask, DeadLetter, Delivery, InitOutcome, QueueBackend, QueueStats,
   SweepSettings,
 } from './types.js';
 import { mismatchMessage, settingsDifference, sweepTasks } from './messages.js';
@@ -68,6 +68,13 @@ export class MemoryBackend implements QueueBackend {
     this.#opts = opts;
     this.#store = storeFor(opts.config.queuePrefix);
   }
+
+  get connectionState(): ConnectionState {
+    return this.#closed ? 'closed' : this.#consumer ? 'ready' : 'connecting';
+  }
+
+  /** In-process: never disconnected. */
+  readonly reconnects = 0;
 
   get consumerName(): string {
     return this.#consumer;

@@ -30,7 +30,8 @@ commands:
   monitor [--interval S] [--once]
                          live progress of the sweep on the configured backend
   reset                  delete the sweep's queue state on the configured backend
-  bench [--quick]        run the benchmarks`;
+  bench [--quick] [--only kernels,engine,brokers,queue]
+                         run the benchmarks (queue: real worker processes beside BullMQ)`;
 
 interface Flags {
   [name: string]: string | boolean;
@@ -271,9 +272,12 @@ async function cmdReset(args: string[]): Promise<number> {
 }
 
 async function cmdBench(args: string[]): Promise<number> {
-  const flags = parseFlags(args, { quick: 'bool' });
-  const { runBenchmarks } = await import('../bench/run.js');
-  await runBenchmarks({ quick: Boolean(flags['quick']) });
+  const flags = parseFlags(args, { quick: 'bool', only: 'value' });
+  const { runBenchmarks, BENCH_SECTIONS } = await import('../bench/run.js');
+  const only = typeof flags['only'] === 'string' ? flags['only'].split(',') : undefined;
+  const unknown = only?.filter((s) => !(BENCH_SECTIONS as readonly string[]).includes(s)) ?? [];
+  if (unknown.length) throw new ConfigError(`--only takes a comma-separated list of ${BENCH_SECTIONS.join(', ')}, got "${unknown.join(',')}"`);
+  await runBenchmarks({ quick: Boolean(flags['quick']), ...(only ? { only: only as typeof BENCH_SECTIONS[number][] } : {}) });
   return 0;
 }
 

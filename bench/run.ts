@@ -9,7 +9,6 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { benchKernels } from './kernels.js';
 import { benchBrokers, benchEngine, type SweepBenchRow } from './engine.js';
-import { benchQueue, queueTable } from './queue.js';
 
 export const BENCH_SECTIONS = ['kernels', 'engine', 'brokers', 'queue'] as const;
 export type BenchSection = (typeof BENCH_SECTIONS)[number];
@@ -57,8 +56,13 @@ export async function runBenchmarks(opts: { quick?: boolean; only?: BenchSection
   const brokers = want('brokers') ? await benchBrokers(opts) : [];
   if (brokers.length) process.stdout.write(sweepTable('Brokers (placeholder kernel, one worker, in-process)', brokers) + '\n\n');
 
-  const queue = want('queue') ? await benchQueue(opts, (line) => process.stderr.write(line + '\n')) : { runs: [], rows: [] };
-  if (queue.rows.length) process.stdout.write(queueTable(queue.rows) + '\n');
+  // Loaded only when asked for: it needs BullMQ, a dev dependency the worker image does not have.
+  let queue: Awaited<ReturnType<typeof import('./queue.js').benchQueue>> = { runs: [], rows: [] };
+  if (want('queue')) {
+    const { benchQueue, queueTable } = await import('./queue.js');
+    queue = await benchQueue(opts, (line) => process.stderr.write(line + '\n'));
+    process.stdout.write(queueTable(queue.rows) + '\n');
+  }
 
   const out = path.join(ROOT, 'bench/results');
   mkdirSync(out, { recursive: true });

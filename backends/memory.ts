@@ -8,7 +8,7 @@
  * Redis nothing survives the process, and a "crash" is only close().
  */
 import type {
-  BackendOptions, ChunkResult, DeadLetter, Delivery, InitOutcome, QueueBackend, QueueStats,
+  BackendOptions, ChunkResult, ConnectionState, DeadLetter, Delivery, InitOutcome, QueueBackend, QueueStats,
   SweepSettings,
 } from './types.js';
 import { mismatchMessage, parseTaskFields, settingsDifference, sweepTasks, taskFields } from './messages.js';
@@ -83,6 +83,13 @@ export class MemoryBackend implements QueueBackend {
     this.#opts = opts;
     this.#store = storeFor(opts.config.queuePrefix);
   }
+
+  get connectionState(): ConnectionState {
+    return this.#closed ? 'closed' : this.#consumer ? 'ready' : 'connecting';
+  }
+
+  /** In-process: never disconnected. */
+  readonly reconnects = 0;
 
   get consumerName(): string {
     return this.#consumer;

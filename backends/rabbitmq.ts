@@ -60,7 +60,7 @@ import { randomUUID } from 'node:crypto';
 import { connect } from 'amqplib';
 import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage, Message, Options } from 'amqplib';
 import type {
-  BackendOptions, ChunkResult, DeadLetter, Delivery, InitOutcome, QueueBackend, QueueStats, SweepSettings,
+  BackendOptions, ChunkResult, ConnectionState, DeadLetter, Delivery, InitOutcome, QueueBackend, QueueStats, SweepSettings,
 } from './types.js';
 import {
   chunkIndexOf, mismatchMessage, parseResultFields, parseTaskJson, resultFields, settingsDifference, sweepTasks, taskFields,
@@ -240,6 +240,7 @@ export class RabbitBackend implements QueueBackend {
   #session: Session | null = null;
   #connecting: Promise<Session> | null = null;
   #generation = 0;
+  #reconnects = 0;
   /** Sticky: once the broker stayed away past the bound (or refused us), every call throws this. */
   #fatal: Error | null = null;
   #closed = false;
@@ -270,6 +271,16 @@ export class RabbitBackend implements QueueBackend {
     this.#url = connectionUrl(opts.config);
     this.#consumerName = `worker-${opts.workerId}`;
     this.#prefetch = opts.config.prefetch;
+  }
+
+  get connectionState(): ConnectionState {
+    if (this.#closed) return 'closed';
+    if (!this.#joined) return 'connecting';
+    return this.#session !== null && !this.#session.lost ? 'ready' : 'reconnecting';
+  }
+
+  get reconnects(): number {
+    return this.#reconnects;
   }
 
   get consumerName(): string {
@@ -859,6 +870,7 @@ export class RabbitBackend implements QueueBackend {
       const elapsed = Date.now() - started;
       try {
         const s = await this.#open(Math.max(1000, Math.min(10_000, limitMs - elapsed)));
+        if (reconnecting) this.#reconnects++;
         if (reconnecting || attempts > 1) this.#log.info(`connected to RabbitMQ at ${address}`, { attempts });
         return s;
       } catch (err) {

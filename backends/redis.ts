@@ -23,7 +23,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { Redis, type RedisOptions } from 'ioredis';
 import type {
-  BackendOptions, ChunkResult, DeadLetter, Delivery, InitOutcome, QueueBackend, QueueStats, SweepSettings,
+  BackendOptions, ChunkResult, ConnectionState, DeadLetter, Delivery, InitOutcome, QueueBackend, QueueStats, SweepSettings,
 } from './types.js';
 import {
   chunkIdWidth, mismatchMessage, parseResultFields, parseTaskFields, resultFields, settingsDifference, taskFields,
@@ -262,12 +262,23 @@ export class RedisBackend implements QueueBackend {
   /** Where the next XAUTOCLAIM scan of the pending list starts. */
   #claimCursor = '0-0';
   #closed = false;
+  #reconnects = 0;
 
   constructor(opts: BackendOptions) {
     this.#config = opts.config;
     this.#workerId = opts.workerId;
     this.#log = opts.log;
     this.#keys = redisKeys(opts.config.queuePrefix);
+  }
+
+  get connectionState(): ConnectionState {
+    if (this.#closed) return 'closed';
+    if (this.#settings === null) return 'connecting';
+    return this.#links.some((l) => l.downSince !== null) ? 'reconnecting' : 'ready';
+  }
+
+  get reconnects(): number {
+    return this.#reconnects;
   }
 
   get consumerName(): string {
@@ -796,9 +807,13 @@ export class RedisBackend implements QueueBackend {
     const link: Link = { client: new Redis(options), role, downSince: Date.now(), lastError: null, gaveUp: false };
     const address = this.#config.redis.address;
     let lost = false;
+    // ioredis emits status events on the next tick, after its retry strategy has already run (and set
+    // downSince), so whether the link was up is kept here rather than read from downSince.
+    let up = false;
     link.client.on('close', () => {
       // Down after having been up: say so once; connection attempts that fail at start-up stay quiet.
-      if (link.downSince === null && !this.#closed) {
+      if (up && !this.#closed) {
+        up = false;
         lost = true;
         this.#log.warn(`lost the connection to Redis at ${address}; retrying for up to ${this.#config.connectTimeoutSeconds} s`, {
           connection: role,
@@ -811,8 +826,12 @@ export class RedisBackend implements QueueBackend {
       if (!this.#closed) this.#log.debug('Redis connection error', { error: redact(err.message), connection: role });
     });
     link.client.on('ready', () => {
-      if (lost) this.#log.info(`reconnected to Redis at ${address}`, { connection: role });
+      if (lost) {
+        this.#reconnects++;
+        this.#log.info(`reconnected to Redis at ${address}`, { connection: role });
+      }
       lost = false;
+      up = true;
       link.downSince = null;
       link.lastError = null;
     });

@@ -110,10 +110,20 @@ export interface QueueStats {
   consumers: Record<string, number>;
 }
 
+/**
+ * Where a backend's connection stands, for /readyz: `connecting` until init()
+ * has joined the sweep, `ready` while the broker answers, `reconnecting` while
+ * a lost connection is being retried, `closed` after close().
+ */
+export type ConnectionState = 'connecting' | 'ready' | 'reconnecting' | 'closed';
+
 export interface QueueBackend {
   readonly kind: 'redis' | 'rabbitmq' | 'memory';
   /** This worker's consumer name (`worker-<id>`, made unique per process). Valid after init(). */
   readonly consumerName: string;
+  readonly connectionState: ConnectionState;
+  /** Connections re-established after a loss, since the backend was made. */
+  readonly reconnects: number;
 
   /**
    * Connects (retrying with backoff up to CONNECT_TIMEOUT_SECONDS, then

@@ -10,6 +10,9 @@ import { fileURLToPath } from 'node:url';
 import { benchKernels } from './kernels.js';
 import { benchBrokers, benchEngine, type SweepBenchRow } from './engine.js';
 
+export const BENCH_SECTIONS = ['kernels', 'engine', 'brokers', 'queue'] as const;
+export type BenchSection = (typeof BENCH_SECTIONS)[number];
+
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
 const mps = (x: number) => (Number.isFinite(x) ? `${(x / 1e6).toFixed(2)} M` : '-');
@@ -27,9 +30,10 @@ function sweepTable(title: string, rows: SweepBenchRow[]): string {
   return lines.join('\n');
 }
 
-export async function runBenchmarks(opts: { quick?: boolean } = {}): Promise<void> {
+export async function runBenchmarks(opts: { quick?: boolean; only?: BenchSection[] } = {}): Promise<void> {
   const started = new Date().toISOString();
-  const kernels = await benchKernels(opts);
+  const want = (s: BenchSection) => !opts.only || opts.only.includes(s);
+  const kernels = want('kernels') ? await benchKernels(opts) : [];
   const kernelLines = ['Kernels (one thread)', '  kernel       impl   slice      params/s'];
   for (const k of kernels) kernelLines.push(`  ${k.kernel.padEnd(12)} ${k.impl.padEnd(6)} ${String(k.sliceSize).padStart(8)} ${mps(k.paramsPerSecond).padStart(12)}`);
   for (const kernel of new Set(kernels.map((k) => k.kernel))) {
@@ -37,9 +41,9 @@ export async function runBenchmarks(opts: { quick?: boolean } = {}): Promise<voi
     const j = kernels.find((k) => k.kernel === kernel && k.impl === 'js');
     if (w && j) kernelLines.push(`  ${kernel}: wasm/js = ${(w.paramsPerSecond / j.paramsPerSecond).toFixed(2)}x`);
   }
-  process.stdout.write(kernelLines.join('\n') + '\n\n');
+  if (kernels.length) process.stdout.write(kernelLines.join('\n') + '\n\n');
 
-  const engine = await benchEngine(opts);
+  const engine = want('engine') ? await benchEngine(opts) : [];
   const engineLines = [sweepTable('Engine (embedded queue, whole sweeps)', engine)];
   for (const r of engine) {
     const one = engine.find((o) => o.threads === 1 && o.chunkSize === r.chunkSize);
@@ -47,10 +51,18 @@ export async function runBenchmarks(opts: { quick?: boolean } = {}): Promise<voi
       engineLines.push(`  THREADS=${r.threads}, CHUNK_SIZE=${r.chunkSize}: ${(r.paramsPerSecond / one.paramsPerSecond).toFixed(2)}x THREADS=1`);
     }
   }
-  process.stdout.write(engineLines.join('\n') + '\n\n');
+  if (engine.length) process.stdout.write(engineLines.join('\n') + '\n\n');
 
-  const brokers = await benchBrokers(opts);
-  process.stdout.write(sweepTable('Brokers (placeholder kernel, one worker)', brokers) + '\n');
+  const brokers = want('brokers') ? await benchBrokers(opts) : [];
+  if (brokers.length) process.stdout.write(sweepTable('Brokers (placeholder kernel, one worker, in-process)', brokers) + '\n\n');
+
+  // Loaded only when asked for: it needs BullMQ, a dev dependency the worker image does not have.
+  let queue: Awaited<ReturnType<typeof import('./queue.js').benchQueue>> = { runs: [], rows: [] };
+  if (want('queue')) {
+    const { benchQueue, queueTable } = await import('./queue.js');
+    queue = await benchQueue(opts, (line) => process.stderr.write(line + '\n'));
+    process.stdout.write(queueTable(queue.rows) + '\n');
+  }
 
   const out = path.join(ROOT, 'bench/results');
   mkdirSync(out, { recursive: true });
@@ -58,14 +70,20 @@ export async function runBenchmarks(opts: { quick?: boolean } = {}): Promise<voi
   writeFileSync(file, JSON.stringify({
     started, finished: new Date().toISOString(), quick: Boolean(opts.quick),
     machine: { cpus: os.availableParallelism(), model: os.cpus()[0]?.model ?? '?', node: process.version },
-    kernels, engine, brokers,
+    kernels, engine, brokers, queue,
   }, null, 2) + '\n');
   process.stdout.write(`\nfigures written to ${path.relative(process.cwd(), file) || file}\n`);
 }
 
 // `node dist/bench/run.js [--quick]`
 if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) {
-  runBenchmarks({ quick: process.argv.includes('--quick') }).catch((err) => {
+  const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length).split(',') as BenchSection[] | undefined;
+  const unknown = only?.filter((s) => !(BENCH_SECTIONS as readonly string[]).includes(s)) ?? [];
+  if (unknown.length) {
+    process.stderr.write(`--only takes ${BENCH_SECTIONS.join(', ')}; got ${unknown.join(', ')}\n`);
+    process.exit(2);
+  }
+  runBenchmarks({ quick: process.argv.includes('--quick'), ...(only ? { only } : {}) }).catch((err) => {
     process.stderr.write(`bench failed: ${err instanceof Error ? err.stack : String(err)}\n`);
     process.exit(1);
   });

@@ -13,6 +13,11 @@ import { StaticWorker } from './static-worker.js';
 import { buildReport, formatReport } from './aggregate.js';
 import { runMonitor } from './monitor.js';
 import { createBackend } from '../backends/index.js';
+import { WorkerMetrics } from './metrics.js';
+import { WorkerEndpoints, type Probe } from './http.js';
+import { readFileSync } from 'node:fs';
+
+const VERSION: string = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version;
 
 const USAGE = `usage: ttg <command> [flags]
 
@@ -25,7 +30,8 @@ commands:
   monitor [--interval S] [--once]
                          live progress of the sweep on the configured backend
   reset                  delete the sweep's queue state on the configured backend
-  bench [--quick]        run the benchmarks`;
+  bench [--quick] [--only kernels,engine,brokers,queue]
+                         run the benchmarks (queue: real worker processes beside BullMQ)`;
 
 interface Flags {
   [name: string]: string | boolean;
@@ -81,14 +87,36 @@ function onSignals(first: () => void, second: () => void): () => void {
   };
 }
 
+/**
+ * The HTTP endpoints of a worker process (METRICS_PORT; 0 turns them off). The
+ * probes ask `probes()` at each request, so they can follow workers made later.
+ */
+async function serveEndpoints(config: Config, log: Logger, mode: 'static' | 'queue', probes: () => { health: Probe; ready: Probe }) {
+  const metrics = new WorkerMetrics({
+    mode, backend: mode === 'static' ? 'none' : config.queueBackend, kernel: config.kernel, impl: config.kernelImpl,
+    threads: config.threads, version: VERSION,
+  });
+  const endpoints = config.metricsPort === 0 ? null : new WorkerEndpoints({
+    port: config.metricsPort, metrics, log, health: () => probes().health, readiness: () => probes().ready,
+  });
+  await endpoints?.start();
+  return { metrics, close: async () => endpoints?.close() };
+}
+
+const STARTING: Probe = { ok: false, detail: 'starting' };
+
 async function cmdWorker(args: string[]): Promise<number> {
   parseFlags(args, {});
   const config = loadConfig();
   const log = logger(config, `worker-${config.workerId}`);
   const pool = new KernelPool({ threads: config.threads, kernel: config.kernel, impl: config.kernelImpl, simulateWorkMs: config.simulateWorkMs });
+  let probes = () => ({ health: { ok: true, detail: 'starting' }, ready: STARTING });
+  const { metrics, close: closeEndpoints } = await serveEndpoints(config, log, config.useQueue ? 'queue' : 'static', () => probes());
   try {
     if (!config.useQueue) {
-      const worker = new StaticWorker({ config, pool, log });
+      const worker = new StaticWorker({ config, pool, log, metrics });
+      const running: Probe = { ok: true, detail: `static share of worker ${config.workerId}` };
+      probes = () => ({ health: running, ready: running });
       const off = onSignals(() => worker.stop(), () => process.exit(1));
       const summary = await worker.run();
       off();
@@ -97,7 +125,8 @@ async function cmdWorker(args: string[]): Promise<number> {
       return 0;
     }
     const backend = await createBackend({ config, workerId: config.workerId, log });
-    const worker = new QueueWorker({ config, backend, pool, log });
+    const worker = new QueueWorker({ config, backend, pool, log, metrics });
+    probes = () => ({ health: worker.health(), ready: worker.readiness() });
     const off = onSignals(
       () => {
         log.info('stop requested: finishing the chunks in hand (signal again to abort)');
@@ -127,6 +156,7 @@ async function cmdWorker(args: string[]): Promise<number> {
       await backend.close().catch(() => {});
     }
   } finally {
+    await closeEndpoints();
     await pool.close().catch(() => {});
   }
 }
@@ -150,6 +180,8 @@ async function cmdRun(args: string[]): Promise<number> {
   log.info(`sweep of ${base.totalParams} params in chunks of ${base.chunkSize}: ${workers} workers, ${base.threads} threads, kernel ${base.kernel} (${base.kernelImpl}), backend ${base.queueBackend}`);
 
   const pool = new KernelPool({ threads: base.threads, kernel: base.kernel, impl: base.kernelImpl, simulateWorkMs: base.simulateWorkMs });
+  let probes = () => ({ health: { ok: true, detail: 'starting' }, ready: STARTING });
+  const { metrics, close: closeEndpoints } = await serveEndpoints(base, log, 'queue', () => probes());
   const reader = await createBackend({ config: base, workerId: 'run', log });
   try {
     if (flags['fresh'] || base.queueBackend === 'memory') await reader.reset();
@@ -157,9 +189,17 @@ async function cmdRun(args: string[]): Promise<number> {
       Array.from({ length: workers }, async (_, i) => {
         const config: Config = { ...base, workerId: String(i) };
         const backend = await createBackend({ config, workerId: config.workerId, log: logger(base, `worker-${i}`) });
-        return { backend, worker: new QueueWorker({ config, backend, pool, log: logger(base, `worker-${i}`) }) };
+        return { backend, worker: new QueueWorker({ config, backend, pool, log: logger(base, `worker-${i}`), metrics }) };
       }),
     );
+    // The process is as healthy, and as ready, as the least of its workers.
+    probes = () => {
+      const all = loops.map((l) => ({ health: l.worker.health(), ready: l.worker.readiness() }));
+      return {
+        health: all.find((p) => !p.health.ok)?.health ?? { ok: true, detail: `${loops.length} workers` },
+        ready: all.find((p) => !p.ready.ok)?.ready ?? { ok: true, detail: `${loops.length} workers ready` },
+      };
+    };
     const off = onSignals(() => loops.forEach((l) => l.worker.stop()), () => process.exit(1));
     try {
       const summaries = await Promise.all(loops.map((l) => l.worker.run()));
@@ -174,6 +214,7 @@ async function cmdRun(args: string[]): Promise<number> {
     process.stdout.write((flags['json'] ? JSON.stringify(report) : formatReport(report)) + '\n');
     return report.complete ? 0 : 1;
   } finally {
+    await closeEndpoints();
     await reader.close().catch(() => {});
     await pool.close().catch(() => {});
   }
@@ -236,9 +277,12 @@ async function cmdReset(args: string[]): Promise<number> {
 }
 
 async function cmdBench(args: string[]): Promise<number> {
-  const flags = parseFlags(args, { quick: 'bool' });
-  const { runBenchmarks } = await import('../bench/run.js');
-  await runBenchmarks({ quick: Boolean(flags['quick']) });
+  const flags = parseFlags(args, { quick: 'bool', only: 'value' });
+  const { runBenchmarks, BENCH_SECTIONS } = await import('../bench/run.js');
+  const only = typeof flags['only'] === 'string' ? flags['only'].split(',') : undefined;
+  const unknown = only?.filter((s) => !(BENCH_SECTIONS as readonly string[]).includes(s)) ?? [];
+  if (unknown.length) throw new ConfigError(`--only takes a comma-separated list of ${BENCH_SECTIONS.join(', ')}, got "${unknown.join(',')}"`);
+  await runBenchmarks({ quick: Boolean(flags['quick']), ...(only ? { only: only as typeof BENCH_SECTIONS[number][] } : {}) });
   return 0;
 }
 

@@ -59,7 +59,25 @@ export interface Config {
   logFormat: LogFormat;
   /** How long an unreachable broker is retried (with backoff) before giving up. */
   connectTimeoutSeconds: number;
+  /** Port of /healthz, /readyz and /metrics; 0 turns them off. */
+  metricsPort: number;
 }
+
+/**
+ * Every environment variable ttg reads (the deployment tests check that the
+ * manifests set nothing else). HOSTNAME is set by Kubernetes to the pod name;
+ * JOB_COMPLETION_INDEX by an Indexed Job.
+ */
+export const ENV_VARIABLES = [
+  'USE_QUEUE', 'QUEUE_BACKEND',
+  'REDIS_HOST', 'REDIS_PORT', 'REDIS_URL', 'REDIS_PASSWORD',
+  'RABBITMQ_HOST', 'RABBITMQ_PORT', 'RABBITMQ_USER', 'RABBITMQ_PASSWORD', 'RABBITMQ_VHOST', 'AMQP_URL',
+  'RABBITMQ_MAX_RETRIES', 'RABBITMQ_RETRY_DELAY_MS',
+  'TOTAL_PARAMS', 'TOTAL_PARAMETERS', 'CHUNK_SIZE', 'WORKER_ID', 'JOB_COMPLETION_INDEX', 'HOSTNAME', 'QUEUE_PREFIX',
+  'TOTAL_WORKERS', 'IDLE_TIMEOUT_SECONDS', 'STALE_CHECK_INTERVAL_SECONDS', 'STALE_THRESHOLD_MS',
+  'SIMULATE_WORK_MS', 'KERNEL', 'KERNEL_IMPL', 'THREADS', 'PREFETCH', 'SIMULATE_FAULT_RATE',
+  'LOG_LEVEL', 'LOG_FORMAT', 'CONNECT_TIMEOUT_SECONDS', 'METRICS_PORT',
+] as const;
 
 type Env = Record<string, string | undefined>;
 
@@ -187,7 +205,13 @@ export function loadConfig(env: Env = process.env): Config {
   const totalParams = integer(env, totalName, 10000, 1, 2 ** 48);
   const chunkSize = integer(env, 'CHUNK_SIZE', 100, 1, 2 ** 32);
 
-  const workerId = raw(env, 'WORKER_ID') ?? '0';
+  // An Indexed Job gives each pod JOB_COMPLETION_INDEX (0, 1, ...): it is the worker's id unless WORKER_ID says otherwise.
+  const jobIndex = raw(env, 'JOB_COMPLETION_INDEX');
+  if (jobIndex !== undefined && !/^\d+$/.test(jobIndex)) {
+    throw new ConfigError(`JOB_COMPLETION_INDEX must be a non-negative integer (Kubernetes sets it in an Indexed Job), got "${jobIndex}"`);
+  }
+  const workerId = raw(env, 'WORKER_ID') ?? jobIndex ?? '0';
+  const workerIdFrom = raw(env, 'WORKER_ID') !== undefined || jobIndex === undefined ? 'WORKER_ID' : 'WORKER_ID (from JOB_COMPLETION_INDEX)';
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(workerId)) {
     throw new ConfigError(`WORKER_ID must be 1-63 letters, digits, '.', '_' or '-' (starting with a letter or digit), got "${workerId}"`);
   }
@@ -198,7 +222,7 @@ export function loadConfig(env: Env = process.env): Config {
   const totalWorkers = integer(env, 'TOTAL_WORKERS', 3, 1, 1_000_000);
   if (!useQueue) {
     if (!/^\d+$/.test(workerId) || Number(workerId) >= totalWorkers) {
-      throw new ConfigError(`WORKER_ID must be an integer from 0 to TOTAL_WORKERS-1 (${totalWorkers - 1}) in static mode (USE_QUEUE=false), got "${workerId}"`);
+      throw new ConfigError(`${workerIdFrom} must be an integer from 0 to TOTAL_WORKERS-1 (${totalWorkers - 1}) in static mode (USE_QUEUE=false), got "${workerId}"`);
     }
   }
   const idleTimeoutSeconds = decimal(env, 'IDLE_TIMEOUT_SECONDS', 30, 0, 86_400 * 365);
@@ -214,12 +238,13 @@ export function loadConfig(env: Env = process.env): Config {
   const logFormat = oneOf(env, 'LOG_FORMAT', 'text', LOG_FORMATS);
   const connectTimeoutSeconds = decimal(env, 'CONNECT_TIMEOUT_SECONDS', 30, 0, 86_400);
   const hostName = raw(env, 'HOSTNAME') ?? hostname();
+  const metricsPort = integer(env, 'METRICS_PORT', 9464, 0, 65535);
 
   return {
     useQueue, queueBackend, redis, rabbitmq, maxRetries, retryDelayMs, totalParams, chunkSize,
     workerId, hostName, queuePrefix, totalWorkers, idleTimeoutSeconds, staleCheckIntervalSeconds,
     staleThresholdMs, simulateWorkMs, kernel, kernelImpl, threads, prefetch, simulateFaultRate,
-    logLevel, logFormat, connectTimeoutSeconds,
+    logLevel, logFormat, connectTimeoutSeconds, metricsPort,
   };
 }
 

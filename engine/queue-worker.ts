@@ -12,6 +12,8 @@ import type { KernelPool } from './pool.js';
 import type { ChunkResult, Delivery, QueueBackend } from '../backends/types.js';
 import { toChunkStats } from './stats.js';
 import { BrokerUnavailableError, SimulatedFaultError, TtgError } from './errors.js';
+import type { FailureOutcome, MetricsSource, WorkerMetrics } from './metrics.js';
+import type { Probe } from './http.js';
 
 export type WorkerStatus = 'completed' | 'interrupted' | 'idle_timeout';
 
@@ -37,10 +39,13 @@ export interface QueueWorkerOptions {
   pollMs?: number;
   /** Random source for SIMULATE_FAULT_RATE (Math.random unless given: a test can make the faults deterministic). */
   random?: () => number;
+  /** Where chunk completions and failures are counted for /metrics. */
+  metrics?: WorkerMetrics;
 }
 
-export class QueueWorker {
+export class QueueWorker implements MetricsSource {
   #opts: QueueWorkerOptions;
+  #initialized = false;
   #inHand = new Map<Delivery, Promise<void>>();
   #stopping = false;
   #aborted = false;
@@ -53,6 +58,32 @@ export class QueueWorker {
 
   constructor(opts: QueueWorkerOptions) {
     this.#opts = opts;
+  }
+
+  /** The consumer name (the `worker` label of the metrics). */
+  get worker(): string {
+    return this.#opts.backend.consumerName;
+  }
+
+  get chunksInHand(): number {
+    return this.#inHand.size;
+  }
+
+  get reconnects(): number {
+    return this.#opts.backend.reconnects;
+  }
+
+  /** /readyz: connected and the sweep initialized; not while the broker connection is being retried. */
+  readiness(): Probe {
+    const state = this.#opts.backend.connectionState;
+    if (!this.#initialized) return { ok: false, detail: `joining the sweep on ${this.#opts.backend.kind} (${state})` };
+    return { ok: state === 'ready', detail: `${this.#opts.backend.kind} connection ${state}` };
+  }
+
+  /** /healthz: alive unless a fatal broker error is ending the worker. */
+  health(): Probe {
+    if (this.#fatal !== null) return { ok: false, detail: `fatal: ${this.#fatal instanceof Error ? this.#fatal.message : String(this.#fatal)}` };
+    return { ok: true, detail: `${this.#inHand.size} chunks in hand` };
   }
 
   /** First signal: stop taking chunks, finish and commit the ones in hand. */
@@ -77,6 +108,8 @@ export class QueueWorker {
     const { config, backend, log } = this.#opts;
     this.#started = performance.now();
     const init = await backend.init({ totalParams: config.totalParams, chunkSize: config.chunkSize, kernel: config.kernel });
+    this.#initialized = true;
+    this.#opts.metrics?.watch(this);
     log.info(init.created ? 'created the sweep\'s tasks' : 'joined the sweep', {
       backend: backend.kind, consumer: backend.consumerName, chunks: init.totalChunks,
       threads: this.#opts.pool.threads, prefetch: config.prefetch, kernel: config.kernel, impl: config.kernelImpl,
@@ -190,8 +223,9 @@ export class QueueWorker {
   }
 
   async #process(delivery: Delivery): Promise<void> {
-    const { config, backend, pool, log } = this.#opts;
+    const { config, backend, pool, log, metrics } = this.#opts;
     const random = this.#opts.random ?? Math.random;
+    const taken = performance.now();
     try {
       const task = delivery.task;
       if (task === null) throw new TtgError(`malformed task: ${delivery.malformed ?? 'unreadable'}`);
@@ -230,6 +264,7 @@ export class QueueWorker {
         this.#chunksProcessed++;
         this.#paramsProcessed += stats.count;
         if (delivery.recovered) this.#chunksRecovered++;
+        metrics?.chunkCompleted(this.worker, stats.count, (performance.now() - taken) / 1000, delivery.recovered);
         log.debug(`chunk ${task.chunkId} done`, { params: stats.count, seconds: round6(durationSeconds) });
       } else {
         log.warn(`chunk ${task.chunkId} was taken over by another worker; its result here is dropped`);
@@ -244,10 +279,12 @@ export class QueueWorker {
       const reason = err instanceof Error ? err.message : String(err);
       try {
         const outcome = await backend.fail(delivery, reason);
+        metrics?.chunkFailed(this.worker, outcome);
         const line = `chunk ${delivery.chunkId} failed (attempt ${delivery.attempt + 1}): ${reason}; ${outcome}`;
         if (outcome === 'dead-lettered') log.error(line, { chunk_id: delivery.chunkId });
         else log.warn(line, { chunk_id: delivery.chunkId });
       } catch (failErr) {
+        metrics?.chunkFailed(this.worker, 'unrecorded' satisfies FailureOutcome);
         if (failErr instanceof BrokerUnavailableError) this.#fatal ??= failErr;
         else log.error(`could not record the failure of chunk ${delivery.chunkId}; it stays pending`, { error: String(failErr) });
       }

@@ -11,6 +11,7 @@ import type { KernelPool } from './pool.js';
 import type { ChunkStats } from '../backends/types.js';
 import { emptySlice, mergeSlices, toChunkStats } from './stats.js';
 import type { SliceStats } from '../kernel/types.js';
+import type { WorkerMetrics } from './metrics.js';
 
 export interface StaticWorkerSummary {
   worker_id: string;
@@ -41,12 +42,14 @@ export class StaticWorker {
   #config: Config;
   #pool: KernelPool;
   #log: Logger;
+  #metrics: WorkerMetrics | undefined;
   #stopping = false;
 
-  constructor(opts: { config: Config; pool: KernelPool; log: Logger }) {
+  constructor(opts: { config: Config; pool: KernelPool; log: Logger; metrics?: WorkerMetrics }) {
     this.#config = opts.config;
     this.#pool = opts.pool;
     this.#log = opts.log;
+    this.#metrics = opts.metrics;
   }
 
   /** Stops after the batches in flight; the summary then covers what was done. */
@@ -79,6 +82,7 @@ export class StaticWorker {
         const p: Promise<void> = this.#pool.runRange(from, to, config.totalParams).then(({ stats }) => {
           done.push(stats);
           processed += stats.count;
+          this.#metrics?.paramsEvaluated(`worker-${config.workerId}`, stats.count);
           batchNo++;
           const pct = ((processed / (end - start)) * 100).toFixed(1);
           this.#log.info(`batch ${batchNo}/${batches} done: params ${from}..${to}, ${processed}/${end - start} (${pct}%)`);

@@ -1,6 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { loadConfig, defaultPrefetch } from '../engine/config.js';
+import { loadConfig, defaultPrefetch, ENV_VARIABLES } from '../engine/config.js';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { ROOT } from './helpers.js';
 import { ConfigError } from '../engine/errors.js';
 import { cgroupCpuQuota } from '../engine/cpus.js';
 
@@ -137,4 +140,27 @@ test('REDIS_URL\'s database is checked with the other variables, before any conn
 test('a password in a bad URL is not echoed', () => {
   rejects({ REDIS_URL: 'http://user:topsecret@x' }, /^(?!.*topsecret)/);
   rejects({ AMQP_URL: 'http://user:topsecret@x' }, /^(?!.*topsecret)/);
+});
+
+test('an Indexed Job\'s JOB_COMPLETION_INDEX is the worker id unless WORKER_ID is set', () => {
+  assert.equal(loadConfig({ JOB_COMPLETION_INDEX: '2', TOTAL_WORKERS: '3' }).workerId, '2');
+  assert.equal(loadConfig({ JOB_COMPLETION_INDEX: '2', WORKER_ID: '0', TOTAL_WORKERS: '3' }).workerId, '0');
+  assert.equal(loadConfig({ JOB_COMPLETION_INDEX: '7', USE_QUEUE: 'true' }).workerId, '7');
+  rejects({ JOB_COMPLETION_INDEX: 'x' }, /^JOB_COMPLETION_INDEX must be a non-negative integer .*got "x"$/);
+  // An index past TOTAL_WORKERS-1 names where the id came from, so the Job's completions can be fixed.
+  rejects({ JOB_COMPLETION_INDEX: '3', TOTAL_WORKERS: '3' }, /^WORKER_ID \(from JOB_COMPLETION_INDEX\) must be an integer from 0 to TOTAL_WORKERS-1 \(2\)/);
+});
+
+test('METRICS_PORT: 9464 by default, 0 turns the endpoints off, anything else outside 0..65535 is refused', () => {
+  assert.equal(loadConfig({}).metricsPort, 9464);
+  assert.equal(loadConfig({ METRICS_PORT: '0' }).metricsPort, 0);
+  rejects({ METRICS_PORT: '70000' }, /^METRICS_PORT must be an integer 0\.\.65535, got "70000"$/);
+  rejects({ METRICS_PORT: 'http' }, /^METRICS_PORT must be an integer/);
+});
+
+test('ENV_VARIABLES lists every variable the config reads (the manifests are checked against it)', () => {
+  const source = readFileSync(path.join(ROOT, 'engine/config.ts'), 'utf8');
+  const read = new Set([...source.matchAll(/(?:raw|integer|decimal|oneOf|boolean)\(env, '([A-Z_]+)'|env\['([A-Z_]+)'\]/g)].map((m) => m[1] ?? m[2]));
+  assert.ok(read.size >= 30, `found the reads (${read.size})`);
+  assert.deepEqual([...read].filter((v) => !(ENV_VARIABLES as readonly string[]).includes(v!)), []);
 });

@@ -83,6 +83,8 @@ export function testEnv(extra: Record<string, string | number>): NodeJS.ProcessE
     RABBITMQ_PORT: String(RABBIT_PORT),
     LOG_LEVEL: 'info',
     THREADS: '1',
+    // Many test workers share this host: endpoints only where a test asks for them (its own port).
+    METRICS_PORT: '0',
   };
   for (const [k, v] of Object.entries(extra)) env[k] = String(v);
   return env;

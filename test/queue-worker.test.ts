@@ -20,6 +20,8 @@ type Call = { op: string; chunkId?: string; detail?: string };
 class ScriptedBackend implements QueueBackend {
   readonly kind = 'memory' as const;
   readonly consumerName = 'worker-scripted';
+  readonly connectionState = 'ready' as const;
+  readonly reconnects = 0;
   readonly calls: Call[] = [];
   /** Deliveries take() hands out, in order. */
   queue: Delivery[] = [];

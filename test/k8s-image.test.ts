@@ -1,0 +1,178 @@
+/**
+ * The image's content, without Docker: a directory laid out exactly as k8s/Dockerfile's
+ * runtime stage lays out /app (its COPY lines are read and replayed from the built
+ * repository, its `npm ci --omit=dev` is run there, its ENV applied), then `ttg worker`
+ * runs in it as the entrypoint would: static mode, and queue mode on the real brokers.
+ * The directory lives outside the repository so that no dev dependency can be found by
+ * walking up to the repository's node_modules.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { golden, lastJsonLine, randomPrefix, requireRabbit, requireRedis, ROOT, testEnv } from './helpers.js';
+import { CONTRACT, K8S_DIR, execForm, parseDockerfile, stageCopies, type DockerStage } from './k8s-helpers.js';
+
+const stages = parseDockerfile(readFileSync(path.join(K8S_DIR, 'Dockerfile'), 'utf8'));
+const runtime = stages.at(-1)!;
+let imageDir = '';
+const prefixes: { prefix: string; backend: string }[] = [];
+
+/** The repository path a build-stage path corresponds to (the build stage mirrors the repository under its WORKDIR). */
+function repoPathOf(stage: DockerStage, absolute: string): string {
+  const rel = path.posix.relative(stage.workdir, absolute);
+  assert.ok(!rel.startsWith('..'), `${absolute} is under the build stage's WORKDIR ${stage.workdir}`);
+  return rel;
+}
+
+/** Sources, with a `*` in the last segment expanded against the repository. */
+function expand(source: string): string[] {
+  const base = path.posix.basename(source);
+  if (!base.includes('*')) return [source];
+  const dir = path.posix.dirname(source);
+  const re = new RegExp('^' + base.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('[^/]*') + '$');
+  return readdirSync(path.join(ROOT, dir)).filter((f) => re.test(f)).map((f) => path.posix.join(dir, f));
+}
+
+/**
+ * dist/ in the image holds what the build stage compiles: the source folders it copies.
+ * The repository's dist/ also has the tests, which the image does not.
+ */
+function distFolders(build: DockerStage): string[] {
+  return stageCopies(build).filter((c) => c.from === null).flatMap((c) => c.sources)
+    .filter((s) => statSync(path.join(ROOT, s)).isDirectory());
+}
+
+/** Replays the runtime stage into `dir` (its WORKDIR). Returns the stage's ENV. */
+function layOutRuntimeStage(dir: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  let workdir = '/';
+  const inImage = (dest: string) => {
+    const rel = path.posix.relative(workdir, dest);
+    assert.ok(!rel.startsWith('..'), `COPY destination ${dest} is under WORKDIR ${workdir}`);
+    return path.join(dir, rel);
+  };
+  const copies = stageCopies(runtime);
+  let copyIndex = 0;
+  for (const { op, args } of runtime.instructions) {
+    if (op === 'WORKDIR') workdir = path.posix.resolve(workdir, args);
+    if (op === 'ENV') {
+      for (const [, k, v] of args.matchAll(/([A-Za-z_][A-Za-z0-9_]*)=("[^"]*"|\S+)/g)) env[k!] = v!.replace(/^"|"$/g, '');
+    }
+    if (op === 'COPY') {
+      const copy = copies[copyIndex++]!;
+      const build = copy.from === null ? null : stages.find((s) => s.name === copy.from);
+      if (copy.from !== null) assert.ok(build, `COPY --from=${copy.from} names a stage`);
+      for (const source of copy.sources) {
+        const repoPath = build ? repoPathOf(build, source) : source;
+        for (const file of expand(repoPath)) {
+          const target = copy.dest.endsWith('/') ? path.join(inImage(copy.dest), path.basename(file)) : inImage(copy.dest);
+          if (file === 'dist') {
+            for (const folder of distFolders(build!)) cpSync(path.join(ROOT, 'dist', folder), path.join(target, folder), { recursive: true });
+          } else {
+            assert.ok(existsSync(path.join(ROOT, file)), `${file} exists in the built repository (npm run build)`);
+            mkdirSync(path.dirname(target), { recursive: true });
+            cpSync(path.join(ROOT, file), target, { recursive: true });
+          }
+        }
+      }
+    }
+    if (op === 'RUN') {
+      // Only the installs: `npm cache clean` and the like would touch this machine's npm.
+      for (const command of args.split('&&').map((s) => s.trim()).filter((s) => s.startsWith('npm ci'))) {
+        const r = spawnSync('sh', ['-c', command], { cwd: dir, encoding: 'utf8', timeout: 120_000, env: { ...process.env, ...env } });
+        assert.equal(r.status, 0, `${command}: ${r.stderr}`);
+      }
+    }
+  }
+  return env;
+}
+
+let imageEnv: Record<string, string> = {};
+
+before(() => {
+  imageDir = mkdtempSync(path.join(os.tmpdir(), 'ttg-image-'));
+  for (let d = path.dirname(imageDir); ; d = path.dirname(d)) {
+    assert.ok(!existsSync(path.join(d, 'node_modules')), `no node_modules above the image directory (${d})`);
+    if (d === path.dirname(d)) break;
+  }
+  imageEnv = layOutRuntimeStage(imageDir);
+});
+
+after(async () => {
+  for (const { prefix, backend } of prefixes) {
+    await runInImage(['reset'], brokerEnv(backend, prefix, {}), 20_000);
+  }
+  if (imageDir) rmSync(imageDir, { recursive: true, force: true });
+});
+
+/** `node dist/engine/cli.js <args>` in the image directory, as the ENTRYPOINT runs it. */
+function runInImage(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000) {
+  const [node, ...entry] = execForm(runtime, 'ENTRYPOINT');
+  assert.equal(node, 'node');
+  return new Promise<{ code: number | string; stdout: string; stderr: string }>((resolve) => {
+    const child = spawn(process.execPath, [...entry, ...args], { cwd: imageDir, env: { ...env, ...imageEnv }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? signal ?? -1, stdout, stderr });
+    });
+  });
+}
+
+function brokerEnv(backend: string, prefix: string, extra: Record<string, string | number>) {
+  return testEnv({ USE_QUEUE: 'true', QUEUE_BACKEND: backend, QUEUE_PREFIX: prefix, METRICS_PORT: 0, CONNECT_TIMEOUT_SECONDS: 10, ...extra });
+}
+
+const ref10k = () => golden().placeholder.find((g) => g.start === 0 && g.end === 10_000)!;
+
+test('the runtime stage holds production dependencies, dist/, the compiled kernel and the Lua scripts, and nothing of the tests', () => {
+  for (const needed of ['package.json', 'dist/engine/cli.js', 'dist/kernel/wasm.js', 'build/kernel.wasm', 'backends/redis/init-7.lua', 'node_modules/piscina', 'node_modules/prom-client']) {
+    assert.ok(existsSync(path.join(imageDir, needed)), `/app/${needed}`);
+  }
+  for (const devOnly of ['node_modules/typescript', 'node_modules/assemblyscript', 'node_modules/kubernetes-models', 'dist/test', 'test', 'kernel/assembly']) {
+    assert.ok(!existsSync(path.join(imageDir, devOnly)), `no /app/${devOnly}`);
+  }
+  assert.equal(imageEnv['NODE_ENV'], 'production');
+  assert.deepEqual(execForm(runtime, 'CMD'), CONTRACT.command);
+});
+
+test('ttg worker runs from the image layout in static mode and computes the exact share', async () => {
+  const r = await runInImage(['worker'], testEnv({ USE_QUEUE: 'false', TOTAL_PARAMS: 10_000, TOTAL_WORKERS: 1, WORKER_ID: 0, METRICS_PORT: 0 }));
+  assert.equal(r.code, 0, r.stderr);
+  const s = lastJsonLine(r.stdout);
+  const ref = ref10k();
+  assert.equal(s['mode'], 'static');
+  assert.equal(s['status'], 'completed');
+  const agg = s['aggregates'] as Record<string, number>;
+  assert.equal(agg['count'], ref.count);
+  assert.equal(agg['sum'], ref.sum);
+  assert.equal(agg['min'], ref.min);
+  assert.equal(agg['max'], ref.max);
+});
+
+for (const [backend, requireServer] of [['redis', requireRedis], ['rabbitmq', requireRabbit]] as const) {
+  test(`ttg worker runs from the image layout in queue mode on ${backend}, and ttg aggregate from it reads the exact sum`, async () => {
+    await requireServer();
+    const prefix = randomPrefix(`image-${backend}`);
+    prefixes.push({ prefix, backend });
+    const r = await runInImage(['worker'], brokerEnv(backend, prefix, { TOTAL_PARAMS: 10_000, CHUNK_SIZE: 500, WORKER_ID: 0 }));
+    assert.equal(r.code, 0, r.stderr);
+    const s = lastJsonLine(r.stdout);
+    assert.equal(s['mode'], 'queue');
+    assert.equal(s['status'], 'completed');
+    assert.equal(s['chunks_processed'], 20);
+    const a = await runInImage(['aggregate', '--json'], brokerEnv(backend, prefix, {}), 30_000);
+    assert.equal(a.code, 0, a.stderr);
+    const report = lastJsonLine(a.stdout);
+    assert.equal(report['grand_sum'], ref10k().sum);
+    assert.equal(report['total_chunks'], 20);
+    assert.deepEqual(report['missing_chunks'], []);
+  });
+}

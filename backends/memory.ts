@@ -8,11 +8,13 @@
  * Redis nothing survives the process, and a "crash" is only close().
  */
 import type {
-  BackendOptions, ChunkResult, ConnectionState, DeadLetter, Delivery, InitOutcome, QueueBackend, QueueStats,
+  BackendEntry, BackendOptions, ChunkResult, ConnectionState, DeadLetter, Delivery, InitOutcome, QueueBackend, QueueStats,
   SweepSettings,
 } from './types.js';
-import { mismatchMessage, parseTaskFields, settingsDifference, sweepTasks, taskFields } from './messages.js';
-import { SettingsMismatchError } from '../engine/errors.js';
+import { parseTaskFields, taskFields } from './messages.js';
+import { SettingsMismatchError } from '../core/errors.js';
+import type { FailOutcome } from '../core/outcomes.js';
+import { mismatchMessage, settingsDifference, sweepTasks } from '../core/sweep.js';
 
 /** A task entry as a broker would hold it: wire fields, parsed (and checked) when handed out. */
 interface Entry {
@@ -42,6 +44,16 @@ interface Store {
   /** Retry copies waiting out the retry delay. */
   retrying: number;
 }
+
+/** The embedded queue reads no variables: there is nothing to connect to. */
+export type MemoryConnection = Record<string, never>;
+
+/** Its registry entry. */
+export const memoryBackend: BackendEntry<MemoryConnection> = {
+  variables: [],
+  readEnv: () => ({}),
+  create: async (options) => new MemoryBackend(options),
+};
 
 const stores = new Map<string, Store>();
 
@@ -75,13 +87,13 @@ function wake(store: Store): void {
 export class MemoryBackend implements QueueBackend {
   readonly kind = 'memory' as const;
   #store: Store;
-  #opts: BackendOptions;
+  #opts: BackendOptions<MemoryConnection>;
   #consumer = '';
   #closed = false;
 
-  constructor(opts: BackendOptions) {
+  constructor(opts: BackendOptions<MemoryConnection>) {
     this.#opts = opts;
-    this.#store = storeFor(opts.config.queuePrefix);
+    this.#store = storeFor(opts.queuePrefix);
   }
 
   get connectionState(): ConnectionState {
@@ -99,12 +111,12 @@ export class MemoryBackend implements QueueBackend {
     const store = this.#store;
     const base = `worker-${this.#opts.workerId}`;
     let name = base;
-    for (let n = 2; store.consumers.has(name); n++) name = `${base}-${this.#opts.config.hostName}-${n}`;
+    for (let n = 2; store.consumers.has(name); n++) name = `${base}-${this.#opts.hostName}-${n}`;
     store.consumers.add(name);
     this.#consumer = name;
     if (store.settings) {
       const diff = settingsDifference(store.settings, settings);
-      if (diff) throw new SettingsMismatchError(mismatchMessage(diff, this.#opts.config.queuePrefix));
+      if (diff) throw new SettingsMismatchError(mismatchMessage(diff, this.#opts.queuePrefix));
       return { created: false, totalChunks: store.totalChunks };
     }
     store.settings = { ...settings };
@@ -167,7 +179,7 @@ export class MemoryBackend implements QueueBackend {
     return true;
   }
 
-  async fail(delivery: Delivery, reason: string): Promise<'retried' | 'dead-lettered' | 'not-owner'> {
+  async fail(delivery: Delivery, reason: string): Promise<FailOutcome> {
     const store = this.#store;
     const p = this.#owned(delivery);
     if (!p) return 'not-owner';
@@ -180,12 +192,12 @@ export class MemoryBackend implements QueueBackend {
     }
     const attempts = (store.attempts.get(task.chunkId) ?? 0) + 1;
     store.attempts.set(task.chunkId, attempts);
-    if (attempts >= this.#opts.config.maxRetries) {
+    if (attempts >= this.#opts.maxRetries) {
       store.dead.push({ chunkId: task.chunkId, reason, attempts, workerId: this.#opts.workerId, task });
       if (!store.done.has(task.chunkId)) store.deadChunks.add(task.chunkId);
       return 'dead-lettered';
     }
-    const delay = this.#opts.config.retryDelayMs;
+    const delay = this.#opts.retryDelayMs;
     const again: Entry = { ...p.entry, id: store.nextId++ };
     const requeue = () => {
       store.retrying--;
@@ -276,9 +288,9 @@ export class MemoryBackend implements QueueBackend {
 
   async reset(): Promise<void> {
     const s = this.#store;
-    stores.delete(this.#opts.config.queuePrefix);
+    stores.delete(this.#opts.queuePrefix);
     wake(s);
-    this.#store = storeFor(this.#opts.config.queuePrefix);
+    this.#store = storeFor(this.#opts.queuePrefix);
   }
 
   async close(): Promise<void> {

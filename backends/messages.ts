@@ -4,67 +4,7 @@
  * RabbitMQ as a JSON object with the same names; both go through here, so a
  * malformed message gets the same wording whatever the broker.
  */
-import type { ChunkResult, ChunkStats, ChunkTask, SweepSettings } from './types.js';
-
-/** Width of zero-padded chunk ids: at least 5 digits (`00042`), more for sweeps of 100 000+ chunks. */
-export function chunkIdWidth(totalChunks: number): number {
-  return Math.max(5, String(Math.max(0, totalChunks - 1)).length);
-}
-
-export function chunkIdOf(index: number, totalChunks: number): string {
-  return String(index).padStart(chunkIdWidth(totalChunks), '0');
-}
-
-/** How many chunks a sweep has. */
-export function chunkCount(settings: Pick<SweepSettings, 'totalParams' | 'chunkSize'>): number {
-  return Math.ceil(settings.totalParams / settings.chunkSize);
-}
-
-/** The index of a chunk id of a sweep of `totalChunks` chunks, or null when it is not one (canonical form only). */
-export function chunkIndexOf(chunkId: string, totalChunks: number): number | null {
-  if (!/^\d{1,16}$/.test(chunkId)) return null;
-  const index = Number(chunkId);
-  return index < totalChunks && chunkIdOf(index, totalChunks) === chunkId ? index : null;
-}
-
-/**
- * Is this task exactly a chunk of the sweep: a canonical chunk id, and the
- * very range [start, end) and total that chunk has? Returns why not, or null.
- * Every backend runs every task it hands out through this (via
- * parseTaskFields), so a hand-made task with a real chunk id and a wrong
- * range can never add a wrong first result for that chunk to the aggregate.
- */
-export function notAChunkOf(task: ChunkTask, settings: SweepSettings): string | null {
-  const total = chunkCount(settings);
-  if (task.totalParams !== settings.totalParams) {
-    return `total_params (${task.totalParams}) differs from the sweep's ${settings.totalParams}`;
-  }
-  const index = chunkIndexOf(task.chunkId, total);
-  if (index === null) {
-    return `chunk_id ${JSON.stringify(task.chunkId.slice(0, 40))} is not a chunk of this sweep ` +
-      `(${chunkIdOf(0, total)} to ${chunkIdOf(total - 1, total)})`;
-  }
-  const start = index * settings.chunkSize;
-  const end = Math.min(settings.totalParams, start + settings.chunkSize);
-  if (task.startParam !== start || task.endParam !== end) {
-    return `chunk ${task.chunkId} of this sweep is [${start}, ${end}) but the task says [${task.startParam}, ${task.endParam})`;
-  }
-  return null;
-}
-
-/** Every task of a sweep, in order. */
-export function* sweepTasks(settings: SweepSettings): Generator<ChunkTask> {
-  const total = chunkCount(settings);
-  for (let i = 0; i < total; i++) {
-    const startParam = i * settings.chunkSize;
-    yield {
-      chunkId: chunkIdOf(i, total),
-      startParam,
-      endParam: Math.min(settings.totalParams, startParam + settings.chunkSize),
-      totalParams: settings.totalParams,
-    };
-  }
-}
+import { notAChunkOf, type ChunkResult, type ChunkStats, type ChunkTask, type SweepSettings } from '../core/sweep.js';
 
 /** Wire fields of a task (strings, as Redis keeps them). */
 export function taskFields(task: ChunkTask): Record<string, string> {
@@ -164,16 +104,3 @@ export function parseResultFields(fields: Record<string, unknown>): ChunkResult 
   }
 }
 
-/** Names the first setting that differs, or null when they match. */
-export function settingsDifference(theirs: SweepSettings, ours: SweepSettings): string | null {
-  const diffs: string[] = [];
-  if (theirs.totalParams !== ours.totalParams) diffs.push(`TOTAL_PARAMS is ${ours.totalParams} here but ${theirs.totalParams} in the queue`);
-  if (theirs.chunkSize !== ours.chunkSize) diffs.push(`CHUNK_SIZE is ${ours.chunkSize} here but ${theirs.chunkSize} in the queue`);
-  if (theirs.kernel !== ours.kernel) diffs.push(`KERNEL is ${ours.kernel} here but ${theirs.kernel} in the queue`);
-  return diffs.length ? diffs.join('; ') : null;
-}
-
-export function mismatchMessage(diff: string, prefix: string): string {
-  return `this worker's sweep differs from the one already in the queue (QUEUE_PREFIX=${prefix}): ${diff}. ` +
-    `Use the same settings, another QUEUE_PREFIX, or clear the old sweep with 'ttg reset'`;
-}

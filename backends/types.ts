@@ -9,49 +9,12 @@
  * `Delivery.handle`. How a backend keeps "each chunk counted once" is its own
  * business; the aggregator also de-duplicates by chunk id.
  */
-import type { KernelName } from '../kernel/types.js';
-import type { Logger } from '../engine/log.js';
-import type { Config } from '../engine/config.js';
+import type { Logger } from '../core/log.js';
+import type { FailOutcome } from '../core/outcomes.js';
+import type { ChunkResult, ChunkTask, DeadLetter, SweepSettings } from '../core/sweep.js';
 
-/** What identifies a sweep; a worker whose settings differ refuses to join. */
-export interface SweepSettings {
-  totalParams: number;
-  chunkSize: number;
-  kernel: KernelName;
-}
-
-/** One task: the parameters [startParam, endParam) of a sweep of totalParams. */
-export interface ChunkTask {
-  /** Zero-padded decimal (`00042`), see chunkIdOf(). */
-  chunkId: string;
-  startParam: number;
-  endParam: number;
-  totalParams: number;
-}
-
-/** Statistics of a chunk as they travel in `result_data`. */
-export interface ChunkStats {
-  count: number;
-  /** Correctly rounded sum of the chunk's values. */
-  sum: number;
-  min: number;
-  max: number;
-  avg: number;
-  /** The exact sum as non-overlapping f64s (kernel/exact-sum.ts). */
-  partials: number[];
-}
-
-export interface ChunkResult {
-  chunkId: string;
-  workerId: string;
-  status: 'completed';
-  durationSeconds: number;
-  /** ISO-8601 time the chunk was finished. */
-  completedAt: string;
-  /** ISO-8601 time the chunk was handed to the threads (wire field `started_at`, beyond docs/design.md's list). */
-  startedAt?: string;
-  stats: ChunkStats;
-}
+export type { ChunkResult, ChunkStats, ChunkTask, DeadLetter, SweepSettings } from '../core/sweep.js';
+export type { FailOutcome } from '../core/outcomes.js';
 
 /** A task in a worker's hands, not yet acknowledged. */
 export interface Delivery {
@@ -67,15 +30,6 @@ export interface Delivery {
   recovered: boolean;
   /** Broker bookkeeping (stream id, delivery tag, channel generation). Opaque to the engine. */
   readonly handle: unknown;
-}
-
-export interface DeadLetter {
-  chunkId: string;
-  reason: string;
-  attempts: number;
-  workerId: string;
-  /** The task, when it could be parsed. */
-  task: ChunkTask | null;
 }
 
 export interface InitOutcome {
@@ -149,7 +103,7 @@ export interface QueueBackend {
    * or, past RABBITMQ_MAX_RETRIES failures, goes to the dead letters with
    * `reason` and the attempt count. Acknowledges the delivery.
    */
-  fail(delivery: Delivery, reason: string): Promise<'retried' | 'dead-lettered' | 'not-owner'>;
+  fail(delivery: Delivery, reason: string): Promise<FailOutcome>;
 
   /** Gives deliveries back untouched, for others to take (abort on a second signal). */
   release(deliveries: Delivery[]): Promise<void>;
@@ -187,10 +141,36 @@ export interface QueueBackend {
   close(): Promise<void>;
 }
 
-/** What a backend constructor is given. */
-export interface BackendOptions {
-  config: Config;
+/**
+ * What a backend is given: the few settings every backend needs, and its
+ * own connection settings (as its registry entry read them from the
+ * environment). Never the engine's whole configuration.
+ */
+export interface BackendOptions<Connection = unknown> {
+  /** Namespace of every key and queue name (QUEUE_PREFIX). */
+  queuePrefix: string;
   /** WORKER_ID of the worker this connection serves (aggregate, monitor and reset use their own). */
   workerId: string;
+  /** Host or pod name, added to the consumer name where several processes share a WORKER_ID. */
+  hostName: string;
+  /** Failed attempts before a chunk is dead-lettered. */
+  maxRetries: number;
+  /** How long a failed chunk waits before it is offered again. */
+  retryDelayMs: number;
+  /** Chunks a worker holds at once (a broker-side prefetch where there is one). */
+  prefetch: number;
+  /** How long an unreachable or lost broker is retried before BrokerUnavailableError. */
+  connectTimeoutSeconds: number;
   log: Logger;
+  connection: Connection;
+}
+
+/** One backend as the registry lists it. */
+export interface BackendEntry<Connection> {
+  /** Every environment variable the backend reads (for ENV_VARIABLES and the deployment checks). */
+  readonly variables: readonly string[];
+  /** Reads and checks those variables, throwing ConfigError naming the first bad one. Never connects. */
+  readEnv(env: Record<string, string | undefined>): Connection;
+  /** Makes the backend; its client library is loaded here, only when this backend is used. */
+  create(options: BackendOptions<Connection>): Promise<QueueBackend>;
 }

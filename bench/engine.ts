@@ -8,10 +8,10 @@
  */
 import { Bench } from 'tinybench';
 import { loadConfig, type Config } from '../engine/config.js';
-import { silentLogger } from '../engine/log.js';
+import { silentLogger } from '../core/log.js';
 import { KernelPool } from '../engine/pool.js';
 import { QueueWorker } from '../engine/queue-worker.js';
-import { createBackend } from '../backends/index.js';
+import { createBackend } from '../engine/backend.js';
 import { usableCpus } from '../engine/cpus.js';
 import type { KernelName } from '../kernel/types.js';
 import type { QueueBackend } from '../backends/types.js';

@@ -15,8 +15,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Queue, QueueEvents } from 'bullmq';
 import { loadConfig } from '../engine/config.js';
-import { silentLogger } from '../engine/log.js';
-import { createBackend } from '../backends/index.js';
+import { silentLogger } from '../core/log.js';
+import { createBackend } from '../engine/backend.js';
 
 const DIST = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = path.join(DIST, 'engine/cli.js');

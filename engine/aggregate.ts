@@ -5,8 +5,7 @@
  * chunks without a result are listed. Reading is non-consuming, so the
  * report is the same however often it is made.
  */
-import type { ChunkResult, DeadLetter, SweepSettings } from '../backends/types.js';
-import { chunkIdOf } from '../backends/messages.js';
+import { chunkCount, chunkIdOf, type ChunkResult, type DeadLetter, type SweepSettings } from '../core/sweep.js';
 import { mergeChunkStats } from './stats.js';
 
 export interface AggregateReport {
@@ -53,7 +52,7 @@ export function buildReport(
   const counted = [...firstByChunk.values()].sort((a, b) => (a.chunkId < b.chunkId ? -1 : a.chunkId > b.chunkId ? 1 : 0));
   const merged = mergeChunkStats(counted.map((r) => r.stats));
 
-  const expectedChunks = settings ? Math.ceil(settings.totalParams / settings.chunkSize) : null;
+  const expectedChunks = settings ? chunkCount(settings) : null;
   const missing: string[] = [];
   if (expectedChunks !== null) {
     for (let i = 0; i < expectedChunks; i++) {

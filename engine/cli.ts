@@ -5,14 +5,14 @@
  * (one line naming the variable or flag, printed before any connection).
  */
 import { loadConfig, type Config, type QueueBackendName, QUEUE_BACKENDS } from './config.js';
-import { ConfigError, TtgError } from './errors.js';
-import { createLogger, redact, type Logger } from './log.js';
+import { ConfigError, TtgError } from '../core/errors.js';
+import { createLogger, redact, type Logger } from '../core/log.js';
 import { KernelPool } from './pool.js';
 import { QueueWorker } from './queue-worker.js';
 import { StaticWorker } from './static-worker.js';
 import { buildReport, formatReport } from './aggregate.js';
 import { runMonitor } from './monitor.js';
-import { createBackend } from '../backends/index.js';
+import { createBackend } from './backend.js';
 import { WorkerMetrics } from './metrics.js';
 import { WorkerEndpoints, type Probe } from './http.js';
 import { readFileSync } from 'node:fs';

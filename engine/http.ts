@@ -13,7 +13,7 @@
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Logger } from './log.js';
+import type { Logger } from '../core/log.js';
 import type { WorkerMetrics } from './metrics.js';
 
 export interface Probe {

@@ -7,11 +7,11 @@
  * nothing has come for IDLE_TIMEOUT_SECONDS.
  */
 import type { Config } from './config.js';
-import type { Logger } from './log.js';
+import type { Logger } from '../core/log.js';
 import type { KernelPool } from './pool.js';
 import type { ChunkResult, Delivery, QueueBackend } from '../backends/types.js';
 import { toChunkStats } from './stats.js';
-import { BrokerUnavailableError, SimulatedFaultError, TtgError } from './errors.js';
+import { BrokerUnavailableError, SimulatedFaultError, TtgError } from '../core/errors.js';
 import type { FailureOutcome, MetricsSource, WorkerMetrics } from './metrics.js';
 import type { Probe } from './http.js';
 

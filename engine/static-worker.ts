@@ -6,9 +6,9 @@
  * known from the environment alone.
  */
 import type { Config } from './config.js';
-import type { Logger } from './log.js';
+import type { Logger } from '../core/log.js';
 import type { KernelPool } from './pool.js';
-import type { ChunkStats } from '../backends/types.js';
+import type { ChunkStats } from '../core/sweep.js';
 import { emptySlice, mergeSlices, toChunkStats } from './stats.js';
 import type { SliceStats } from '../kernel/types.js';
 import type { WorkerMetrics } from './metrics.js';

@@ -1,7 +1,7 @@
 /** Chunk statistics: slicing a chunk over threads and merging the slices' stats exactly. */
 import { mergePartials, roundPartials } from '../kernel/exact-sum.js';
 import type { SliceStats } from '../kernel/types.js';
-import type { ChunkStats } from '../backends/types.js';
+import type { ChunkStats } from '../core/sweep.js';
 
 export interface Slice {
   start: number;

@@ -4,7 +4,7 @@ import { loadConfig, defaultPrefetch, ENV_VARIABLES } from '../engine/config.js'
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { ROOT } from './helpers.js';
-import { ConfigError } from '../engine/errors.js';
+import { ConfigError } from '../core/errors.js';
 import { cgroupCpuQuota } from '../engine/cpus.js';
 
 function rejects(env: Record<string, string>, pattern: RegExp) {
@@ -21,9 +21,9 @@ test('defaults are those of docs/design.md', () => {
   const c = loadConfig({ THREADS: '4' });
   assert.equal(c.useQueue, false);
   assert.equal(c.queueBackend, 'redis');
-  assert.equal(c.redis.host, 'ttg-redis');
-  assert.equal(c.redis.port, 6379);
-  assert.equal(c.rabbitmq.address, 'amqp://ttg-rabbitmq:5672/');
+  assert.equal(c.backends.redis.host, 'ttg-redis');
+  assert.equal(c.backends.redis.port, 6379);
+  assert.equal(c.backends.rabbitmq.address, 'amqp://ttg-rabbitmq:5672/');
   assert.equal(c.maxRetries, 3);
   assert.equal(c.retryDelayMs, 5000);
   assert.equal(c.totalParams, 10000);
@@ -81,19 +81,19 @@ test('values are read and normalised', () => {
 
 test('REDIS_URL overrides host and port; the password never shows in the address', () => {
   const c = loadConfig({ REDIS_URL: 'rediss://:s3cret@cache.example:6380/2', REDIS_HOST: 'other' });
-  assert.equal(c.redis.url, 'rediss://:s3cret@cache.example:6380/2');
-  assert.equal(c.redis.address, 'cache.example:6380');
-  assert.ok(!c.redis.address.includes('s3cret'));
-  assert.equal(loadConfig({ REDIS_PASSWORD: 'pw' }).redis.password, 'pw');
+  assert.equal(c.backends.redis.url, 'rediss://:s3cret@cache.example:6380/2');
+  assert.equal(c.backends.redis.address, 'cache.example:6380');
+  assert.ok(!c.backends.redis.address.includes('s3cret'));
+  assert.equal(loadConfig({ REDIS_PASSWORD: 'pw' }).backends.redis.password, 'pw');
 });
 
 test('AMQP_URL overrides the RabbitMQ variables; the address carries no credentials', () => {
   const c = loadConfig({ AMQP_URL: 'amqps://bob:pa55@mq.example/sweeps', RABBITMQ_HOST: 'ignored' });
-  assert.equal(c.rabbitmq.url, 'amqps://bob:pa55@mq.example/sweeps');
-  assert.equal(c.rabbitmq.address, 'amqps://mq.example:5671/sweeps');
+  assert.equal(c.backends.rabbitmq.url, 'amqps://bob:pa55@mq.example/sweeps');
+  assert.equal(c.backends.rabbitmq.address, 'amqps://mq.example:5671/sweeps');
   const d = loadConfig({ RABBITMQ_HOST: 'h', RABBITMQ_USER: 'u', RABBITMQ_PASSWORD: 'p@ss', RABBITMQ_VHOST: 'v' });
-  assert.equal(d.rabbitmq.url, 'amqp://u:p%40ss@h:5672/v');
-  assert.ok(!d.rabbitmq.address.includes('p@ss') && !d.rabbitmq.address.includes('p%40ss'));
+  assert.equal(d.backends.rabbitmq.url, 'amqp://u:p%40ss@h:5672/v');
+  assert.ok(!d.backends.rabbitmq.address.includes('p@ss') && !d.backends.rabbitmq.address.includes('p%40ss'));
 });
 
 test('each bad variable gets one line naming it and what it accepts', () => {
@@ -133,8 +133,20 @@ test('each bad variable gets one line naming it and what it accepts', () => {
 test('REDIS_URL\'s database is checked with the other variables, before any connection', () => {
   rejects({ REDIS_URL: 'redis://cache:6379/abc' }, /^REDIS_URL's database \(the path after the port\) must be a number, got "abc"$/);
   rejects({ REDIS_URL: 'redis://cache:6379/1/2' }, /^REDIS_URL's database/);
-  assert.equal(loadConfig({ REDIS_URL: 'redis://cache:6379/3' }).redis.db, 3);
-  assert.equal(loadConfig({ REDIS_URL: 'redis://cache:6379' }).redis.db, 0);
+  assert.equal(loadConfig({ REDIS_URL: 'redis://cache:6379/3' }).backends.redis.db, 3);
+  assert.equal(loadConfig({ REDIS_URL: 'redis://cache:6379' }).backends.redis.db, 0);
+});
+
+test('MAX_RETRIES and RETRY_DELAY_MS govern every backend; the RABBITMQ_ names stay as aliases', () => {
+  assert.deepEqual([loadConfig({ MAX_RETRIES: '5', RETRY_DELAY_MS: '250' })].map((c) => [c.maxRetries, c.retryDelayMs]), [[5, 250]]);
+  assert.deepEqual([loadConfig({ RABBITMQ_MAX_RETRIES: '6', RABBITMQ_RETRY_DELAY_MS: '260' })].map((c) => [c.maxRetries, c.retryDelayMs]), [[6, 260]]);
+  assert.equal(loadConfig({ MAX_RETRIES: '4', RABBITMQ_MAX_RETRIES: '4' }).maxRetries, 4, 'both set and equal is fine');
+  // Messages name the variable the user set.
+  rejects({ MAX_RETRIES: 'x' }, /^MAX_RETRIES must be an integer 0\.\.1000, got "x"$/);
+  rejects({ RABBITMQ_MAX_RETRIES: 'x' }, /^RABBITMQ_MAX_RETRIES must be an integer/);
+  rejects({ RETRY_DELAY_MS: '-1' }, /^RETRY_DELAY_MS must be an integer/);
+  rejects({ MAX_RETRIES: '2', RABBITMQ_MAX_RETRIES: '3' }, /^MAX_RETRIES and RABBITMQ_MAX_RETRIES \(its alias\) are both set and differ/);
+  rejects({ RETRY_DELAY_MS: '2', RABBITMQ_RETRY_DELAY_MS: '3' }, /^RETRY_DELAY_MS and RABBITMQ_RETRY_DELAY_MS \(its alias\)/);
 });
 
 test('a password in a bad URL is not echoed', () => {
@@ -159,8 +171,11 @@ test('METRICS_PORT: 9464 by default, 0 turns the endpoints off, anything else ou
 });
 
 test('ENV_VARIABLES lists every variable the config reads (the manifests are checked against it)', () => {
-  const source = readFileSync(path.join(ROOT, 'engine/config.ts'), 'utf8');
-  const read = new Set([...source.matchAll(/(?:raw|integer|decimal|oneOf|boolean)\(env, '([A-Z_]+)'|env\['([A-Z_]+)'\]/g)].map((m) => m[1] ?? m[2]));
+  // The engine's variables, and each backend's own (read through the registry).
+  const files = ['engine/config.ts', 'backends/redis/options.ts', 'backends/rabbitmq/options.ts'];
+  const source = files.map((f) => readFileSync(path.join(ROOT, f), 'utf8')).join('\n');
+  const read = new Set([...source.matchAll(/(?:raw|integer|decimal|oneOf|boolean)\(env, '([A-Z_]+)'|env\['([A-Z_]+)'\]|'([A-Z_]+)'(?=[,\]].*aliasedName|\]\))/g)].map((m) => m[1] ?? m[2] ?? m[3]));
+  for (const name of ['MAX_RETRIES', 'RABBITMQ_MAX_RETRIES', 'RETRY_DELAY_MS', 'RABBITMQ_RETRY_DELAY_MS']) read.add(name);
   assert.ok(read.size >= 30, `found the reads (${read.size})`);
   assert.deepEqual([...read].filter((v) => !(ENV_VARIABLES as readonly string[]).includes(v!)), []);
 });

@@ -6,14 +6,14 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadConfig } from '../engine/config.js';
-import { SettingsMismatchError } from '../engine/errors.js';
-import { silentLogger } from '../engine/log.js';
+import { SettingsMismatchError } from '../core/errors.js';
+import { silentLogger } from '../core/log.js';
 import { KernelPool } from '../engine/pool.js';
 import { QueueWorker } from '../engine/queue-worker.js';
 import { buildReport } from '../engine/aggregate.js';
 import { formatStats, runMonitor } from '../engine/monitor.js';
 import { toChunkStats } from '../engine/stats.js';
-import { createBackend } from '../backends/index.js';
+import { createBackend } from '../engine/backend.js';
 import type { ChunkResult, Delivery, QueueBackend, SweepSettings } from '../backends/types.js';
 import { golden, randomPrefix } from './helpers.js';
 

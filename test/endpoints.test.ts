@@ -10,12 +10,12 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { loadConfig } from '../engine/config.js';
-import { silentLogger } from '../engine/log.js';
+import { silentLogger } from '../core/log.js';
 import { KernelPool } from '../engine/pool.js';
 import { QueueWorker } from '../engine/queue-worker.js';
 import { WorkerMetrics } from '../engine/metrics.js';
 import { WorkerEndpoints } from '../engine/http.js';
-import { createBackend } from '../backends/index.js';
+import { createBackend } from '../engine/backend.js';
 import {
   golden, lastJsonLine, RABBIT_HOST, RABBIT_PORT, random, randomPrefix, REDIS_HOST, REDIS_PORT, requireRabbit, requireRedis,
   runTtg, startTtg, testEnv,

@@ -7,7 +7,8 @@ import { buildReport, formatReport } from '../engine/aggregate.js';
 import { addExact } from '../kernel/exact-sum.js';
 import type { SliceStats } from '../kernel/types.js';
 import type { ChunkResult } from '../backends/types.js';
-import { chunkIdOf, parseTaskFields, parseTaskJson, sweepTasks } from '../backends/messages.js';
+import { parseTaskFields, parseTaskJson } from '../backends/messages.js';
+import { chunkIdOf, sweepTasks } from '../core/sweep.js';
 
 /** Placeholder values computed here, independently of kernel/. */
 function placeholder(p: number): number {

@@ -292,8 +292,8 @@ test('the environment the manifests give ttg: only variables ttg reads, and its 
         let config: ReturnType<typeof loadConfig> | undefined;
         assert.doesNotThrow(() => (config = loadConfig(env)), `${w.kind} ${w.metadata.name}: loadConfig accepts its environment`);
         if (index !== null) assert.equal(config!.workerId, index, `${w.metadata.name}: WORKER_ID follows JOB_COMPLETION_INDEX ${index}`);
-        if (env['QUEUE_BACKEND'] === 'redis') assert.equal(config!.redis.address, 'ttg-redis:6379');
-        if (env['QUEUE_BACKEND'] === 'rabbitmq') assert.match(config!.rabbitmq.address, /^amqp:\/\/ttg-rabbitmq:5672\//);
+        if (env['QUEUE_BACKEND'] === 'redis') assert.equal(config!.backends.redis.address, 'ttg-redis:6379');
+        if (env['QUEUE_BACKEND'] === 'rabbitmq') assert.match(config!.backends.rabbitmq.address, /^amqp:\/\/ttg-rabbitmq:5672\//);
         if (c.name === 'worker') assert.equal(config!.useQueue, w.metadata.labels[CONTRACT.modeLabel] === 'queue');
       }
     }

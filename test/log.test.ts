@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { createLogger, registerSecret } from '../engine/log.js';
+import { createLogger, registerSecret } from '../core/log.js';
 import { randomPrefix, REDIS_HOST, REDIS_PORT, RABBIT_HOST, RABBIT_PORT, runTtg, testEnv } from './helpers.js';
 
 function capture(format: 'text' | 'json') {

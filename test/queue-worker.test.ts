@@ -6,8 +6,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadConfig } from '../engine/config.js';
-import { BrokerUnavailableError } from '../engine/errors.js';
-import { silentLogger } from '../engine/log.js';
+import { BrokerUnavailableError } from '../core/errors.js';
+import { silentLogger } from '../core/log.js';
 import type { KernelPool } from '../engine/pool.js';
 import { QueueWorker } from '../engine/queue-worker.js';
 import type {

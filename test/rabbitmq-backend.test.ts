@@ -12,9 +12,10 @@ import net from 'node:net';
 import { connect } from 'amqplib';
 import type { ChannelModel, ConsumeMessage } from 'amqplib';
 import { loadConfig } from '../engine/config.js';
-import { BrokerUnavailableError, SettingsMismatchError } from '../engine/errors.js';
-import { silentLogger } from '../engine/log.js';
-import { RabbitBackend, rabbitNames } from '../backends/rabbitmq.js';
+import { backendOptions } from '../engine/backend.js';
+import { BrokerUnavailableError, SettingsMismatchError } from '../core/errors.js';
+import { silentLogger } from '../core/log.js';
+import { RabbitBackend, rabbitNames } from '../backends/rabbitmq/backend.js';
 import type { ChunkResult, Delivery, SweepSettings } from '../backends/types.js';
 import { RABBIT_HOST, RABBIT_PORT, randomPrefix, requireRabbit } from './helpers.js';
 
@@ -38,7 +39,7 @@ function env(prefix: string, extra: Record<string, string | number> = {}): Recor
 function open(prefix: string, workerId: string, extra: Record<string, string | number> = {}): RabbitBackend {
   prefixes.add(prefix);
   const config = loadConfig(env(prefix, { WORKER_ID: workerId, ...extra }));
-  const backend = new RabbitBackend({ config, workerId, log: silentLogger });
+  const backend = new RabbitBackend(backendOptions(config, 'rabbitmq', workerId, silentLogger));
   opened.push(backend);
   return backend;
 }
@@ -173,7 +174,7 @@ class FlakyRelay {
 after(async () => {
   for (const b of opened) await b.close().catch(() => {});
   for (const prefix of prefixes) {
-    const cleaner = new RabbitBackend({ config: loadConfig(env(prefix)), workerId: 'cleanup', log: silentLogger });
+    const cleaner = new RabbitBackend(backendOptions(loadConfig(env(prefix)), 'rabbitmq', 'cleanup', silentLogger));
     await cleaner.reset().catch(() => {});
     await cleaner.close();
   }

@@ -8,11 +8,12 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { Redis } from 'ioredis';
-import { RedisBackend } from '../backends/redis.js';
+import { RedisBackend } from '../backends/redis/backend.js';
 import type { ChunkResult, Delivery } from '../backends/types.js';
 import { loadConfig } from '../engine/config.js';
-import { BrokerUnavailableError, SettingsMismatchError } from '../engine/errors.js';
-import { silentLogger } from '../engine/log.js';
+import { backendOptions } from '../engine/backend.js';
+import { BrokerUnavailableError, SettingsMismatchError } from '../core/errors.js';
+import { silentLogger } from '../core/log.js';
 import { randomPrefix, REDIS_HOST, REDIS_PORT, requireRedis } from './helpers.js';
 
 type Env = Record<string, string | number>;
@@ -30,7 +31,7 @@ function env(prefix: string, extra: Env = {}): Record<string, string> {
 
 function backend(prefix: string, extra: Env = {}, workerId = '0'): RedisBackend {
   const config = loadConfig(env(prefix, { WORKER_ID: workerId, ...extra }));
-  const b = new RedisBackend({ config, workerId, log: silentLogger });
+  const b = new RedisBackend(backendOptions(config, 'redis', workerId, silentLogger));
   open.push(b);
   return b;
 }

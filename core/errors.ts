@@ -1,5 +1,6 @@
 /**
- * Error classes with stable names. Each message says what the user can
+ * The one set of error classes, shared by engine/ and every backend, with
+ * stable names. Each message says what the user can
  * change; `exitCode` is what the `ttg` command exits with when the error
  * reaches it (docs/design.md: 2 for configuration or usage, 1 for runtime).
  */
@@ -30,3 +31,6 @@ export class MalformedTaskError extends TtgError {}
 
 /** A chunk failed on purpose (SIMULATE_FAULT_RATE). */
 export class SimulatedFaultError extends TtgError {}
+
+/** The sweep's queue state vanished under a running worker ('ttg reset' while it was busy). */
+export class SweepGoneError extends TtgError {}

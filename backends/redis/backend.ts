@@ -22,16 +22,17 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { Redis, type RedisOptions } from 'ioredis';
+import type { RedisConnection } from './options.js';
+import { backoffDelay } from '../../core/backoff.js';
 import type {
   BackendOptions, ChunkResult, ConnectionState, DeadLetter, Delivery, InitOutcome, QueueBackend, QueueStats, SweepSettings,
-} from './types.js';
-import {
-  chunkIdWidth, mismatchMessage, parseResultFields, parseTaskFields, resultFields, settingsDifference, taskFields,
-} from './messages.js';
-import { totalChunks as countChunks, type Config, type RedisConfig } from '../engine/config.js';
-import { BrokerUnavailableError, SettingsMismatchError, TtgError } from '../engine/errors.js';
-import { redact, type Logger } from '../engine/log.js';
-import { KERNEL_NAMES, type KernelName } from '../kernel/types.js';
+} from '../types.js';
+import { parseResultFields, parseTaskFields, resultFields, taskFields } from '../messages.js';
+import { chunkCount, chunkIdWidth, mismatchMessage, settingsDifference, settingsFromRecord, unreadableSettingsMessage } from '../../core/sweep.js';
+import type { FailOutcome } from '../../core/outcomes.js';
+import { BrokerUnavailableError, SettingsMismatchError, SweepGoneError, TtgError } from '../../core/errors.js';
+import { redact, type Logger } from '../../core/log.js';
+import type { KernelName } from '../../kernel/types.js';
 
 /** Every Redis name of a sweep, built here and nowhere else. */
 export function redisKeys(prefix: string) {
@@ -63,6 +64,8 @@ const LEASE_RENEW_MS = 3_000;
 const RELEASED_IDLE_MS = 30 * 86_400_000;
 /** Tasks one init-7.lua call adds: ~50 ms of Redis time, so big sweeps never block the server for long. */
 const TASKS_PER_INIT_CALL = 50_000;
+/** Reconnection delays: 100 ms doubling to 2 s (ioredis counts attempts from 1). */
+const RECONNECT_BACKOFF = { initialMs: 100, maxMs: 2000 } as const;
 /** Entries per XRANGE page when reading results and dead letters. */
 const PAGE = 1000;
 
@@ -81,12 +84,12 @@ let scriptSources: Map<ScriptName, ScriptSource> | null = null;
 
 /**
  * Reads the .lua files once per process. They are not copied into dist/:
- * this module runs as dist/backends/redis.js, so they live two levels up
- * in backends/redis/ (or beside this file when it runs from source).
+ * this module runs as dist/backends/redis/*.js, so they live three levels
+ * up in backends/redis/ (or beside this file when it runs from source).
  */
 function loadScripts(): Map<ScriptName, ScriptSource> {
   if (scriptSources) return scriptSources;
-  const candidates = [new URL('../../backends/redis/', import.meta.url), new URL('./redis/', import.meta.url)];
+  const candidates = [new URL('../../../backends/redis/', import.meta.url), new URL('./', import.meta.url)];
   const dir = candidates.find((url) => existsSync(new URL('init-7.lua', url)));
   if (!dir) throw new TtgError(`the Redis backend's Lua scripts are missing: looked in ${candidates.map((u) => u.pathname).join(' and ')}`);
   const sources = new Map<ScriptName, ScriptSource>();
@@ -200,7 +203,7 @@ interface Link {
 }
 
 /** Host, port, credentials, database and TLS from REDIS_URL or REDIS_HOST/PORT/PASSWORD. */
-function connectionTarget(cfg: RedisConfig): RedisOptions {
+function connectionTarget(cfg: RedisConnection): RedisOptions {
   if (cfg.url === null) return { host: cfg.host, port: cfg.port, password: cfg.password ?? undefined };
   const url = new URL(cfg.url);
   const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
@@ -237,7 +240,7 @@ function handleOf(delivery: Delivery): RedisHandle {
 export class RedisBackend implements QueueBackend {
   readonly kind = 'redis' as const;
 
-  readonly #config: Config;
+  readonly #opts: BackendOptions<RedisConnection>;
   readonly #workerId: string;
   readonly #log: Logger;
   readonly #keys: Keys;
@@ -264,11 +267,11 @@ export class RedisBackend implements QueueBackend {
   #closed = false;
   #reconnects = 0;
 
-  constructor(opts: BackendOptions) {
-    this.#config = opts.config;
+  constructor(opts: BackendOptions<RedisConnection>) {
+    this.#opts = opts;
     this.#workerId = opts.workerId;
     this.#log = opts.log;
-    this.#keys = redisKeys(opts.config.queuePrefix);
+    this.#keys = redisKeys(opts.queuePrefix);
   }
 
   get connectionState(): ConnectionState {
@@ -290,7 +293,7 @@ export class RedisBackend implements QueueBackend {
   async init(settings: SweepSettings): Promise<InitOutcome> {
     const link = await this.#commandLink();
     const k = this.#keys;
-    const totalChunks = countChunks(settings.totalParams, settings.chunkSize);
+    const totalChunks = chunkCount(settings);
     const createdAt = new Date().toISOString();
     let created = false;
     // Each call adds one batch of tasks; whoever is here keeps calling until
@@ -300,7 +303,7 @@ export class RedisBackend implements QueueBackend {
         k.group, settings.totalParams, settings.chunkSize, settings.kernel, totalChunks, chunkIdWidth(totalChunks),
         createdAt, TASKS_PER_INIT_CALL,
       ]);
-      if (outcomeOf('init', reply, { prefix: this.#config.queuePrefix, settings }) === 'created') created = true;
+      if (outcomeOf('init', reply, { prefix: this.#opts.queuePrefix, settings }) === 'created') created = true;
       const [, storedChunks, added] = (reply as unknown[]).map(Number);
       if (added! >= storedChunks!) break;
     }
@@ -391,13 +394,13 @@ export class RedisBackend implements QueueBackend {
     const reply = await this.#script(link, 'complete', [k.tasks, k.results, k.done, k.deadChunks, k.meta], [
       k.group, this.#consumer, handle.entryId, delivery.task.chunkId, ...Object.entries(resultFields(result)).flat(),
     ]);
-    const outcome = outcomeOf('complete', reply, { prefix: this.#config.queuePrefix });
+    const outcome = outcomeOf('complete', reply, { prefix: this.#opts.queuePrefix });
     if (outcome === 'duplicate') this.#log.debug('chunk already had a result; published a duplicate', { chunk: delivery.chunkId });
     if (outcome === 'sweep-gone') this.#log.warn('the sweep was removed from Redis while this chunk was worked on', { chunk: delivery.chunkId });
     return outcome === 'published' || outcome === 'duplicate';
   }
 
-  async fail(delivery: Delivery, reason: string): Promise<'retried' | 'dead-lettered' | 'not-owner'> {
+  async fail(delivery: Delivery, reason: string): Promise<FailOutcome> {
     this.#requireInit('fail');
     const handle = handleOf(delivery);
     const k = this.#keys;
@@ -407,9 +410,9 @@ export class RedisBackend implements QueueBackend {
     const link = await this.#commandLink();
     const reply = await this.#script(link, 'fail', [k.tasks, k.dead, k.deadChunks, k.attempts, k.done, k.meta, k.delayed], [
       k.group, this.#consumer, handle.entryId, delivery.task?.chunkId ?? delivery.chunkId, reason, this.#workerId,
-      this.#config.maxRetries, delivery.task ? '0' : '1', new Date().toISOString(), this.#config.retryDelayMs, ...rest,
+      this.#opts.maxRetries, delivery.task ? '0' : '1', new Date().toISOString(), this.#opts.retryDelayMs, ...rest,
     ]);
-    const outcome = outcomeOf('fail', reply, { prefix: this.#config.queuePrefix });
+    const outcome = outcomeOf('fail', reply, { prefix: this.#opts.queuePrefix });
     return outcome as 'retried' | 'dead-lettered' | 'not-owner';
   }
 
@@ -480,11 +483,10 @@ export class RedisBackend implements QueueBackend {
     const link = await this.#commandLink();
     const [totalParams, chunkSize, kernel] = await this.#run(link, (c) =>
       c.hmget(this.#keys.meta, 'total_params', 'chunk_size', 'kernel'));
-    if (totalParams === null || chunkSize === null || kernel === null) return null;
-    if (!(KERNEL_NAMES as readonly string[]).includes(kernel)) {
-      this.#log.warn(`the sweep in Redis uses kernel "${kernel}", which this version does not know`, { key: this.#keys.meta });
-    }
-    return { totalParams: Number(totalParams), chunkSize: Number(chunkSize), kernel: kernel as KernelName };
+    if (totalParams === null && chunkSize === null && kernel === null) return null;
+    const settings = settingsFromRecord({ total_params: totalParams, chunk_size: chunkSize, kernel });
+    if (settings === null) throw new TtgError(unreadableSettingsMessage(this.#keys.meta, this.#opts.queuePrefix));
+    return settings;
   }
 
   async readResults(): Promise<ChunkResult[]> {
@@ -682,7 +684,7 @@ export class RedisBackend implements QueueBackend {
       this.#leaseTimer.unref();
     } else {
       const n = fallbackNames++;
-      const host = this.#config.hostName.replace(/[^A-Za-z0-9_.-]/g, '_');
+      const host = this.#opts.hostName.replace(/[^A-Za-z0-9_.-]/g, '_');
       this.#consumer = `${base}-${host}-${process.pid}${n ? `-${n + 1}` : ''}`;
       this.#log.info(`consumer name ${base} is in use by another live process; using ${this.#consumer}`);
     }
@@ -691,7 +693,7 @@ export class RedisBackend implements QueueBackend {
   /** Takes or renews the lease on `name`; false when another live process holds it. */
   async #holdLease(link: Link, name: string): Promise<boolean> {
     const reply = await this.#script(link, 'lease', [this.#keys.lease(name)], [this.#nonce, LEASE_MS, 'hold']);
-    return outcomeOf('lease', reply, { prefix: this.#config.queuePrefix }) === 'lease-held';
+    return outcomeOf('lease', reply, { prefix: this.#opts.queuePrefix }) === 'lease-held';
   }
 
   async #renewLease(): Promise<void> {
@@ -733,7 +735,7 @@ export class RedisBackend implements QueueBackend {
   }
 
   #explain(link: Link, err: unknown): unknown {
-    const address = this.#config.redis.address;
+    const address = this.#opts.connection.address;
     const cause = link.lastError ?? err;
     const detail = redact(cause instanceof Error ? cause.message : String(cause));
     if (isRedisError(err, 'WRONGPASS', 'NOAUTH', 'invalid password', 'invalid username-password')) {
@@ -743,7 +745,7 @@ export class RedisBackend implements QueueBackend {
     }
     if (link.gaveUp || (link.client.status === 'end' && !this.#closed)) {
       return new BrokerUnavailableError(
-        `cannot reach Redis at ${address}: gave up after ${this.#config.connectTimeoutSeconds} s of retrying (${detail}); ` +
+        `cannot reach Redis at ${address}: gave up after ${this.#opts.connectTimeoutSeconds} s of retrying (${detail}); ` +
         'check REDIS_HOST and REDIS_PORT (or REDIS_URL), that Redis runs, or raise CONNECT_TIMEOUT_SECONDS',
         { cause: err });
     }
@@ -783,9 +785,9 @@ export class RedisBackend implements QueueBackend {
    * waiting for tasks never delays its commits and heartbeats.
    */
   async #open(role: Link['role']): Promise<Link> {
-    const timeoutMs = this.#config.connectTimeoutSeconds * 1000;
+    const timeoutMs = this.#opts.connectTimeoutSeconds * 1000;
     const options: RedisOptions = {
-      ...connectionTarget(this.#config.redis),
+      ...connectionTarget(this.#opts.connection),
       // RESP2: raw replies of call() keep their classic shapes (under RESP3,
       // XREADGROUP's map would arrive flattened as [stream, entries]).
       protocol: 2,
@@ -801,11 +803,11 @@ export class RedisBackend implements QueueBackend {
           link.gaveUp = true;
           return null;
         }
-        return Math.max(1, Math.min(timeoutMs - elapsed, 2000, 50 * 2 ** Math.min(attempt, 6)));
+        return Math.max(1, Math.min(timeoutMs - elapsed, backoffDelay(attempt, RECONNECT_BACKOFF)));
       },
     };
     const link: Link = { client: new Redis(options), role, downSince: Date.now(), lastError: null, gaveUp: false };
-    const address = this.#config.redis.address;
+    const address = this.#opts.connection.address;
     let lost = false;
     // ioredis emits status events on the next tick, after its retry strategy has already run (and set
     // downSince), so whether the link was up is kept here rather than read from downSince.
@@ -815,7 +817,7 @@ export class RedisBackend implements QueueBackend {
       if (up && !this.#closed) {
         up = false;
         lost = true;
-        this.#log.warn(`lost the connection to Redis at ${address}; retrying for up to ${this.#config.connectTimeoutSeconds} s`, {
+        this.#log.warn(`lost the connection to Redis at ${address}; retrying for up to ${this.#opts.connectTimeoutSeconds} s`, {
           connection: role,
         });
       }
@@ -863,8 +865,6 @@ function hangUp(client: Redis): void {
   if (client.status !== 'end') client.disconnect();
 }
 
-/** The sweep's stream or group vanished under a running worker. */
-class SweepGoneError extends TtgError {}
 
 /** XINFO's flat [key, value, ...] arrays, values kept as they come (lag may be nil). */
 function fieldsOfLoose(flat: unknown): Record<string, unknown> {

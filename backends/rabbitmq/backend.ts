@@ -59,17 +59,16 @@
 import { randomUUID } from 'node:crypto';
 import { connect } from 'amqplib';
 import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage, Message, Options } from 'amqplib';
+import type { RabbitConnection } from './options.js';
+import { backoffDelay } from '../../core/backoff.js';
 import type {
   BackendOptions, ChunkResult, ConnectionState, DeadLetter, Delivery, InitOutcome, QueueBackend, QueueStats, SweepSettings,
-} from './types.js';
-import {
-  chunkIndexOf, mismatchMessage, parseResultFields, parseTaskJson, resultFields, settingsDifference, sweepTasks, taskFields,
-  type ParsedTask,
-} from './messages.js';
-import { totalChunks as countChunks, type Config } from '../engine/config.js';
-import { BrokerUnavailableError, SettingsMismatchError, TtgError } from '../engine/errors.js';
-import { redact, type Logger } from '../engine/log.js';
-import { KERNEL_NAMES, type KernelName } from '../kernel/types.js';
+} from '../types.js';
+import { parseResultFields, parseTaskJson, resultFields, taskFields, type ParsedTask } from '../messages.js';
+import { chunkCount, chunkIndexOf, mismatchMessage, settingsDifference, settingsFromRecord, unreadableSettingsMessage, sweepTasks } from '../../core/sweep.js';
+import type { FailOutcome } from '../../core/outcomes.js';
+import { BrokerUnavailableError, SettingsMismatchError, TtgError } from '../../core/errors.js';
+import { redact, type Logger } from '../../core/log.js';
 
 /** Every queue and exchange name of a sweep, built in one place. */
 export function rabbitNames(prefix: string) {
@@ -218,19 +217,19 @@ function jsonObject(content: Buffer): Record<string, unknown> | null {
 }
 
 /** The URL amqplib gets: AMQP_URL or the RABBITMQ_* parts, with a heartbeat unless it names one. */
-function connectionUrl(config: Config): string {
+function connectionUrl(connection: RabbitConnection): string {
   try {
-    const url = new URL(config.rabbitmq.url);
+    const url = new URL(connection.url);
     if (!url.searchParams.has('heartbeat')) url.searchParams.set('heartbeat', HEARTBEAT_SECONDS);
     return url.toString();
   } catch {
-    return config.rabbitmq.url;
+    return connection.url;
   }
 }
 
 export class RabbitBackend implements QueueBackend {
   readonly kind = 'rabbitmq' as const;
-  readonly #config: Config;
+  readonly #opts: BackendOptions<RabbitConnection>;
   readonly #log: Logger;
   readonly #workerId: string;
   readonly #names: Names;
@@ -263,14 +262,14 @@ export class RabbitBackend implements QueueBackend {
   #progress: Progress = freshProgress(0);
   #progressChain: Promise<unknown> = Promise.resolve();
 
-  constructor(opts: BackendOptions) {
-    this.#config = opts.config;
+  constructor(opts: BackendOptions<RabbitConnection>) {
+    this.#opts = opts;
     this.#log = opts.log;
     this.#workerId = opts.workerId;
-    this.#names = rabbitNames(opts.config.queuePrefix);
-    this.#url = connectionUrl(opts.config);
+    this.#names = rabbitNames(opts.queuePrefix);
+    this.#url = connectionUrl(opts.connection);
     this.#consumerName = `worker-${opts.workerId}`;
-    this.#prefetch = opts.config.prefetch;
+    this.#prefetch = opts.prefetch;
   }
 
   get connectionState(): ConnectionState {
@@ -292,7 +291,7 @@ export class RabbitBackend implements QueueBackend {
   async init(settings: SweepSettings): Promise<InitOutcome> {
     this.#assertUsable();
     this.#declareTopology = true;
-    const totalChunks = countChunks(settings.totalParams, settings.chunkSize);
+    const totalChunks = chunkCount(settings);
     let waitLogged = false;
     for (;;) {
       const s = await this.#ensureSession();
@@ -337,7 +336,7 @@ export class RabbitBackend implements QueueBackend {
 
   #join(theirs: SweepSettings, ours: SweepSettings): false {
     const diff = settingsDifference(theirs, ours);
-    if (diff !== null) throw new SettingsMismatchError(mismatchMessage(diff, this.#config.queuePrefix));
+    if (diff !== null) throw new SettingsMismatchError(mismatchMessage(diff, this.#opts.queuePrefix));
     return false;
   }
 
@@ -354,7 +353,7 @@ export class RabbitBackend implements QueueBackend {
       await ch.purgeQueue(n.tasks);
       await ch.purgeQueue(n.retry);
     });
-    const total = countChunks(settings.totalParams, settings.chunkSize);
+    const total = chunkCount(settings);
     let batch: Array<Promise<void>> = [];
     for (const task of sweepTasks(settings)) {
       const body = Buffer.from(JSON.stringify(taskFields(task)));
@@ -395,12 +394,9 @@ export class RabbitBackend implements QueueBackend {
       return true;
     });
     const fields = body ? jsonObject(body) : null;
-    const settings = fields ? settingsFrom(fields) : null;
+    const settings = fields ? settingsFromRecord(fields) : null;
     if (found === null || settings === null) {
-      throw new TtgError(
-        `the sweep settings in ${n.meta} are missing or unreadable (queues edited by hand?); ` +
-          `clear the sweep with 'ttg reset' (QUEUE_PREFIX=${this.#config.queuePrefix})`,
-      );
+      throw new TtgError(unreadableSettingsMessage(n.meta, this.#opts.queuePrefix));
     }
     return settings;
   }
@@ -465,7 +461,7 @@ export class RabbitBackend implements QueueBackend {
     return this.#settle(h, s, 'ack');
   }
 
-  async fail(delivery: Delivery, reason: string): Promise<'retried' | 'dead-lettered' | 'not-owner'> {
+  async fail(delivery: Delivery, reason: string): Promise<FailOutcome> {
     if (this.#fatal) throw this.#fatal;
     const own = this.#owned(delivery);
     if (!own) return 'not-owner';
@@ -473,7 +469,7 @@ export class RabbitBackend implements QueueBackend {
     const n = this.#names;
     const attempts = attemptsOf(h.msg) + 1;
     // A malformed task can never succeed: dead at once, as on every backend.
-    const dead = delivery.task === null || attempts >= this.#config.maxRetries;
+    const dead = delivery.task === null || attempts >= this.#opts.maxRetries;
     const headers = {
       [RABBIT_HEADERS.attempts]: attempts,
       [RABBIT_HEADERS.reason]: clip(reason),
@@ -485,7 +481,7 @@ export class RabbitBackend implements QueueBackend {
     // take a second pass through the retry queue for a dead-letter cycle and drop it.
     const options: Options.Publish = dead
       ? { persistent: true, headers }
-      : { persistent: true, headers, expiration: String(this.#config.retryDelayMs) };
+      : { persistent: true, headers, expiration: String(this.#opts.retryDelayMs) };
     try {
       await this.#publish(s, n.exchange, dead ? n.dlq : n.retry, h.msg.content, options);
     } catch (err) {
@@ -593,7 +589,7 @@ export class RabbitBackend implements QueueBackend {
       if ((await this.#queueInfo(s, this.#names.tasks)).messageCount > 0) return false;
       if ((await this.#queueInfo(s, this.#names.retry)).messageCount > 0) return false;
       const p = await this.#poll(s, settings, true);
-      return p.settled.size >= countChunks(settings.totalParams, settings.chunkSize);
+      return p.settled.size >= chunkCount(settings);
     });
   }
 
@@ -630,7 +626,7 @@ export class RabbitBackend implements QueueBackend {
           settledChunks: 0, results: 0, consumers: {},
         };
       }
-      const total = countChunks(settings.totalParams, settings.chunkSize);
+      const total = chunkCount(settings);
       const p = await this.#poll(s, settings, false);
       return {
         settings: { ...settings },
@@ -655,7 +651,7 @@ export class RabbitBackend implements QueueBackend {
    * accounted for (isSettled); otherwise read until quiet (stats).
    */
   #poll(s: Session, settings: SweepSettings, untilSettled: boolean): Promise<Progress> {
-    const total = countChunks(settings.totalParams, settings.chunkSize);
+    const total = chunkCount(settings);
     const run = async (): Promise<Progress> => {
       // A new connection may follow a reset: read again from the start.
       if (this.#progress.gen !== s.gen) this.#progress = freshProgress(s.gen);
@@ -805,7 +801,7 @@ export class RabbitBackend implements QueueBackend {
     });
     this.#settings = null;
     this.#progress = freshProgress(-1);
-    this.#log.debug(`deleted the sweep's queues and exchanges (QUEUE_PREFIX=${this.#config.queuePrefix})`);
+    this.#log.debug(`deleted the sweep's queues and exchanges (QUEUE_PREFIX=${this.#opts.queuePrefix})`);
   }
 
   async close(): Promise<void> {
@@ -858,11 +854,10 @@ export class RabbitBackend implements QueueBackend {
   }
 
   async #connectWithBackoff(): Promise<Session> {
-    const address = this.#config.rabbitmq.address;
-    const limitMs = this.#config.connectTimeoutSeconds * 1000;
+    const address = this.#opts.connection.address;
+    const limitMs = this.#opts.connectTimeoutSeconds * 1000;
     const started = Date.now();
     const reconnecting = this.#generation > 0;
-    let delay = 100;
     let attempts = 0;
     for (;;) {
       if (this.#closed) throw new Error('the RabbitMQ backend is closed');
@@ -894,21 +889,20 @@ export class RabbitBackend implements QueueBackend {
         }
         this.#log[attempts === 1 ? 'warn' : 'debug'](`RabbitMQ at ${address} not reachable (${describe(err)}); retrying`, { attempt: attempts });
         // Woken early by close().
-        await this.#waitForSignal(Math.min(delay * (0.8 + 0.4 * Math.random()), limitMs - waited));
-        delay = Math.min(delay * 2, 5000);
+        await this.#waitForSignal(Math.min(backoffDelay(attempts, { initialMs: 100, maxMs: 5000, jitter: 0.2 }), limitMs - waited));
       }
     }
   }
 
   /** One connection attempt: connection, confirm channel, topology, consumer. */
   async #open(timeoutMs: number): Promise<Session> {
-    const address = this.#config.rabbitmq.address;
+    const address = this.#opts.connection.address;
     let conn: ChannelModel;
     try {
       conn = await connect(this.#url, {
         timeout: timeoutMs,
         clientProperties: {
-          connection_name: `ttg ${this.#config.queuePrefix} ${this.#consumerName} ${this.#config.hostName}:${process.pid}`,
+          connection_name: `ttg ${this.#opts.queuePrefix} ${this.#consumerName} ${this.#opts.hostName}:${process.pid}`,
         },
       });
     } catch (err) {
@@ -946,10 +940,10 @@ export class RabbitBackend implements QueueBackend {
         // After a reconnection, make sure the sweep is still the one we joined before consuming again.
         const current = await this.#readSettingsOn(session);
         if (current === null) {
-          throw new TtgError(`the sweep was deleted while this worker ran ('ttg reset'?); QUEUE_PREFIX=${this.#config.queuePrefix}`);
+          throw new TtgError(`the sweep was deleted while this worker ran ('ttg reset'?); QUEUE_PREFIX=${this.#opts.queuePrefix}`);
         }
         const diff = settingsDifference(current, this.#settings);
-        if (diff !== null) throw new SettingsMismatchError(mismatchMessage(diff, this.#config.queuePrefix));
+        if (diff !== null) throw new SettingsMismatchError(mismatchMessage(diff, this.#opts.queuePrefix));
       }
       if (this.#declareTopology) await this.#declare(session);
       if (this.#joined) await this.#tryExclusiveQueue(session, this.#names.consumer(this.#consumerName));
@@ -977,7 +971,7 @@ export class RabbitBackend implements QueueBackend {
     s.conn.close().catch(() => {});
     this.#wake();
     if (this.#closed || this.#session !== s) return;
-    this.#log.warn(`lost the connection to RabbitMQ at ${this.#config.rabbitmq.address} (${why}); reconnecting`);
+    this.#log.warn(`lost the connection to RabbitMQ at ${this.#opts.connection.address} (${why}); reconnecting`);
     // A consuming worker reconnects at once so chunks flow again; others on their next call.
     if (this.#joined) this.#ensureSession().catch(() => {});
   }
@@ -1029,7 +1023,7 @@ export class RabbitBackend implements QueueBackend {
         if (s.lost || s.consumer !== channel) return; // the broker redelivers it
         this.#buffer.push(new TaskHandle(this, s.gen, msg));
         this.#wake();
-      }, { consumerTag: `${this.#consumerName}@${this.#config.hostName}:${process.pid}#${s.gen}.${want}` });
+      }, { consumerTag: `${this.#consumerName}@${this.#opts.hostName}:${process.pid}#${s.gen}.${want}` });
       s.consumerTag = consumerTag;
       s.consumerPrefetch = want;
       if (previous) await channel.cancel(previous);
@@ -1042,7 +1036,7 @@ export class RabbitBackend implements QueueBackend {
   /** Makes the consumer name unique among live workers: worker-<id>, then with host, pid, a random tag. */
   async #claimConsumerName(s: Session): Promise<void> {
     const base = `worker-${this.#workerId}`;
-    const host = this.#config.hostName;
+    const host = this.#opts.hostName;
     const candidates = [base, `${base}-${host}`, `${base}-${host}-${process.pid}`, `${base}-${host}-${process.pid}-${randomUUID().slice(0, 8)}`];
     for (const name of candidates) {
       if (await this.#tryExclusiveQueue(s, this.#names.consumer(name))) {
@@ -1130,13 +1124,4 @@ function deadLetterOf(msg: ConsumeMessage, settings: SweepSettings | null): Dead
     workerId: headerText(headers[RABBIT_HEADERS.worker]) ?? '?',
     task: parsed.ok ? parsed.task : null,
   };
-}
-
-function settingsFrom(fields: Record<string, unknown>): SweepSettings | null {
-  const totalParams = Number(fields['total_params']);
-  const chunkSize = Number(fields['chunk_size']);
-  const kernel = fields['kernel'];
-  if (!Number.isSafeInteger(totalParams) || totalParams < 1 || !Number.isSafeInteger(chunkSize) || chunkSize < 1) return null;
-  if (typeof kernel !== 'string' || !(KERNEL_NAMES as readonly string[]).includes(kernel)) return null;
-  return { totalParams, chunkSize, kernel: kernel as KernelName };
 }

@@ -1,0 +1,70 @@
+/**
+ * Reading environment variables: one helper per kind of value, each
+ * throwing a ConfigError whose one-line message names the variable and what
+ * it accepts. engine/config.ts and each backend's own options use them.
+ */
+import { ConfigError } from './errors.js';
+
+export type Env = Record<string, string | undefined>;
+
+/** Reads one variable; an empty value counts as unset. */
+export function raw(env: Env, name: string): string | undefined {
+  const v = env[name];
+  return v === undefined || v.trim() === '' ? undefined : v.trim();
+}
+
+export function integer(env: Env, name: string, def: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  const v = raw(env, name);
+  if (v === undefined) return def;
+  if (!/^[+]?\d+$/.test(v) || Number(v) < min || Number(v) > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `${min}..${max}`;
+    throw new ConfigError(`${name} must be an integer ${range}, got "${v}"`);
+  }
+  return Number(v);
+}
+
+export function decimal(env: Env, name: string, def: number, min: number, max: number): number {
+  const v = raw(env, name);
+  if (v === undefined) return def;
+  const n = Number(v);
+  if (!/^[+]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i.test(v) || !Number.isFinite(n) || n < min || n > max) {
+    throw new ConfigError(`${name} must be a number from ${min} to ${max}, got "${v}"`);
+  }
+  return n;
+}
+
+export function oneOf<T extends string>(env: Env, name: string, def: T, allowed: readonly T[]): T {
+  const v = raw(env, name);
+  if (v === undefined) return def;
+  const lower = v.toLowerCase() as T;
+  if (!allowed.includes(lower)) {
+    throw new ConfigError(`${name} must be one of ${allowed.join(', ')}, got "${v}"`);
+  }
+  return lower;
+}
+
+export function boolean(env: Env, name: string, def: boolean): boolean {
+  const v = raw(env, name);
+  if (v === undefined) return def;
+  const lower = v.toLowerCase();
+  if (['true', '1', 'yes'].includes(lower)) return true;
+  if (['false', '0', 'no'].includes(lower)) return false;
+  throw new ConfigError(`${name} must be true or false, got "${v}"`);
+}
+
+
+/**
+ * A value that may be set under several names (the first is the preferred
+ * one, the others aliases kept for compatibility). Returns the name the user
+ * set, so messages speak of what the user wrote; both set and different is
+ * an error.
+ */
+export function aliasedName(env: Env, names: readonly string[]): string {
+  const set = names.filter((name) => raw(env, name) !== undefined);
+  for (const other of set.slice(1)) {
+    if (raw(env, other) !== raw(env, set[0]!)) {
+      throw new ConfigError(`${set[0]} and ${other} (its alias) are both set and differ: set only one`);
+    }
+  }
+  return set[0] ?? names[0]!;
+}

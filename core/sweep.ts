@@ -1,0 +1,155 @@
+/**
+ * The sweep domain, shared by engine/ and every backend: what a sweep is
+ * (its settings), its chunks (ids, count, ranges, and the check that a task
+ * is exactly one of them), results and their statistics, and how two
+ * sweeps' settings are compared. No I/O here.
+ */
+import { KERNEL_NAMES, type KernelName } from '../kernel/types.js';
+
+/** What identifies a sweep; a worker whose settings differ refuses to join. */
+export interface SweepSettings {
+  totalParams: number;
+  chunkSize: number;
+  kernel: KernelName;
+}
+
+/** One task: the parameters [startParam, endParam) of a sweep of totalParams. */
+export interface ChunkTask {
+  /** Zero-padded decimal (`00042`), see chunkIdOf(). */
+  chunkId: string;
+  startParam: number;
+  endParam: number;
+  totalParams: number;
+}
+
+/** Statistics of a chunk as they travel in `result_data`. */
+export interface ChunkStats {
+  count: number;
+  /** Correctly rounded sum of the chunk's values. */
+  sum: number;
+  min: number;
+  max: number;
+  avg: number;
+  /** The exact sum as non-overlapping f64s (kernel/exact-sum.ts). */
+  partials: number[];
+}
+
+export interface ChunkResult {
+  chunkId: string;
+  workerId: string;
+  status: 'completed';
+  durationSeconds: number;
+  /** ISO-8601 time the chunk was finished. */
+  completedAt: string;
+  /** ISO-8601 time the chunk was handed to the threads (wire field `started_at`, beyond docs/design.md's list). */
+  startedAt?: string;
+  stats: ChunkStats;
+}
+
+export interface DeadLetter {
+  chunkId: string;
+  reason: string;
+  attempts: number;
+  workerId: string;
+  /** The task, when it could be parsed. */
+  task: ChunkTask | null;
+}
+
+/** Width of zero-padded chunk ids: at least 5 digits (`00042`), more for sweeps of 100 000+ chunks. */
+export function chunkIdWidth(totalChunks: number): number {
+  return Math.max(5, String(Math.max(0, totalChunks - 1)).length);
+}
+
+export function chunkIdOf(index: number, totalChunks: number): string {
+  return String(index).padStart(chunkIdWidth(totalChunks), '0');
+}
+
+/** How many chunks a sweep has. */
+export function chunkCount(settings: Pick<SweepSettings, 'totalParams' | 'chunkSize'>): number {
+  return Math.ceil(settings.totalParams / settings.chunkSize);
+}
+
+/** The index of a chunk id of a sweep of `totalChunks` chunks, or null when it is not one (canonical form only). */
+export function chunkIndexOf(chunkId: string, totalChunks: number): number | null {
+  if (!/^\d{1,16}$/.test(chunkId)) return null;
+  const index = Number(chunkId);
+  return index < totalChunks && chunkIdOf(index, totalChunks) === chunkId ? index : null;
+}
+
+/**
+ * Is this task exactly a chunk of the sweep: a canonical chunk id, and the
+ * very range [start, end) and total that chunk has? Returns why not, or null.
+ * Every backend runs every task it hands out through this (via
+ * parseTaskFields), so a hand-made task with a real chunk id and a wrong
+ * range can never add a wrong first result for that chunk to the aggregate.
+ */
+export function notAChunkOf(task: ChunkTask, settings: SweepSettings): string | null {
+  const total = chunkCount(settings);
+  if (task.totalParams !== settings.totalParams) {
+    return `total_params (${task.totalParams}) differs from the sweep's ${settings.totalParams}`;
+  }
+  const index = chunkIndexOf(task.chunkId, total);
+  if (index === null) {
+    return `chunk_id ${JSON.stringify(task.chunkId.slice(0, 40))} is not a chunk of this sweep ` +
+      `(${chunkIdOf(0, total)} to ${chunkIdOf(total - 1, total)})`;
+  }
+  const start = index * settings.chunkSize;
+  const end = Math.min(settings.totalParams, start + settings.chunkSize);
+  if (task.startParam !== start || task.endParam !== end) {
+    return `chunk ${task.chunkId} of this sweep is [${start}, ${end}) but the task says [${task.startParam}, ${task.endParam})`;
+  }
+  return null;
+}
+
+/** Every task of a sweep, in order. */
+export function* sweepTasks(settings: SweepSettings): Generator<ChunkTask> {
+  const total = chunkCount(settings);
+  for (let i = 0; i < total; i++) {
+    const startParam = i * settings.chunkSize;
+    yield {
+      chunkId: chunkIdOf(i, total),
+      startParam,
+      endParam: Math.min(settings.totalParams, startParam + settings.chunkSize),
+      totalParams: settings.totalParams,
+    };
+  }
+}
+
+/**
+ * Settings as a backend stored them (wire names: total_params, chunk_size,
+ * kernel), or null when the record is not a readable sweep. One reading of
+ * stored settings for every backend.
+ */
+export function settingsFromRecord(fields: Record<string, unknown>): SweepSettings | null {
+  const totalParams = Number(fields['total_params']);
+  const chunkSize = Number(fields['chunk_size']);
+  const kernel = fields['kernel'];
+  if (!Number.isSafeInteger(totalParams) || totalParams < 1 || !Number.isSafeInteger(chunkSize) || chunkSize < 1) return null;
+  if (typeof kernel !== 'string' || !(KERNEL_NAMES as readonly string[]).includes(kernel)) return null;
+  return { totalParams, chunkSize, kernel: kernel as KernelName };
+}
+
+/** Why a backend refuses stored settings that settingsFromRecord cannot read (the same words on every backend). */
+export function unreadableSettingsMessage(where: string, prefix: string): string {
+  return `the sweep settings in ${where} are missing or unreadable (written by another version, or edited by hand?); ` +
+    `clear the sweep with 'ttg reset' (QUEUE_PREFIX=${prefix})`;
+}
+
+/** Settings as a backend stores them (the inverse of settingsFromRecord). */
+export function settingsRecord(settings: SweepSettings): Record<string, string | number> {
+  return { total_params: settings.totalParams, chunk_size: settings.chunkSize, kernel: settings.kernel };
+}
+
+/** Names the first setting that differs, or null when they match. */
+export function settingsDifference(theirs: SweepSettings, ours: SweepSettings): string | null {
+  const diffs: string[] = [];
+  if (theirs.totalParams !== ours.totalParams) diffs.push(`TOTAL_PARAMS is ${ours.totalParams} here but ${theirs.totalParams} in the queue`);
+  if (theirs.chunkSize !== ours.chunkSize) diffs.push(`CHUNK_SIZE is ${ours.chunkSize} here but ${theirs.chunkSize} in the queue`);
+  if (theirs.kernel !== ours.kernel) diffs.push(`KERNEL is ${ours.kernel} here but ${theirs.kernel} in the queue`);
+  return diffs.length ? diffs.join('; ') : null;
+}
+
+export function mismatchMessage(diff: string, prefix: string): string {
+  return `this worker's sweep differs from the one already in the queue (QUEUE_PREFIX=${prefix}): ${diff}. ` +
+    `Use the same settings, another QUEUE_PREFIX, or clear the old sweep with 'ttg reset'`;
+}

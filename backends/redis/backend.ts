@@ -8,11 +8,8 @@
  * nothing half-done, and ownership is checked in the same step as the change:
  * a worker whose entry was recovered by another cannot publish or retry it.
  *
- * Bookkeeping beside the streams: `<p>:meta` (the sweep's settings),
- * `<p>:done` and `<p>:dead-chunks` (chunk id → 1: what is settled),
- * `<p>:attempts` (chunk id → failures), `<p>:delayed` (retries waiting out
- * their delay), `<p>:dead` (dead-letter stream) and
- * `<p>:consumer:worker-<id>` (the lease on a consumer name).
+ * Every key is named in keys.ts; the parts live beside this file:
+ * connection.ts, scripts.ts, lease.ts, reader.ts, replies.ts.
  *
  * Retries wait out RETRY_DELAY_MS as the contract says: a failed chunk's
  * fresh copy waits in the sorted set `<p>:delayed` (scored by its due time
@@ -43,11 +40,7 @@ import { RedisReader } from './reader.js';
 const RELEASED_IDLE_MS = 30 * 86_400_000;
 /** Tasks one init-7.lua call adds: ~50 ms of Redis time, so big sweeps never block the server for long. */
 const TASKS_PER_INIT_CALL = 50_000;
-/** Entries per XRANGE page when reading results and dead letters. */
-const PAGE = 1000;
 
-/** Consumer names given this process when `worker-<id>` was taken (several backends may share a process in tests). */
-let fallbackNames = 0;
 
 /** Broker bookkeeping of a delivery: opaque to the engine. */
 interface RedisHandle {
@@ -136,8 +129,8 @@ export class RedisBackend implements QueueBackend {
     }
     this.#settings = settings;
     if (!this.#consumer) {
-      await this.#chooseConsumerName();
-      this.#resumable = await this.#ownPending(link);
+      this.#consumer = await this.#lease.chooseName(`worker-${this.#workerId}`, this.#opts.hostName);
+      this.#resumable = await this.#reader.ownPending(link, this.#consumer);
     }
     await this.#links.blocking();
     this.#log.debug(created ? 'created the sweep in Redis' : 'joined the sweep in Redis', {
@@ -344,34 +337,6 @@ export class RedisBackend implements QueueBackend {
   }
 
   /**
-   * Entries pending under this consumer name when this process took it: an
-   * earlier process of the same name (a restarted worker) left them, and
-   * they were its own, so it finishes them first. Read once, at init(),
-   * with XREADGROUP from id 0 (pending entries, no waiting), so entries this
-   * process claims later are never handed out twice.
-   */
-  async #ownPending(link: Link): Promise<StreamEntry[]> {
-    const k = this.#keys;
-    const entries: StreamEntry[] = [];
-    let from = '0';
-    for (;;) {
-      const page = readGroupEntries(await this.#links.run(link, (c) =>
-        c.call('XREADGROUP', 'GROUP', k.group, this.#consumer, 'COUNT', PAGE, 'STREAMS', k.tasks, from)));
-      entries.push(...page);
-      if (page.length < PAGE) break;
-      from = page[page.length - 1]!.id;
-    }
-    // Entries deleted from the stream while pending come back without fields: nothing to resume.
-    const deleted = entries.filter((entry) => entry.fields === null).map((entry) => entry.id);
-    if (deleted.length) await this.#links.run(link, (c) => c.xack(k.tasks, k.group, ...deleted));
-    const resumable = entries.filter((entry) => entry.fields !== null);
-    if (resumable.length) {
-      this.#log.info(`resuming ${resumable.length} chunks this consumer name left pending before a restart`, { consumer: this.#consumer });
-    }
-    return resumable;
-  }
-
-  /**
    * Parses entries into deliveries, with each chunk's failure count. Entries
    * of chunks that already have a result (a recovered duplicate) are
    * acknowledged and dropped: nobody needs to compute them again.
@@ -419,24 +384,5 @@ export class RedisBackend implements QueueBackend {
 
 
 
-
-  // ------------------------------------------------------------ internals: consumer name
-
-  /**
-   * `worker-<id>` when no live process uses it (its lease is free or
-   * expired), else `worker-<id>-<host>-<pid>`: two processes never read as
-   * one consumer, or they would complete each other's entries.
-   */
-  async #chooseConsumerName(): Promise<void> {
-    const base = `worker-${this.#workerId}`;
-    if (await this.#lease.take(base)) {
-      this.#consumer = base;
-    } else {
-      const n = fallbackNames++;
-      const host = this.#opts.hostName.replace(/[^A-Za-z0-9_.-]/g, '_');
-      this.#consumer = `${base}-${host}-${process.pid}${n ? `-${n + 1}` : ''}`;
-      this.#log.info(`consumer name ${base} is in use by another live process; using ${this.#consumer}`);
-    }
-  }
 
 }

@@ -1,4 +1,12 @@
-/** Every Redis name of a sweep, built here and nowhere else. */
+/**
+ * Every Redis name of a sweep, built here and nowhere else. Beside the task
+ * stream `<p>:tasks` (group `<p>-workers`) and the result stream
+ * `<p>:results`: `<p>:meta` (the sweep's settings), `<p>:done` and
+ * `<p>:dead-chunks` (chunk id → 1: what is settled), `<p>:attempts` (chunk
+ * id → failures), `<p>:delayed` (retries waiting out their delay), `<p>:dead`
+ * (dead-letter stream) and `<p>:consumer:worker-<id>` (the lease on a
+ * consumer name).
+ */
 export function redisKeys(prefix: string) {
   return {
     tasks: `${prefix}:tasks`,

@@ -15,6 +15,9 @@ import { outcomeOf } from './scripts.js';
 const LEASE_MS = 10_000;
 const LEASE_RENEW_MS = 3_000;
 
+/** Consumer names given this process when `worker-<id>` was taken (several backends may share a process in tests). */
+let fallbackNames = 0;
+
 export class ConsumerNameLease {
   readonly #links: RedisLinks;
   readonly #keys: Keys;
@@ -34,6 +37,19 @@ export class ConsumerNameLease {
     this.#keys = keys;
     this.#prefix = prefix;
     this.#log = log;
+  }
+
+  /**
+   * `base` (`worker-<id>`) when no live process uses it (its lease is free or
+   * expired), else `worker-<id>-<host>-<pid>`: two processes never read as
+   * one consumer, or they would complete each other's entries.
+   */
+  async chooseName(base: string, hostName: string): Promise<string> {
+    if (await this.take(base)) return base;
+    const n = fallbackNames++;
+    const name = `${base}-${hostName.replace(/[^A-Za-z0-9_.-]/g, '_')}-${process.pid}${n ? `-${n + 1}` : ''}`;
+    this.#log.info(`consumer name ${base} is in use by another live process; using ${name}`);
+    return name;
   }
 
   /** Takes `name` if no live process holds it, and keeps renewing it; false when another holds it. */

@@ -10,7 +10,7 @@ import { settingsFromRecord, unreadableSettingsMessage, type ChunkResult, type D
 import { parseResultFields, parseTaskFields } from '../messages.js';
 import type { Link, RedisLinks } from './connection.js';
 import type { Keys } from './keys.js';
-import { entriesOf, fieldsOfLoose, isRedisError, pendingSummary, type StreamEntry } from './replies.js';
+import { entriesOf, fieldsOfLoose, isRedisError, pendingSummary, readGroupEntries, type StreamEntry } from './replies.js';
 
 /** Entries per XRANGE page when reading results and dead letters. */
 const PAGE = 1000;
@@ -106,4 +106,33 @@ export class RedisReader {
       from = `(${page[page.length - 1]!.id}`;
     }
   }
+
+  /**
+   * Entries pending under this consumer name when this process took it: an
+   * earlier process of the same name (a restarted worker) left them, and
+   * they were its own, so it finishes them first. Read once, at init(),
+   * with XREADGROUP from id 0 (pending entries, no waiting), so entries this
+   * process claims later are never handed out twice.
+   */
+  async ownPending(link: Link, consumer: string): Promise<StreamEntry[]> {
+    const k = this.#keys;
+    const entries: StreamEntry[] = [];
+    let from = '0';
+    for (;;) {
+      const page = readGroupEntries(await this.#links.run(link, (c) =>
+        c.call('XREADGROUP', 'GROUP', k.group, consumer, 'COUNT', PAGE, 'STREAMS', k.tasks, from)));
+      entries.push(...page);
+      if (page.length < PAGE) break;
+      from = page[page.length - 1]!.id;
+    }
+    // Entries deleted from the stream while pending come back without fields: nothing to resume.
+    const deleted = entries.filter((entry) => entry.fields === null).map((entry) => entry.id);
+    if (deleted.length) await this.#links.run(link, (c) => c.xack(k.tasks, k.group, ...deleted));
+    const resumable = entries.filter((entry) => entry.fields !== null);
+    if (resumable.length) {
+      this.#log.info(`resuming ${resumable.length} chunks this consumer name left pending before a restart`, { consumer });
+    }
+    return resumable;
+  }
+
 }

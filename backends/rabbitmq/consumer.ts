@@ -1,0 +1,182 @@
+/**
+ * The task consumer and the ownership of deliveries.
+ *
+ * Consuming starts with the first take(), with a prefetch of PREFETCH (more
+ * only if a caller asks take() for more at once; the worker loop never
+ * does), and starts again on every new connection. A delivery is ours only
+ * while the connection it came on lives: after a loss the broker redelivers
+ * it, so complete() and fail() answer false / 'not-owner' for it. release()
+ * cancels the consumer before handing chunks back, or the broker would give
+ * them straight back to this worker.
+ */
+import type { Channel, ConsumeMessage } from 'amqplib';
+import type { Logger } from '../../core/log.js';
+import { describe } from './names.js';
+import { SessionLostError, type Link, type RabbitSession } from './session.js';
+
+/** What Delivery.handle holds: the message and the connection it came on. */
+export class TaskHandle {
+  settled = false;
+  constructor(
+    readonly owner: TaskConsumer,
+    readonly gen: number,
+    readonly msg: ConsumeMessage,
+  ) {}
+}
+
+export class TaskConsumer {
+  readonly #session: RabbitSession;
+  readonly #queue: string;
+  readonly #log: Logger;
+  readonly #tag: (link: Link, prefetch: number) => string;
+  /** Messages delivered and not yet handed out by take(). */
+  #buffer: TaskHandle[] = [];
+  /** Set by the first take(): (re)connections start the consumer. */
+  wanted = false;
+  /**
+   * The consumer's prefetch: PREFETCH, or more for a caller that asks take()
+   * for more at once.
+   */
+  prefetch: number;
+
+  constructor(session: RabbitSession, queue: string, prefetch: number, log: Logger, tag: (link: Link, prefetch: number) => string) {
+    this.#session = session;
+    this.#queue = queue;
+    this.prefetch = prefetch;
+    this.#log = log;
+    this.#tag = tag;
+    // Deliveries of a lost connection are no longer ours.
+    session.onLost((link) => {
+      this.#buffer = this.#buffer.filter((h) => h.gen !== link.gen);
+    });
+    session.addReadyHook(async (link) => {
+      if (this.wanted) await this.ensure(link);
+    });
+  }
+
+  get buffered(): number {
+    return this.#buffer.length;
+  }
+
+  /** Up to `max` buffered messages, waiting at most until `deadline` for the first. */
+  async take(max: number, deadline: number, closed: () => boolean): Promise<TaskHandle[]> {
+    this.wanted = true;
+    this.prefetch = Math.min(65535, Math.max(this.prefetch, Math.floor(max)));
+    const link = this.#session.current;
+    if (link) {
+      await this.ensure(link).catch((err: unknown) => {
+        if (!link.lost) throw err;
+      });
+    } else {
+      // Reconnecting: the new connection starts the consumer and wakes us; a failure past the bound is the session's.
+      this.#session.ensure().catch(() => {});
+    }
+    while (this.#buffer.length === 0) {
+      if (this.#session.failure) throw this.#session.failure;
+      if (closed()) return [];
+      const left = deadline - Date.now();
+      if (left <= 0) return [];
+      await this.#session.waitForSignal(left);
+    }
+    return this.#buffer.splice(0, Math.max(0, Math.floor(max)));
+  }
+
+  /**
+   * Starts the consumer with the wanted prefetch, or restarts it with a
+   * larger one: a new consumer on the same channel, then the old one
+   * cancelled. Deliveries of the old one stay valid (same channel) and stop
+   * counting against the new one's prefetch.
+   */
+  ensure(link: Link): Promise<void> {
+    const run = async (): Promise<void> => {
+      if (link.lost) throw new SessionLostError('the connection is gone');
+      const want = this.prefetch;
+      if (link.consumer && link.consumerTag && link.consumerPrefetch >= want) return;
+      let ch = link.consumer;
+      if (!ch) {
+        const channel = await link.conn.createChannel();
+        ch = channel;
+        link.consumer = channel;
+        channel.on('error', (err: Error) => this.#log.debug(`RabbitMQ task channel error: ${describe(err)}`));
+        channel.on('close', () => {
+          if (link.consumer === channel) this.#session.lost(link, 'the task channel closed');
+        });
+      }
+      const channel: Channel = ch;
+      await channel.prefetch(want);
+      const previous = link.consumerTag;
+      const { consumerTag } = await channel.consume(this.#queue, (msg) => {
+        if (msg === null) {
+          // The broker cancels a consumer whose queue was deleted (client-side cancels never come here).
+          if (link.consumer === channel) this.#session.lost(link, 'the broker cancelled the task consumer (queue deleted?)');
+          return;
+        }
+        if (link.lost || link.consumer !== channel) return; // the broker redelivers it
+        this.#buffer.push(new TaskHandle(this, link.gen, msg));
+        this.#session.wake();
+      }, { consumerTag: this.#tag(link, want) });
+      link.consumerTag = consumerTag;
+      link.consumerPrefetch = want;
+      if (previous) await channel.cancel(previous);
+    };
+    const step = link.consumerSetup.then(run, run);
+    link.consumerSetup = step.catch(() => {});
+    return step;
+  }
+
+  /** The handle and its connection, while this consumer still owns the delivery. */
+  owned(handle: unknown): { h: TaskHandle; link: Link } | null {
+    if (!(handle instanceof TaskHandle) || handle.owner !== this || handle.settled) return null;
+    const link = this.#session.current;
+    if (!link || link.gen !== handle.gen || !link.consumer) return null;
+    return { h: handle, link };
+  }
+
+  /** Acknowledges, or hands back to the queue; false when the delivery is no longer ours. */
+  settle(h: TaskHandle, link: Link, how: 'ack' | 'requeue'): boolean {
+    if (h.settled || link.lost || this.#session.current !== link || !link.consumer || link.gen !== h.gen) return false;
+    try {
+      if (how === 'ack') link.consumer.ack(h.msg);
+      else link.consumer.nack(h.msg, false, true);
+      h.settled = true;
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Stops consuming and hands back what is buffered and the given handles (the next take() starts again). */
+  async release(handles: unknown[]): Promise<void> {
+    const link = this.#session.current;
+    if (link && link.consumer && link.consumerTag) {
+      const channel = link.consumer;
+      const stop = async () => {
+        const tag = link.consumerTag;
+        link.consumerTag = null;
+        link.consumerPrefetch = 0;
+        if (tag) await channel.cancel(tag).catch(() => {});
+      };
+      const step = link.consumerSetup.then(stop, stop);
+      link.consumerSetup = step.catch(() => {});
+      await step;
+    }
+    for (const h of this.#buffer.splice(0)) {
+      if (link) this.settle(h, link, 'requeue');
+    }
+    for (const handle of handles) {
+      const own = this.owned(handle);
+      if (own) this.settle(own.h, own.link, 'requeue');
+    }
+  }
+
+  /** Stops consuming on `link` for good (reset, close): closing the channel hands unacknowledged chunks back at once. */
+  async stop(link: Link | null): Promise<void> {
+    this.wanted = false;
+    this.#buffer = [];
+    if (!link) return;
+    const consumer = link.consumer;
+    link.consumer = null;
+    link.consumerTag = null;
+    if (consumer) await consumer.close().catch(() => {});
+  }
+}

@@ -1,0 +1,237 @@
+/**
+ * Reading the RabbitMQ streams (results, dead letters, the sweep's
+ * settings) without consuming them.
+ *
+ * A stream consumer reads from an offset and removes nothing, so `ttg
+ * aggregate` can run again and again, alongside workers and other readers,
+ * and sees the entries in the order they were written. Where a stream ends
+ * AMQP 0-9-1 does not tell (RabbitMQ 3.x reports 0 messages for a stream in
+ * queue.declare-ok). Readers that must see everything (readResults,
+ * readDeadLetters) attach a consumer, then publish a marker message with a
+ * random id (confirmed) and read until that marker: every entry confirmed
+ * before the read began lies before it. Markers are skipped by every reader
+ * and counted nowhere. Polling readers (isSettled, stats, every few
+ * seconds) write nothing: they read on from a cached offset until the
+ * stream is quiet for a moment, so they may lag but never over-count.
+ */
+import { randomUUID } from 'node:crypto';
+import type { ConsumeMessage } from 'amqplib';
+import { TtgError } from '../../core/errors.js';
+import {
+  chunkCount, chunkIndexOf, settingsFromRecord, unreadableSettingsMessage, type DeadLetter, type SweepSettings,
+} from '../../core/sweep.js';
+import { parseResultFields, parseTaskJson } from '../messages.js';
+import {
+  clip, errorCode, headerCount, headersOf, headerText, jsonObject, RABBIT_HEADERS, streamOffset, type Names,
+} from './names.js';
+import { SessionLostError, type Link, type RabbitSession } from './session.js';
+
+const MARKER_BODY = Buffer.from('{"ttg_marker":"end-of-read marker written by a reader; neither a task nor a result"}');
+/** Stream consumers need a prefetch (credit); acks give it back. */
+const STREAM_PREFETCH = 1000;
+/** A polling read stops once its stream has been quiet this long. */
+const POLL_QUIET_MS = 200;
+/** A read that must reach its end gives up after this long without any message. */
+const READ_STALL_MS = 30_000;
+
+/** Where a read ends: at this reader's own marker, at the first entry, or after a quiet spell. */
+export type StreamEnd = 'marker' | 'first-entry' | { quietMs: number };
+
+/** Polling progress, read incrementally from the results and dead-letter streams. */
+export interface Progress {
+  /** The connection it was read on: a new one may follow a reset, so reading starts over. */
+  gen: number;
+  resultsNext: number;
+  deadNext: number;
+  /** Result entries read, duplicates included. */
+  results: number;
+  /** Chunks of this sweep with a result. */
+  done: Set<string>;
+  /** Chunks of this sweep with a result or a dead letter of the genuine task. */
+  settled: Set<string>;
+}
+
+function freshProgress(gen: number): Progress {
+  return { gen, resultsNext: 0, deadNext: 0, results: 0, done: new Set(), settled: new Set() };
+}
+
+/** A dead-letter stream entry: its headers, and its body parsed with the sweep's settings (task null if not a chunk). */
+export function deadLetterOf(msg: ConsumeMessage, settings: SweepSettings | null): DeadLetter {
+  const headers = headersOf(msg);
+  const parsed = parseTaskJson(msg.content.toString('utf8'), settings);
+  return {
+    chunkId: headerText(headers[RABBIT_HEADERS.chunkId]) ?? (parsed.ok ? parsed.task.chunkId : clip(parsed.chunkId)),
+    reason: headerText(headers[RABBIT_HEADERS.reason]) ?? (parsed.ok ? 'unknown' : parsed.reason),
+    attempts: headerCount(headers[RABBIT_HEADERS.attempts]) ?? 0,
+    workerId: headerText(headers[RABBIT_HEADERS.worker]) ?? '?',
+    task: parsed.ok ? parsed.task : null,
+  };
+}
+
+export class StreamReader {
+  readonly #session: RabbitSession;
+  readonly #names: Names;
+  readonly #prefix: string;
+  #progress: Progress = freshProgress(0);
+  #progressChain: Promise<unknown> = Promise.resolve();
+
+  constructor(session: RabbitSession, names: Names, prefix: string) {
+    this.#session = session;
+    this.#names = names;
+    this.#prefix = prefix;
+  }
+
+  /** Forgets what was polled (after a reset). */
+  forget(): void {
+    this.#progress = freshProgress(-1);
+  }
+
+  /** The sweep's settings, or null when there is no sweep (no ready flag). */
+  async settings(s: Link): Promise<SweepSettings | null> {
+    const n = this.#names;
+    const flagged = await this.#session.probe(s, (ch) => ch.checkExchange(n.ready)).then(
+      () => true,
+      (err) => {
+        if (errorCode(err) === 404) return false;
+        throw err;
+      },
+    );
+    if (!flagged) return null;
+    let body: Buffer | null = null;
+    const found = await this.read(s, n.meta, 0, 'first-entry', (msg) => {
+      body = msg.content;
+      return true;
+    });
+    const fields = body ? jsonObject(body) : null;
+    const settings = fields ? settingsFromRecord(fields) : null;
+    if (found === null || settings === null) throw new TtgError(unreadableSettingsMessage(n.meta, this.#prefix));
+    return settings;
+  }
+
+  /**
+   * Reads on from where the last poll stopped (serialized: concurrent polls
+   * would count twice). `untilSettled`: stop as soon as every chunk is
+   * accounted for (isSettled); otherwise read until quiet (stats).
+   */
+  poll(s: Link, settings: SweepSettings, untilSettled: boolean): Promise<Progress> {
+    const total = chunkCount(settings);
+    const run = async (): Promise<Progress> => {
+      if (this.#progress.gen !== s.gen) this.#progress = freshProgress(s.gen);
+      const p = this.#progress;
+      const settled = () => untilSettled && p.settled.size >= total;
+      if (settled()) return p;
+      const quiet = { quietMs: POLL_QUIET_MS };
+      const [resultsNext, deadNext] = await Promise.all([
+        this.read(s, this.#names.results, p.resultsNext, quiet, (msg) => {
+          const fields = jsonObject(msg.content);
+          const result = fields ? parseResultFields(fields) : null;
+          if (result) {
+            p.results++;
+            if (chunkIndexOf(result.chunkId, total) !== null) {
+              p.done.add(result.chunkId);
+              p.settled.add(result.chunkId);
+            }
+          }
+          return settled();
+        }),
+        this.read(s, this.#names.dlq, p.deadNext, quiet, (msg) => {
+          // Only a dead letter of the chunk's genuine task settles it: deadLetterOf parses with the
+          // sweep's settings, so a task that is not exactly a chunk comes back null.
+          const dead = deadLetterOf(msg, settings);
+          if (dead.task) p.settled.add(dead.task.chunkId);
+          return settled();
+        }),
+      ]);
+      if (resultsNext !== null) p.resultsNext = resultsNext;
+      if (deadNext !== null) p.deadNext = deadNext;
+      return p;
+    };
+    const next = this.#progressChain.then(run, run);
+    this.#progressChain = next.catch(() => {});
+    return next;
+  }
+
+  /**
+   * Reads stream `queue` from offset `from`, calling onEntry for each entry
+   * that is not a marker (onEntry returns true to stop). `end` says when the
+   * read is over: at our own marker, at the first entry, or after a quiet
+   * spell. Returns the offset to read on from, or null when there is no such stream.
+   */
+  async read(
+    s: Link, queue: string, from: number, end: StreamEnd,
+    onEntry: (msg: ConsumeMessage) => boolean | void,
+  ): Promise<number | null> {
+    const ch = await this.#session.openChannel(s);
+    try {
+      try {
+        await ch.checkQueue(queue);
+      } catch (err) {
+        if (errorCode(err) === 404) return null;
+        throw err;
+      }
+      await ch.prefetch(STREAM_PREFETCH);
+      return await new Promise<number>((resolve, reject) => {
+        const markerId = end === 'marker' ? randomUUID() : null;
+        let next = from;
+        let done = false;
+        let timer: NodeJS.Timeout | undefined;
+        const finish = (err?: unknown) => {
+          if (done) return;
+          done = true;
+          clearTimeout(timer);
+          ch.removeListener('close', onClose);
+          if (err === undefined) resolve(next);
+          else reject(err);
+        };
+        const arm = () => {
+          clearTimeout(timer);
+          timer = typeof end === 'object'
+            ? setTimeout(() => finish(), end.quietMs)
+            : setTimeout(() => finish(new TtgError(`reading ${queue} stalled: nothing came for ${READ_STALL_MS / 1000}s`)), READ_STALL_MS);
+        };
+        const onClose = () => finish(new SessionLostError(`the channel reading ${queue} closed`));
+        ch.on('close', onClose);
+        // Never throw from here: amqplib would take the whole connection down.
+        const onMessage = (msg: ConsumeMessage | null) => {
+          if (done) return;
+          if (msg === null) {
+            finish(new SessionLostError(`the broker cancelled the reader of ${queue} (deleted?)`));
+            return;
+          }
+          try {
+            ch.ack(msg);
+            arm();
+            const offset = streamOffset(msg);
+            const marker = headersOf(msg)[RABBIT_HEADERS.marker];
+            if (marker !== undefined) {
+              if (markerId !== null && headerText(marker) === markerId) finish();
+              return;
+            }
+            // A stream delivers whole chunks: entries before `from` may come first.
+            if (offset === null || offset < next) return;
+            next = offset + 1;
+            if (onEntry(msg) === true) finish();
+          } catch (err) {
+            finish(err);
+          }
+        };
+        arm();
+        ch.consume(queue, onMessage, { noAck: false, arguments: { 'x-stream-offset': from } })
+          .then(() => (markerId === null ? undefined : this.#session.publish(s, '', queue, MARKER_BODY, {
+            headers: { [RABBIT_HEADERS.marker]: markerId },
+          })))
+          .catch((err: unknown) => finish(err));
+      });
+    } finally {
+      ch.close().catch(() => {});
+    }
+  }
+
+  async queueInfo(s: Link, queue: string): Promise<{ messageCount: number; consumerCount: number }> {
+    return this.#session.probe(s, (ch) => ch.checkQueue(queue)).catch((err: unknown) => {
+      if (errorCode(err) === 404) return { messageCount: 0, consumerCount: 0 };
+      throw err;
+    });
+  }
+
+}

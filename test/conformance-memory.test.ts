@@ -5,9 +5,7 @@ conformanceSuite({
   kind: 'memory',
   requireServer: async () => {},
   env: {},
-  // In-process: a closed worker's entries stay pending until their idle time passes the stale threshold.
-  crash: async (backend) => {
-    await backend.close();
-  },
+  broker: null,
+  redeliversByItself: false,
   injectTask: async (prefix, fields) => enqueueRawTask(prefix, fields),
 });

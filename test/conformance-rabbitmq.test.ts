@@ -12,10 +12,8 @@ conformanceSuite({
   kind: 'rabbitmq',
   requireServer: requireRabbit,
   env: { RABBITMQ_HOST: RABBIT_HOST, RABBITMQ_PORT: String(RABBIT_PORT) },
-  // The broker requeues a closed connection's unacknowledged deliveries.
-  crash: async (backend) => {
-    await backend.close();
-  },
+  broker: { host: RABBIT_HOST, port: RABBIT_PORT, portVariable: 'RABBITMQ_PORT' },
+  redeliversByItself: true,
   injectTask: async (prefix, fields) => {
     raw ??= await connect(`amqp://guest:guest@${RABBIT_HOST}:${RABBIT_PORT}/`);
     const ch = await raw.createConfirmChannel();

@@ -1,7 +1,9 @@
 /**
- * The backend conformance suite: every queue backend (memory, Redis,
- * RabbitMQ) must pass the same tests of the contract in backends/types.ts.
- * Instantiated by test/conformance-<backend>.test.ts.
+ * The backend conformance suite: the contract of backends/types.ts, tested
+ * once, run against every backend (memory, Redis, RabbitMQ) by
+ * test/conformance-<backend>.test.ts. A new backend proves itself here
+ * (docs/contributing.md); its own test file keeps only what is specific to
+ * its broker.
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,6 +18,7 @@ import { toChunkStats } from '../engine/stats.js';
 import { createBackend } from '../engine/backend.js';
 import type { ChunkResult, Delivery, QueueBackend, SweepSettings } from '../backends/types.js';
 import { golden, randomPrefix } from './helpers.js';
+import { TcpRelay } from './relay.js';
 
 export interface ConformanceTarget {
   kind: 'memory' | 'redis' | 'rabbitmq';
@@ -24,16 +27,22 @@ export interface ConformanceTarget {
   /** Connection variables. */
   env: Record<string, string>;
   /**
-   * Ends `backend` so that its unacknowledged deliveries become available to
-   * others (by redelivery or by stale recovery, whichever the broker does).
+   * Where the broker listens, and which variable points a worker at it: a
+   * crashed worker is one whose connection goes through a TCP relay
+   * (test/relay.ts) that is then cut, so the broker really sees the
+   * connection die while the backend object lives on. null for the embedded
+   * queue, which has no connection to cut: its crash is close().
    */
-  crash: (backend: QueueBackend) => Promise<void>;
+  broker: { host: string; port: number; portVariable: string } | null;
+  /** True when the broker hands a dead consumer's deliveries to others by itself (claimStale then returns []). */
+  redeliversByItself: boolean;
   /** Adds a task entry exactly as given, as a hand-made message on the broker would be. */
   injectTask: (prefix: string, fields: Record<string, unknown>) => Promise<void>;
 }
 
 export function conformanceSuite(target: ConformanceTarget): void {
   const opened: QueueBackend[] = [];
+  const relays: TcpRelay[] = [];
   const prefixes = new Set<string>();
   let pool: KernelPool | null = null;
 
@@ -53,6 +62,34 @@ export function conformanceSuite(target: ConformanceTarget): void {
     const backend = await createBackend({ config, workerId, log: silentLogger });
     opened.push(backend);
     return backend;
+  }
+
+  /**
+   * A backend whose process "dies" on crash(): its connection is cut at the
+   * relay (or, in-process, it is closed), so what it held goes to others.
+   * heal() lets it reconnect, to show that a late commit is refused.
+   */
+  async function openCrashable(prefix: string, workerId: string, extra: Record<string, string | number> = {}) {
+    if (target.broker === null) {
+      const backend = await open(prefix, workerId, extra);
+      return { backend, crash: () => backend.close(), heal: async () => {} };
+    }
+    const relay = new TcpRelay(target.broker.host, target.broker.port);
+    await relay.up();
+    relays.push(relay);
+    const backend = await open(prefix, workerId, { ...extra, [target.broker.portVariable]: relay.port, CONNECT_TIMEOUT_SECONDS: 20 });
+    return { backend, crash: () => relay.down(), heal: () => relay.up() };
+  }
+
+  /** Calls `probe` until it returns a non-empty list: the condition waited on, never a sleep. */
+  async function until<T>(probe: () => Promise<T[]>, timeoutMs = 10_000): Promise<T[]> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const got = await probe();
+      if (got.length > 0) return got;
+      assert.ok(Date.now() < deadline, 'the condition never came true');
+      await new Promise((resolve) => setImmediate(resolve)); // let I/O and timers run between probes
+    }
   }
 
   function settings(totalParams: number, chunkSize: number): SweepSettings {
@@ -76,7 +113,10 @@ export function conformanceSuite(target: ConformanceTarget): void {
   }
 
   after(async () => {
+    // Crashed workers get their connection back so they can close cleanly; then the relays go.
+    for (const r of relays) await r.up().catch(() => {});
     for (const b of opened) await b.close().catch(() => {});
+    for (const r of relays) await r.down().catch(() => {});
     for (const prefix of prefixes) {
       const cleaner = await createBackend({ config: loadConfig(env(prefix)), workerId: 'cleanup', log: silentLogger });
       await cleaner.reset().catch(() => {});
@@ -158,11 +198,11 @@ export function conformanceSuite(target: ConformanceTarget): void {
     const prefix = randomPrefix(`${target.kind}-crash`);
     pool ??= new KernelPool({ threads: 1, kernel: 'placeholder', impl: 'wasm' });
     const ref = golden().placeholder.find((g) => g.start === 0 && g.end === 10000)!;
-    const victim = await open(prefix, '9', { TOTAL_PARAMS: ref.end, CHUNK_SIZE: 100 });
+    const { backend: victim, crash } = await openCrashable(prefix, '9', { TOTAL_PARAMS: ref.end, CHUNK_SIZE: 100 });
     await victim.init(settings(ref.end, 100));
     const held = await takeAtLeast(victim, 5);
     assert.equal(held.length, 5);
-    await target.crash(victim);
+    await crash();
     const config = loadConfig(env(prefix, { WORKER_ID: '1', TOTAL_PARAMS: ref.end, CHUNK_SIZE: 100 }));
     const backend = await open(prefix, '1', { TOTAL_PARAMS: ref.end, CHUNK_SIZE: 100 });
     const summary = await new QueueWorker({ config, backend, pool, log: silentLogger, pollMs: 100 }).run();
@@ -176,11 +216,11 @@ export function conformanceSuite(target: ConformanceTarget): void {
   test(`${target.kind}: a chunk delivered twice is counted once`, async () => {
     await target.requireServer();
     const prefix = randomPrefix(`${target.kind}-twice`);
-    const a = await open(prefix, 'a');
+    const { backend: a, crash, heal } = await openCrashable(prefix, 'a');
     await a.init(settings(300, 100));
     const [first] = await takeAtLeast(a, 1);
     assert.ok(first?.task);
-    await target.crash(a);
+    await crash();
     const b = await open(prefix, 'b');
     await b.init(settings(300, 100));
     // Until all three chunks are in hand: redelivered by the broker, or claimed once stale (200 ms).
@@ -193,9 +233,11 @@ export function conformanceSuite(target: ConformanceTarget): void {
     }
     const again = redelivered.find((d) => d.chunkId === first.chunkId);
     assert.ok(again, `chunk ${first.chunkId} was delivered again`);
-    // The crashed worker's late completion must not count twice, whether the backend refuses it or keeps it.
-    const late = await a.complete(first, fakeResult(first, 'a')).catch(() => false);
     assert.equal(await b.complete(again, fakeResult(again, 'b')), true);
+    // The crashed worker comes back (its connection heals) and tries to commit late: refused,
+    // or at worst kept as a duplicate that the aggregate does not count.
+    await heal();
+    const late = await a.complete(first, fakeResult(first, 'a')).catch(() => false);
     for (const d of redelivered) if (d !== again) assert.equal(await b.complete(d, fakeResult(d, 'b')), true);
     const results = await b.readResults();
     const forChunk = results.filter((r) => r.chunkId === first.chunkId);
@@ -328,6 +370,69 @@ export function conformanceSuite(target: ConformanceTarget): void {
     await runMonitor({ backend: w, config: loadConfig(env(prefix)), intervalSeconds: 1, once: true, shouldStop: () => true, write: (t) => lines.push(t) });
     assert.match(lines.join('\n'), /\s3\/3 chunks/);
     assert.match(lines.join('\n'), /sweep settled/);
+  });
+
+  test(`${target.kind}: heartbeats keep a delivery with its worker; a worker that lost one can neither complete nor fail it`, async () => {
+    await target.requireServer();
+    const prefix = randomPrefix(`${target.kind}-owner`);
+    const a = await open(prefix, 'a');
+    const b = await open(prefix, 'b');
+    await a.init(settings(100, 100));
+    await b.init(settings(100, 100));
+    const [d] = await takeAtLeast(a, 1);
+    assert.ok(d);
+    // While A heartbeats more often than the 300 ms threshold, nobody may claim its chunk.
+    const end = Date.now() + 1000;
+    while (Date.now() < end) {
+      await a.heartbeat([d]);
+      assert.deepEqual(await b.claimStale(10, 300), [], 'a heartbeated delivery was claimed');
+      await a.heartbeat([d]);
+    }
+    if (target.redeliversByItself) {
+      // The broker keeps it with A for as long as A's connection lives: A still owns it.
+      assert.deepEqual(await b.claimStale(10, 0), []);
+      assert.equal(await a.complete(d, fakeResult(d, 'a')), true);
+    } else {
+      // A goes silent: B takes it over once it is idle past the threshold.
+      const [stolen] = await untilClaimed(() => b.claimStale(10, 300));
+      assert.equal(stolen!.chunkId, d.chunkId);
+      assert.equal(stolen!.recovered, true);
+      assert.equal(await a.complete(d, fakeResult(d, 'a')), false, 'the old owner cannot complete it');
+      assert.equal(await a.fail(d, 'late'), 'not-owner', 'nor fail it');
+      await a.heartbeat([d]); // a late heartbeat takes nothing back
+      assert.equal(await b.complete(stolen!, fakeResult(stolen!, 'b')), true);
+    }
+    const results = await b.readResults();
+    assert.deepEqual(results.map((r) => r.chunkId), [d.chunkId], 'one result for the chunk');
+    assert.equal(await b.isSettled(), true);
+    assert.equal(await b.hasOutstanding(), false);
+  });
+
+  /** Polls claimStale (the condition) until it yields. */
+  function untilClaimed(probe: () => Promise<Delivery[]>): Promise<Delivery[]> {
+    return until(probe);
+  }
+
+  test(`${target.kind}: settled only when every chunk has a result or a dead letter; outstanding while any is out`, async () => {
+    await target.requireServer();
+    const prefix = randomPrefix(`${target.kind}-settle`);
+    const w = await open(prefix, '0', { RABBITMQ_MAX_RETRIES: 1 });
+    assert.equal(await w.readSettings(), null, 'no sweep yet');
+    assert.equal(await w.isSettled(), false, 'no sweep is not a settled sweep');
+    await w.init(settings(30, 10));
+    assert.equal(await w.hasOutstanding(), true, 'chunks are waiting');
+    const [d0, d1, d2] = await takeAtLeast(w, 3);
+    assert.equal(await w.isSettled(), false);
+    assert.equal(await w.complete(d0!, fakeResult(d0!, '0')), true);
+    assert.equal(await w.fail(d1!, 'broken'), 'dead-lettered');
+    assert.equal(await w.isSettled(), false, 'one chunk is still in hand');
+    assert.equal(await w.complete(d2!, fakeResult(d2!, '0')), true);
+    assert.equal(await w.isSettled(), true);
+    assert.equal(await w.hasOutstanding(), false);
+    const stats = await w.stats();
+    assert.deepEqual([stats.totalChunks, stats.completedChunks, stats.deadLettered, stats.settledChunks, stats.ready, stats.retrying, stats.results],
+      [3, 2, 1, 3, 0, 0, 2]);
+    assert.deepEqual(stats.settings, settings(30, 10));
   });
 }
 

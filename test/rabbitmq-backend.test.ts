@@ -1,23 +1,24 @@
 /**
- * The RabbitMQ backend on its own, against a real broker (127.0.0.1:5672,
- * guest/guest): sweep creation under concurrency, settings checks,
- * take/complete, redelivery after a lost connection, the retry queue and the
+ * What is specific to the RabbitMQ backend (the contract itself is
+ * test/conformance.ts), against a real broker (127.0.0.1:5672,
+ * guest/guest): the queues as rabbitmqctl and plain amqplib see them,
+ * results through a reconnection, the retry queue and the
  * dead-letter stream, reconnection, an unreachable broker, reset.
  * Each test uses its own QUEUE_PREFIX and deletes it afterwards.
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import net from 'node:net';
 import { connect } from 'amqplib';
 import type { ChannelModel, ConsumeMessage } from 'amqplib';
 import { loadConfig } from '../engine/config.js';
 import { backendOptions } from '../engine/backend.js';
-import { BrokerUnavailableError, SettingsMismatchError } from '../core/errors.js';
+import { BrokerUnavailableError } from '../core/errors.js';
 import { silentLogger } from '../core/log.js';
 import { RabbitBackend, rabbitNames } from '../backends/rabbitmq/backend.js';
 import type { ChunkResult, Delivery, SweepSettings } from '../backends/types.js';
 import { RABBIT_HOST, RABBIT_PORT, randomPrefix, requireRabbit } from './helpers.js';
+import { TcpRelay } from './relay.js';
 
 const RAW_URL = `amqp://guest:guest@${RABBIT_HOST}:${RABBIT_PORT}/`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -113,6 +114,15 @@ async function publishRaw(queue: string, bodies: string[]): Promise<void> {
   await ch.close();
 }
 
+/** Waits until `condition` holds (polling every 20 ms), failing with `what` after 10 s. */
+async function waitFor(condition: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!condition()) {
+    assert.ok(Date.now() < deadline, `timed out: ${what}`);
+    await sleep(20);
+  }
+}
+
 function rabbitmqctl(...args: string[]): string {
   try {
     return execFileSync('rabbitmqctl', ['-q', ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
@@ -129,47 +139,12 @@ async function closeBrokerConnections(prefix: string): Promise<number> {
     .map((line) => line.split('\t')[0]!);
   const pids = pidsOf();
   for (const pid of pids) rabbitmqctl('close_connection', pid, 'test: forced close');
-  // Wait until the broker has let them go: by then the client has the close frame.
+  // Wait until the broker has let them go (the callers then wait for the client to notice).
   const deadline = Date.now() + 10_000;
   while (pidsOf().some((p) => pids.includes(p)) && Date.now() < deadline) await sleep(100);
-  await sleep(100);
   return pids.length;
 }
 
-/** A TCP relay to the broker that can cut every connection and refuse new ones for a while: a network cut or broker restart. */
-class FlakyRelay {
-  #server: net.Server | null = null;
-  #sockets = new Set<net.Socket>();
-  port = 0;
-
-  async up(): Promise<void> {
-    const server = net.createServer((client) => {
-      const upstream = net.connect(RABBIT_PORT, RABBIT_HOST);
-      for (const sock of [client, upstream]) {
-        this.#sockets.add(sock);
-        sock.on('error', () => {});
-        sock.on('close', () => {
-          this.#sockets.delete(sock);
-          client.destroy();
-          upstream.destroy();
-        });
-      }
-      client.pipe(upstream);
-      upstream.pipe(client);
-    });
-    await new Promise<void>((resolve) => server.listen(this.port, '127.0.0.1', resolve));
-    this.port = (server.address() as net.AddressInfo).port;
-    this.#server = server;
-  }
-
-  /** Cuts every relayed connection and stops accepting new ones. */
-  async down(): Promise<void> {
-    const server = this.#server;
-    this.#server = null;
-    for (const sock of this.#sockets) sock.destroy();
-    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
-  }
-}
 
 after(async () => {
   for (const b of opened) await b.close().catch(() => {});
@@ -204,33 +179,6 @@ test('ten workers initializing at once create the tasks exactly once, with uniqu
     { chunkId: '00001', startParam: 7, endParam: 14, totalParams: 1000 },
   ]);
   assert.deepEqual(await backends[4]!.take(5, 200), []);
-});
-
-test('a worker with other sweep settings is refused, naming the variable', async () => {
-  await requireRabbit();
-  const prefix = randomPrefix('rb-mismatch');
-  const first = open(prefix, '0');
-  assert.equal(await first.readSettings(), null, 'no sweep yet');
-  await first.init(settings(1000, 100));
-  const cases: Array<[SweepSettings, RegExp]> = [
-    [settings(1000, 50), /CHUNK_SIZE is 50 here but 100 in the queue/],
-    [settings(2000, 100), /TOTAL_PARAMS is 2000 here but 1000 in the queue/],
-    [{ totalParams: 1000, chunkSize: 100, kernel: 'mandelbrot' }, /KERNEL is mandelbrot here but placeholder/],
-  ];
-  for (const [s, pattern] of cases) {
-    const other = open(prefix, '1');
-    await assert.rejects(other.init(s), (err: unknown) => {
-      assert.ok(err instanceof SettingsMismatchError, String(err));
-      assert.match(err.message, pattern);
-      assert.match(err.message, new RegExp(`QUEUE_PREFIX=${prefix}`));
-      return true;
-    });
-    await other.close();
-  }
-  const same = open(prefix, '2');
-  assert.deepEqual(await same.init(settings(1000, 100)), { created: false, totalChunks: 10 });
-  assert.deepEqual(await same.readSettings(), settings(1000, 100));
-  assert.equal((await queueInfo(rabbitNames(prefix).tasks))?.messageCount, 10, 'joining enqueues nothing');
 });
 
 test('take and complete: the result is readable again and again, the task is gone, the sweep settles', async () => {
@@ -277,29 +225,6 @@ test('take and complete: the result is readable again and again, the task is gon
   const leftQueues = rabbitmqctl('list_queues', 'name').split('\n').filter((l) => l.startsWith(prefix));
   const leftExchanges = rabbitmqctl('list_exchanges', 'name').split('\n').filter((l) => l.startsWith(prefix));
   assert.deepEqual([...leftQueues, ...leftExchanges], [], 'nothing of the prefix is left');
-});
-
-test('a delivery not acknowledged when its connection closes goes to another worker', async () => {
-  await requireRabbit();
-  const prefix = randomPrefix('rb-redeliver');
-  const a = open(prefix, 'a');
-  await a.init(settings(300, 100));
-  const held = await takeAtLeast(a, 2);
-  assert.equal(held.length, 2);
-  await a.close(); // as if the process died: the broker requeues what it held
-  assert.equal(await a.complete(held[0]!, resultFor(held[0]!, 'a')), false, 'a closed worker owns nothing');
-
-  const b = open(prefix, 'b');
-  await b.init(settings(300, 100));
-  const got = await takeAtLeast(b, 3);
-  assert.deepEqual(got.map((d) => d.chunkId).sort(), ['00000', '00001', '00002']);
-  const heldIds = new Set(held.map((d) => d.chunkId));
-  for (const d of got) assert.equal(d.recovered, heldIds.has(d.chunkId), `chunk ${d.chunkId} recovered flag`);
-  // Deliveries belong to the backend they came from.
-  assert.equal(await a.complete(got[0]!, resultFor(got[0]!, 'a')), false);
-  for (const d of got) assert.equal(await b.complete(d, resultFor(d, 'b')), true);
-  assert.equal((await b.readResults()).length, 3);
-  assert.equal(await b.isSettled(), true);
 });
 
 test('the retry queue and the dead-letter stream as they look on the broker: headers, original bodies', async () => {
@@ -372,7 +297,9 @@ test('results survive a reconnection; deliveries of the lost connection come bac
   const [second] = await takeAtLeast(w, 1);
   assert.ok(second);
 
+  const reconnectsBefore = w.reconnects;
   assert.ok((await closeBrokerConnections(prefix)) >= 1, 'the backend\'s connection was found');
+  await waitFor(() => w.reconnects > reconnectsBefore, 'the backend noticed the loss and reconnected');
   assert.equal(await w.complete(second, resultFor(second, 'w')), false, 'a delivery of a lost connection is not ours any more');
 
   // The backend reconnects by itself; the unacknowledged chunk is redelivered.
@@ -409,7 +336,7 @@ test('an unreachable broker fails after CONNECT_TIMEOUT_SECONDS, naming the addr
 test('a network cut: the worker reconnects with backoff and carries on; cut for too long, it reports the broker address', async () => {
   await requireRabbit();
   const prefix = randomPrefix('rb-cut');
-  const relay = new FlakyRelay();
+  const relay = new TcpRelay(RABBIT_HOST, RABBIT_PORT);
   await relay.up();
   const w = open(prefix, 'w', { RABBITMQ_PORT: relay.port, CONNECT_TIMEOUT_SECONDS: 2, PREFETCH: 1 });
   await w.init(settings(300, 100));
@@ -417,7 +344,7 @@ test('a network cut: the worker reconnects with backoff and carries on; cut for 
   assert.ok(first);
 
   await relay.down();
-  await sleep(300);
+  await waitFor(() => w.connectionState === 'reconnecting', 'the backend noticed the cut');
   // The broker is unreachable meanwhile: the backend keeps retrying, and take() still returns in time.
   assert.deepEqual(await w.take(1, 300), []);
   assert.equal(await w.complete(first, resultFor(first, 'w')), false, 'a delivery of the cut connection is not acknowledged');

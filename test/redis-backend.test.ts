@@ -1,20 +1,21 @@
 /**
- * The Redis Streams backend against a real Redis (127.0.0.1:6379 unless
+ * What is specific to the Redis Streams backend (the contract itself is
+ * test/conformance.ts), against a real Redis (127.0.0.1:6379 unless
  * TEST_REDIS_HOST/PORT say otherwise). Each test works under its own random
  * QUEUE_PREFIX and resets it afterwards.
  */
 import { after, afterEach, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import net from 'node:net';
 import { Redis } from 'ioredis';
 import { RedisBackend } from '../backends/redis/backend.js';
 import type { ChunkResult, Delivery } from '../backends/types.js';
 import { loadConfig } from '../engine/config.js';
 import { backendOptions } from '../engine/backend.js';
-import { BrokerUnavailableError, SettingsMismatchError } from '../core/errors.js';
+import { BrokerUnavailableError } from '../core/errors.js';
 import { silentLogger } from '../core/log.js';
 import { randomPrefix, REDIS_HOST, REDIS_PORT, requireRedis } from './helpers.js';
+import { TcpRelay } from './relay.js';
 
 type Env = Record<string, string | number>;
 
@@ -71,33 +72,6 @@ async function pendingCount(prefix: string): Promise<number> {
   return Number(count);
 }
 
-/** A TCP relay to Redis that a test can cut and restore, to play a network outage. */
-async function relay(): Promise<{ port: number; cut(): void; stop(): Promise<void>; start(): Promise<void> }> {
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect(REDIS_PORT, REDIS_HOST);
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on('error', () => {});
-      s.on('close', () => sockets.delete(s));
-    }
-    client.pipe(upstream).pipe(client);
-    client.on('close', () => upstream.destroy());
-    upstream.on('close', () => client.destroy());
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  const cut = () => sockets.forEach((s) => s.destroy());
-  return {
-    port,
-    cut,
-    stop: () => new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      cut();
-    }),
-    start: () => new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve)),
-  };
-}
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -165,21 +139,6 @@ describe('Redis backend', () => {
     assert.deepEqual(last, ['chunk_id', '120000', 'start_param', '120000', 'end_param', '120001', 'total_params', '120001']);
   });
 
-  for (const [variable, value] of [['TOTAL_PARAMS', 2000], ['CHUNK_SIZE', 50], ['KERNEL', 'mandelbrot']] as const) {
-    it(`refuses to join a sweep whose ${variable} differs, naming it`, async () => {
-      const prefix = randomPrefix('mismatch');
-      await joined(prefix);
-      const other = backend(prefix, { [variable]: value }, '1');
-      await assert.rejects(other.init(settingsOf(prefix, { [variable]: value })), (err: Error) => {
-        assert.ok(err instanceof SettingsMismatchError, `${err.name}: ${err.message}`);
-        assert.match(err.message, new RegExp(`${variable} is ${value} here but`));
-        assert.match(err.message, new RegExp(`QUEUE_PREFIX=${prefix}`));
-        return true;
-      });
-      assert.equal(await raw.xlen(`${prefix}:tasks`), 10);
-    });
-  }
-
   it('takes tasks, publishes the result fields of docs/design.md and acknowledges, in one step', async () => {
     const prefix = randomPrefix('complete');
     const b = await joined(prefix);
@@ -206,21 +165,6 @@ describe('Redis backend', () => {
     assert.equal(once[0]!.stats.count, 100);
   });
 
-  it('publishes nothing for a worker that lost its delivery to stale recovery', async () => {
-    const prefix = randomPrefix('owner');
-    const slow = await joined(prefix, {}, '1');
-    const rescuer = await joined(prefix, {}, '2');
-    const [d] = await slow.take(1, 100);
-    // Claimable once idle for 10 ms: retried until it is.
-    const recovered = await until(() => rescuer.claimStale(10, 10));
-    assert.deepEqual(recovered.map((r) => [r.chunkId, r.recovered]), [['00000', true]]);
-    assert.equal(await slow.complete(d!, resultFor(d!, '1')), false);
-    assert.equal(await slow.fail(d!, 'too late'), 'not-owner');
-    assert.equal(await raw.xlen(`${prefix}:results`), 0);
-    assert.equal(await rescuer.complete(recovered[0]!, resultFor(recovered[0]!, '2')), true);
-    assert.deepEqual((await entries(`${prefix}:results`)).map((r) => r['worker_id']), ['2']);
-  });
-
   it('never hands out again an entry it claimed before its first take', async () => {
     const prefix = randomPrefix('claimfirst');
     const gone = await joined(prefix, { TOTAL_PARAMS: 200, CHUNK_SIZE: 100 }, '1');
@@ -230,25 +174,6 @@ describe('Redis backend', () => {
     const claimed = await until(() => rescuer.claimStale(10, 10));
     assert.deepEqual(claimed.map((d) => d.chunkId), [lost!.chunkId]);
     assert.deepEqual((await rescuer.take(10, 100)).map((d) => d.chunkId), ['00001']);
-  });
-
-  it('keeps a delivery from being claimed while heartbeats refresh it, and never steals it back', async () => {
-    const prefix = randomPrefix('heartbeat');
-    const worker = await joined(prefix, {}, '1');
-    const other = await joined(prefix, {}, '2');
-    const [d] = await worker.take(1, 100);
-    // The sleeps here are the scenario's own timeline (a heartbeat every 60 ms against a 200 ms
-    // threshold, then silence), not a wait for something to happen.
-    for (let i = 0; i < 6; i++) {
-      await sleep(60);
-      await worker.heartbeat([d!]);
-      assert.deepEqual(await other.claimStale(10, 200), [], `claimed despite heartbeat ${i}`);
-    }
-    const taken = await until(() => other.claimStale(10, 200));
-    assert.equal(taken.length, 1);
-    await worker.heartbeat([d!]);
-    const [[, owner]] = (await raw.call('XPENDING', `${prefix}:tasks`, `${prefix}-workers`, '-', '+', 10)) as [[string, string]];
-    assert.equal(owner, other.consumerName);
   });
 
   it('retries a failed chunk, then dead-letters it after RABBITMQ_MAX_RETRIES failures', async () => {
@@ -303,25 +228,6 @@ describe('Redis backend', () => {
     await b.complete(second!, resultFor(second!));
     assert.equal(await b.isSettled(), true);
     assert.equal(await pendingCount(prefix), 0);
-  });
-
-  it('is settled only when every chunk is done or dead', async () => {
-    const prefix = randomPrefix('settled');
-    const extra = { TOTAL_PARAMS: 30, CHUNK_SIZE: 10, RABBITMQ_MAX_RETRIES: 1 };
-    const b = await joined(prefix, extra);
-    assert.equal(await b.isSettled(), false);
-    const [d0, d1, d2] = await b.take(3, 100);
-    await b.complete(d0!, resultFor(d0!));
-    assert.equal(await b.isSettled(), false);
-    assert.equal(await b.fail(d1!, 'broken'), 'dead-lettered');
-    assert.equal(await b.isSettled(), false);
-    await b.complete(d2!, resultFor(d2!));
-    assert.equal(await b.isSettled(), true);
-    const stats = await b.stats();
-    assert.deepEqual({ ...stats, settings: null }, {
-      settings: null, totalChunks: 3, completedChunks: 2, deadLettered: 1, settledChunks: 3, ready: 0, inFlight: 0, retrying: 0, results: 2, consumers: {},
-    });
-    assert.deepEqual(stats.settings, settingsOf(prefix, extra));
   });
 
   it('reports what is ready, in flight and held by others', async () => {
@@ -410,17 +316,19 @@ describe('Redis backend', () => {
 
   it('rides out a dropped connection and a short outage, and names the address after CONNECT_TIMEOUT_SECONDS', async () => {
     const prefix = randomPrefix('outage');
-    const link = await relay();
+    const link = new TcpRelay(REDIS_HOST, REDIS_PORT);
+    await link.up();
     const b = await joined(prefix, { REDIS_PORT: link.port, CONNECT_TIMEOUT_SECONDS: 1.5 });
     const [d] = await b.take(1, 100);
-    link.cut(); // connections dropped, the relay still answers: ioredis reconnects
+    await link.down(); // connections dropped ...
+    await link.up(); // ... and the relay answers again: ioredis reconnects
     await b.heartbeat([d!]);
-    await link.stop();
+    await link.down();
     const pending = b.complete(d!, resultFor(d!)); // waits for the connection to come back
     await sleep(400); // the length of the outage (the scenario), well under CONNECT_TIMEOUT_SECONDS
-    await link.start();
+    await link.up();
     assert.equal(await pending, true);
-    await link.stop();
+    await link.down();
     const started = Date.now();
     await assert.rejects(b.isSettled(), (err: Error) => {
       assert.ok(err instanceof BrokerUnavailableError, `${err.name}: ${err.message}`);

@@ -21,6 +21,9 @@ export interface AggregateReport {
   grand_sum_partials: number[];
   global_min: number | null;
   global_max: number | null;
+  /** The smallest parameter at which global_min (global_max) is reached. */
+  argmin: number | null;
+  argmax: number | null;
   overall_avg: number | null;
   /** Thread seconds spent computing chunks, summed over chunks (counted results only). */
   total_processing_time: number;
@@ -97,6 +100,8 @@ export function buildReport(
     grand_sum_partials: merged.partials,
     global_min: count > 0 ? merged.min : null,
     global_max: count > 0 ? merged.max : null,
+    argmin: count > 0 ? merged.argmin : null,
+    argmax: count > 0 ? merged.argmax : null,
     overall_avg: count > 0 ? merged.sum / count : null,
     total_processing_time: round6(processing),
     throughput: processing > 0 ? Math.round(count / processing) : 0,
@@ -131,8 +136,8 @@ export function formatReport(r: AggregateReport): string {
   lines.push(`  Parameters processed : ${fmt(r.total_params)}${r.expected_params !== null ? ` of ${fmt(r.expected_params)}` : ''}`);
   lines.push(`  Chunks               : ${fmt(r.total_chunks)}${r.expected_chunks !== null ? ` of ${fmt(r.expected_chunks)}` : ''}`);
   lines.push(`  Grand sum            : ${r.grand_sum}`);
-  lines.push(`  Minimum              : ${r.global_min ?? '-'}`);
-  lines.push(`  Maximum              : ${r.global_max ?? '-'}`);
+  lines.push(`  Minimum              : ${r.global_min ?? '-'}${r.argmin !== null ? ` at parameter ${fmt(r.argmin)}` : ''}`);
+  lines.push(`  Maximum              : ${r.global_max ?? '-'}${r.argmax !== null ? ` at parameter ${fmt(r.argmax)}` : ''}`);
   lines.push(`  Average              : ${r.overall_avg ?? '-'}`);
   if (r.missing_chunks.length > 0) {
     const shown = r.missing_chunks.slice(0, 20).join(', ');

@@ -8,13 +8,16 @@ export type KernelImpl = (typeof KERNEL_IMPLS)[number];
 
 /**
  * Statistics of the values of one slice of parameters.
- * `partials` is the exact sum as non-overlapping f64s (kernel/exact-sum.ts).
- * An empty slice has count 0, min +Infinity, max -Infinity, partials [].
+ * `partials` is the exact sum as non-overlapping f64s (kernel/exact-sum.ts);
+ * `argmin` (`argmax`) is the smallest parameter at which `min` (`max`) is reached.
+ * An empty slice has count 0, min +Infinity, max -Infinity, argmin and argmax -1, partials [].
  */
 export interface SliceStats {
   count: number;
   min: number;
   max: number;
+  argmin: number;
+  argmax: number;
   partials: number[];
 }
 

@@ -17,11 +17,13 @@ export const DEFAULT_WASM_PATH = path.resolve(path.dirname(fileURLToPath(import.
 interface KernelExports {
   memory: WebAssembly.Memory;
   resetStats(): void;
-  addValues(n: number): void;
+  addValues(n: number, base: number): void;
   finishStats(): void;
   statCount(): number;
   statMin(): number;
   statMax(): number;
+  statArgMin(): number;
+  statArgMax(): number;
   partialCount(): number;
   partial(i: number): number;
   valuesPointer(): number;
@@ -116,7 +118,7 @@ export class WasmKernelRunner implements KernelRunner {
         if (!Number.isFinite(v)) throw new RangeError(`values must be finite, got ${v} at index ${at + i}`);
         block[i] = v;
       }
-      e.addValues(n);
+      e.addValues(n, at);
     }
     e.finishStats();
     return this.#readStats();
@@ -126,6 +128,6 @@ export class WasmKernelRunner implements KernelRunner {
     const e = this.#exports;
     const partials: number[] = new Array(e.partialCount());
     for (let i = 0; i < partials.length; i++) partials[i] = e.partial(i);
-    return { count: e.statCount(), min: e.statMin(), max: e.statMax(), partials };
+    return { count: e.statCount(), min: e.statMin(), max: e.statMax(), argmin: e.statArgMin(), argmax: e.statArgMax(), partials };
   }
 }

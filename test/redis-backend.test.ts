@@ -51,7 +51,7 @@ function resultFor(d: Delivery, workerId = '0'): ChunkResult {
   const count = d.task!.endParam - d.task!.startParam;
   return {
     chunkId: d.task!.chunkId, workerId, status: 'completed', durationSeconds: 0.25, completedAt: new Date().toISOString(),
-    stats: { count, sum: count * 2, min: 1, max: 3, avg: 2, partials: [count * 2] },
+    stats: { count, sum: count * 2, min: 1, max: 3, argmin: d.task!.startParam, argmax: d.task!.startParam + 1, avg: 2, partials: [count * 2] },
   };
 }
 

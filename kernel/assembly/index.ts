@@ -49,6 +49,9 @@ const chunks: usize = memory.data(CHUNKS * 8, 16);
 let statCountValue: f64 = 0;
 let statMinValue: f64 = Infinity;
 let statMaxValue: f64 = -Infinity;
+/** The smallest parameter at which the minimum (maximum) is reached; -1 for an empty slice. */
+let statArgMinValue: f64 = -1;
+let statArgMaxValue: f64 = -1;
 let statPartials: i32 = 0;
 
 // ---------------------------------------------------------------- statistics
@@ -88,6 +91,8 @@ export function resetStats(): void {
   statCountValue = 0;
   statMinValue = Infinity;
   statMaxValue = -Infinity;
+  statArgMinValue = -1;
+  statArgMaxValue = -1;
   statPartials = 0;
   memory.fill(chunks, 0, <usize>CHUNKS << 3);
 }
@@ -102,6 +107,14 @@ export function statMin(): f64 {
 
 export function statMax(): f64 {
   return statMaxValue;
+}
+
+export function statArgMin(): f64 {
+  return statArgMinValue;
+}
+
+export function statArgMax(): f64 {
+  return statArgMaxValue;
 }
 
 /** How many partials finishStats (or a sweep) left; read them with partial(i). */
@@ -220,15 +233,31 @@ export function finishStats(): void {
   statPartials = n;
 }
 
+/** The index of the first of the first `n` block values equal to `x` (there is one). */
+function firstIndexOf(x: f64, n: i32): i32 {
+  for (let i = 0; i < n; i++) {
+    if (load<f64>(values + (<usize>i << 3)) == x) return i;
+  }
+  return n;
+}
+
 /**
- * Folds the first `n` values of the block buffer into count, min, max and
- * the chunks; finishStats makes the partials.
+ * Folds the first `n` values of the block buffer, those of parameters
+ * base, base+1, ..., into count, min, max, argmin, argmax and the chunks;
+ * finishStats makes the partials.
+ *
+ * The loop keeps the block's own min and max with selects only; where one
+ * of them beats the slice's so far, a second pass finds the first parameter
+ * that has it. Blocks come in increasing order and only a strictly better
+ * value replaces, so the argument is the smallest parameter reaching the
+ * extreme, as in the JS runner. The second pass runs only when the extreme
+ * improves, which after the first blocks is rare.
  */
 // @ts-ignore: decorator
 @inline
-function accumulate(n: i32): void {
-  let lowest = statMinValue;
-  let highest = statMaxValue;
+function accumulate(n: i32, base: f64): void {
+  let lowest: f64 = Infinity;
+  let highest: f64 = -Infinity;
   for (let run = 0; run < n; run += CARRY_SPAN) {
     const runEnd = min(n, run + CARRY_SPAN);
     for (let i = run; i < runEnd; i++) {
@@ -240,18 +269,25 @@ function accumulate(n: i32): void {
     }
     carryChunks();
   }
-  statMinValue = lowest;
-  statMaxValue = highest;
+  if (lowest < statMinValue) {
+    statMinValue = lowest;
+    statArgMinValue = base + <f64>firstIndexOf(lowest, n);
+  }
+  if (highest > statMaxValue) {
+    statMaxValue = highest;
+    statArgMaxValue = base + <f64>firstIndexOf(highest, n);
+  }
   statCountValue += <f64>n;
 }
 
 /**
  * Adds the first `n` (<= BLOCK) values of the block buffer (finite; it traps
- * on others) to the statistics; call finishStats before reading partials.
- * Lets tests run arbitrary values through the WASM exact sum.
+ * on others), taken as those of parameters base, base+1, ..., to the
+ * statistics; call finishStats before reading partials. Lets tests run
+ * arbitrary values through the WASM statistics.
  */
-export function addValues(n: i32): void {
-  accumulate(clampBlock(n));
+export function addValues(n: i32, base: f64): void {
+  accumulate(clampBlock(n), base);
 }
 
 /** The block buffer: BLOCK f64 values, written by fill* and read by accumulate. */
@@ -301,7 +337,7 @@ export function sweepPlaceholder(start: f64, end: f64, total: f64): void {
   while (p < stop) {
     const n = blockLength(p, stop);
     fillPlaceholderAt(p, n);
-    accumulate(n);
+    accumulate(n, <f64>p);
     p += n;
   }
   finishStats();
@@ -471,7 +507,7 @@ export function sweepMandelbrot(start: f64, end: f64, total: f64): void {
   while (p < stop) {
     const n = blockLength(p, stop);
     fillMandelbrotAt(p, n);
-    accumulate(n);
+    accumulate(n, <f64>p);
     p += n;
   }
   finishStats();

@@ -8,6 +8,8 @@
 import type { ChunkResult, DeadLetter, SweepSettings } from '../backends/types.js';
 import { chunkIdOf } from '../backends/messages.js';
 import { mergeChunkStats } from './stats.js';
+import { staticShare, type StaticWorkerSummary } from './static-worker.js';
+import { TtgError } from './errors.js';
 
 export interface AggregateReport {
   total_params: number;
@@ -45,7 +47,7 @@ export function buildReport(
   settings: SweepSettings | null,
   results: readonly ChunkResult[],
   deadLetters: readonly DeadLetter[] = [],
-  opts: { verbose?: boolean } = {},
+  opts: { verbose?: boolean; expectedChunkIds?: readonly string[] } = {},
 ): AggregateReport {
   const firstByChunk = new Map<string, ChunkResult>();
   let duplicates = 0;
@@ -56,14 +58,11 @@ export function buildReport(
   const counted = [...firstByChunk.values()].sort((a, b) => (a.chunkId < b.chunkId ? -1 : a.chunkId > b.chunkId ? 1 : 0));
   const merged = mergeChunkStats(counted.map((r) => r.stats));
 
-  const expectedChunks = settings ? Math.ceil(settings.totalParams / settings.chunkSize) : null;
-  const missing: string[] = [];
-  if (expectedChunks !== null) {
-    for (let i = 0; i < expectedChunks; i++) {
-      const id = chunkIdOf(i, expectedChunks);
-      if (!firstByChunk.has(id)) missing.push(id);
-    }
-  }
+  const sweepChunks = settings ? Math.ceil(settings.totalParams / settings.chunkSize) : 0;
+  const expectedIds = opts.expectedChunkIds ??
+    (settings ? Array.from({ length: sweepChunks }, (_, i) => chunkIdOf(i, sweepChunks)) : null);
+  const expectedChunks = expectedIds ? expectedIds.length : null;
+  const missing = expectedIds ? expectedIds.filter((id) => !firstByChunk.has(id)) : [];
 
   // Last dead letter of each chunk that never got a result.
   const deadByChunk = new Map<string, DeadLetter>();
@@ -121,6 +120,68 @@ export function buildReport(
   return report;
 }
 
+/**
+ * The report of a static-mode sweep, from its workers' JSON summary lines
+ * (`ttg aggregate --static`): each share counts as one chunk (id = worker id),
+ * merged exactly from its partials; shares not there are missing, a share
+ * given twice counts once. `sources` name where each summary came from, for
+ * the errors. Throws TtgError when the summaries are not of one sweep.
+ */
+export function buildStaticReport(
+  summaries: ReadonlyArray<{ summary: StaticWorkerSummary; source: string }>,
+  opts: { verbose?: boolean } = {},
+): AggregateReport {
+  if (summaries.length === 0) throw new TtgError('no static worker summary found: pass the files holding the workers\' stdout (their last line), or pipe them in');
+  const first = summaries[0]!;
+  for (const { summary, source } of summaries) {
+    for (const key of ['total_params', 'total_workers', 'kernel'] as const) {
+      if (summary[key] !== first.summary[key]) {
+        throw new TtgError(`${source}: ${key} is ${summary[key]} but ${first.summary[key]} in ${first.source}: the summaries come from different sweeps`);
+      }
+    }
+    const share = staticShare(summary.total_params, summary.total_workers, Number(summary.worker_id));
+    if (summary.range_start !== share.start || summary.range_end !== share.end) {
+      throw new TtgError(`${source}: worker ${summary.worker_id} covered ${summary.range_start}..${summary.range_end}, ` +
+        `but its share of ${summary.total_params} params among ${summary.total_workers} workers is ${share.start}..${share.end}`);
+    }
+  }
+  const { total_params: totalParams, total_workers: workers, kernel } = first.summary;
+  const results: ChunkResult[] = summaries
+    .filter(({ summary }) => summary.status === 'completed')
+    .map(({ summary }) => ({
+      chunkId: summary.worker_id, workerId: summary.worker_id, status: 'completed', durationSeconds: summary.thread_seconds,
+      completedAt: summary.completed_at, startedAt: summary.started_at, stats: summary.aggregates,
+    }));
+  const report = buildReport(null, results, [], {
+    ...opts, expectedChunkIds: Array.from({ length: workers }, (_, i) => String(i)),
+  });
+  return { ...report, expected_params: totalParams, kernel };
+}
+
+/** Finds the static summaries in the text of a file (or stdin): every JSON line with mode "static". */
+export function staticSummariesIn(text: string, source: string): Array<{ summary: StaticWorkerSummary; source: string }> {
+  const found: Array<{ summary: StaticWorkerSummary; source: string }> = [];
+  text.split('\n').forEach((line, i) => {
+    if (!line.trimStart().startsWith('{')) return;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(line);
+    } catch {
+      return; // a log line that happens to start with a brace
+    }
+    const s = parsed as Partial<StaticWorkerSummary>;
+    if (s.mode !== 'static') return;
+    const at = `${source}:${i + 1}`;
+    const ints = ['range_start', 'range_end', 'total_params', 'total_workers'] as const;
+    const bad = ints.find((k) => !Number.isInteger(s[k])) ??
+      (typeof s.worker_id !== 'string' || !/^\d+$/.test(s.worker_id) ? 'worker_id' : undefined) ??
+      (!s.aggregates || !Array.isArray(s.aggregates.partials) || !Number.isInteger(s.aggregates.argmin) ? 'aggregates' : undefined);
+    if (bad) throw new TtgError(`${at}: a static summary without a valid ${bad} (is it from an older ttg? run the workers again)`);
+    found.push({ summary: s as StaticWorkerSummary, source: at });
+  });
+  return found;
+}
+
 function round6(x: number): number {
   return Math.round(x * 1e6) / 1e6;
 }
@@ -135,19 +196,24 @@ export function formatReport(r: AggregateReport): string {
   lines.push('Summary');
   lines.push(`  Parameters processed : ${fmt(r.total_params)}${r.expected_params !== null ? ` of ${fmt(r.expected_params)}` : ''}`);
   lines.push(`  Chunks               : ${fmt(r.total_chunks)}${r.expected_chunks !== null ? ` of ${fmt(r.expected_chunks)}` : ''}`);
-  lines.push(`  Grand sum            : ${r.grand_sum}`);
-  lines.push(`  Minimum              : ${r.global_min ?? '-'}${r.argmin !== null ? ` at parameter ${fmt(r.argmin)}` : ''}`);
-  lines.push(`  Maximum              : ${r.global_max ?? '-'}${r.argmax !== null ? ` at parameter ${fmt(r.argmax)}` : ''}`);
-  lines.push(`  Average              : ${r.overall_avg ?? '-'}`);
+  // Grouped and rounded to 6 decimals for reading; --json keeps every digit.
+  const num = (x: number | null) => (x === null ? '-' : fmt(x));
+  lines.push(`  Grand sum            : ${fmt(r.grand_sum)}`);
+  lines.push(`  Minimum              : ${num(r.global_min)}${r.argmin !== null ? ` at parameter ${fmt(r.argmin)}` : ''}`);
+  lines.push(`  Maximum              : ${num(r.global_max)}${r.argmax !== null ? ` at parameter ${fmt(r.argmax)}` : ''}`);
+  lines.push(`  Average              : ${num(r.overall_avg)}`);
   if (r.missing_chunks.length > 0) {
     const shown = r.missing_chunks.slice(0, 20).join(', ');
-    lines.push(`  Missing chunks       : ${r.missing_chunks.length} (${shown}${r.missing_chunks.length > 20 ? ', ...' : ''})`);
+    const more = r.missing_chunks.length - 20;
+    lines.push(`  Missing chunks       : ${r.missing_chunks.length} (${shown}${more > 0 ? `, ... ${more} more` : ''})`);
   }
   if (r.dead_lettered_chunks.length > 0) {
     lines.push(`  Dead-lettered chunks : ${r.dead_lettered_chunks.length}`);
     for (const d of r.dead_lettered_chunks.slice(0, 10)) {
       lines.push(`    ${d.chunk_id}: ${d.reason} (after ${d.attempts} attempts)`);
     }
+    const more = r.dead_lettered_chunks.length - 10;
+    if (more > 0) lines.push(`    ... ${more} more (ttg aggregate --json lists them all)`);
   }
   if (r.duplicate_results > 0) lines.push(`  Duplicate results    : ${r.duplicate_results} (not counted)`);
   lines.push('', 'Throughput');

@@ -10,28 +10,25 @@ import { createLogger, redact, type Logger } from './log.js';
 import { KernelPool } from './pool.js';
 import { QueueWorker } from './queue-worker.js';
 import { StaticWorker } from './static-worker.js';
-import { buildReport, formatReport } from './aggregate.js';
+import { buildReport, buildStaticReport, formatReport, staticSummariesIn, type AggregateReport } from './aggregate.js';
+import { commandHelp, usage } from './help.js';
 import { runMonitor } from './monitor.js';
 import { createBackend } from '../backends/index.js';
 import { WorkerMetrics } from './metrics.js';
 import { WorkerEndpoints, type Probe } from './http.js';
 import { readFileSync } from 'node:fs';
+import { text as readStream } from 'node:stream/consumers';
 
 const VERSION: string = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version;
 
-const USAGE = `usage: ttg <command> [flags]
+/** Exit status of `ttg aggregate` and `ttg run` when the sweep has chunks missing (README). */
+const EXIT_INCOMPLETE = 3;
 
-commands:
-  worker                 run one worker (configured by the environment; see README)
-  run [--workers N] [--backend memory|redis|rabbitmq] [--fresh] [--json]
-                         run a whole sweep on this machine and print its report
-  aggregate [--json] [--verbose]
-                         print the report of the sweep on the configured backend
-  monitor [--interval S] [--once]
-                         live progress of the sweep on the configured backend
-  reset                  delete the sweep's queue state on the configured backend
-  bench [--quick] [--only kernels,engine,brokers,queue]
-                         run the benchmarks (queue: real worker processes beside BullMQ)`;
+/** Prints the report; its exit status says whether the sweep is complete. */
+function printReport(report: AggregateReport, json: boolean): number {
+  process.stdout.write((json ? JSON.stringify(report) : formatReport(report)) + '\n');
+  return report.complete ? 0 : EXIT_INCOMPLETE;
+}
 
 interface Flags {
   [name: string]: string | boolean;
@@ -211,8 +208,7 @@ async function cmdRun(args: string[]): Promise<number> {
     const report = buildReport(await reader.readSettings(), await reader.readResults(), await reader.readDeadLetters(), {
       verbose: Boolean(flags['verbose']),
     });
-    process.stdout.write((flags['json'] ? JSON.stringify(report) : formatReport(report)) + '\n');
-    return report.complete ? 0 : 1;
+    return printReport(report, Boolean(flags['json']));
   } finally {
     await closeEndpoints();
     await reader.close().catch(() => {});
@@ -228,7 +224,30 @@ async function readerBackend(name: string) {
 }
 
 async function cmdAggregate(args: string[]): Promise<number> {
-  const flags = parseFlags(args, { json: 'bool', verbose: 'bool' });
+  // With --static, the other words are files of static workers' summaries (none: stdin).
+  const isStatic = args.includes('--static');
+  const files = isStatic ? args.filter((a) => !a.startsWith('--')) : [];
+  const flags = parseFlags(args.filter((a) => !files.includes(a)), { json: 'bool', verbose: 'bool', static: 'bool', port: 'value', host: 'value' });
+  if (flags['port'] !== undefined || flags['host'] !== undefined) {
+    throw new ConfigError('--host and --port are not flags of ttg: the broker\'s address comes from the environment ' +
+      '(REDIS_HOST/REDIS_PORT or REDIS_URL; RABBITMQ_HOST/RABBITMQ_PORT or AMQP_URL), e.g. REDIS_PORT=6380 ttg aggregate');
+  }
+  if (isStatic) {
+    const summaries = [];
+    if (files.length === 0) summaries.push(...staticSummariesIn(await readStream(process.stdin), 'stdin'));
+    for (const file of files) {
+      let text: string;
+      try {
+        text = readFileSync(file, 'utf8');
+      } catch (err) {
+        throw new ConfigError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+      }
+      const found = staticSummariesIn(text, file);
+      if (found.length === 0) throw new TtgError(`${file} holds no static worker summary (a JSON line with "mode":"static")`);
+      summaries.push(...found);
+    }
+    return printReport(buildStaticReport(summaries, { verbose: Boolean(flags['verbose']) }), Boolean(flags['json']));
+  }
   const { config, backend } = await readerBackend('aggregate');
   try {
     const settings = await backend.readSettings();
@@ -236,8 +255,7 @@ async function cmdAggregate(args: string[]): Promise<number> {
       throw new TtgError(`no sweep found on ${config.queueBackend} under QUEUE_PREFIX=${config.queuePrefix}: start workers first, or check QUEUE_BACKEND / QUEUE_PREFIX`);
     }
     const report = buildReport(settings, await backend.readResults(), await backend.readDeadLetters(), { verbose: Boolean(flags['verbose']) });
-    process.stdout.write((flags['json'] ? JSON.stringify(report) : formatReport(report)) + '\n');
-    return 0;
+    return printReport(report, Boolean(flags['json']));
   } finally {
     await backend.close().catch(() => {});
   }
@@ -292,14 +310,32 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
 
 export async function main(argv: string[]): Promise<number> {
   const [command, ...args] = argv;
+  if (command === '--version' || command === '-V' || command === 'version') {
+    process.stdout.write(`ttg ${VERSION}\n`);
+    return 0;
+  }
   if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
-    process.stdout.write(USAGE + '\n');
+    const topic = command === 'help' ? args[0] : undefined;
+    if (topic !== undefined) {
+      const text = commandHelp(topic);
+      if (text === null) {
+        process.stderr.write(`ttg help: unknown command "${topic}"\n${usage()}\n`);
+        return 2;
+      }
+      process.stdout.write(text + '\n');
+      return 0;
+    }
+    (command === undefined ? process.stderr : process.stdout).write(usage() + '\n');
     return command === undefined ? 2 : 0;
   }
   const run = COMMANDS[command];
   if (!run) {
-    process.stderr.write(`ttg: unknown command "${command}"\n${USAGE}\n`);
+    process.stderr.write(`ttg: unknown command "${command}"\n${usage()}\n`);
     return 2;
+  }
+  if (args.includes('--help') || args.includes('-h')) {
+    process.stdout.write(commandHelp(command)! + '\n');
+    return 0;
   }
   try {
     return await run(args);

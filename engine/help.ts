@@ -1,0 +1,94 @@
+/**
+ * What `ttg help`, `ttg help <command>` and `ttg <command> --help` print.
+ * Every flag a command accepts is listed here, next to what it does; the
+ * CLI's tests check each command's parser against this list, so the two
+ * cannot drift.
+ */
+
+export interface CommandHelp {
+  /** The command line, flags included. */
+  usage: string;
+  summary: string;
+  /** Flag (as typed) → what it does. */
+  flags: Array<[string, string]>;
+  /** A few lines after the flags: configuration, exit codes. */
+  notes?: string;
+}
+
+export const COMMAND_HELP: Record<string, CommandHelp> = {
+  worker: {
+    usage: 'ttg worker',
+    summary: 'run one worker, configured by the environment (static mode, or queue mode with USE_QUEUE=true)',
+    flags: [],
+    notes: 'Logs go to stderr; the last stdout line is the JSON summary. Serves /healthz, /readyz and /metrics on METRICS_PORT.\n' +
+      'Variables: see the README, "Configuration" (TOTAL_PARAMS, CHUNK_SIZE, QUEUE_BACKEND, REDIS_HOST, ...).',
+  },
+  run: {
+    usage: 'ttg run [--workers N] [--backend memory|redis|rabbitmq] [--fresh] [--json] [--verbose]',
+    summary: 'run a whole sweep on this machine and print its report',
+    flags: [
+      ['--workers N', 'in-process workers sharing one thread pool (default TOTAL_WORKERS)'],
+      ['--backend B', 'queue to sweep through: memory (the default here), redis or rabbitmq'],
+      ['--fresh', 'delete the broker\'s earlier sweep under QUEUE_PREFIX first'],
+      ['--json', 'print the report as one JSON object (as ttg aggregate --json)'],
+      ['--verbose', 'list every chunk in the report'],
+    ],
+  },
+  aggregate: {
+    usage: 'ttg aggregate [--json] [--verbose] | ttg aggregate --static [FILE ...]',
+    summary: 'print the report of the sweep on the configured backend (reading never consumes results)',
+    flags: [
+      ['--json', 'one JSON object instead of the text report'],
+      ['--verbose', 'list every chunk'],
+      ['--static', 'merge static-mode workers\' JSON summary lines from FILEs (or stdin) instead of reading a broker'],
+    ],
+    notes: 'The broker\'s address comes from the environment (REDIS_HOST/REDIS_PORT or REDIS_URL, RABBITMQ_HOST/... or AMQP_URL).\n' +
+      'Exit status: 0 complete; 3 incomplete (chunks missing or dead-lettered); 1 error; 2 usage.',
+  },
+  monitor: {
+    usage: 'ttg monitor [--interval S] [--once]',
+    summary: 'live progress of the sweep on the configured backend',
+    flags: [
+      ['--interval S', 'seconds between updates (default 2)'],
+      ['--once', 'print the progress once and exit'],
+    ],
+  },
+  reset: {
+    usage: 'ttg reset',
+    summary: 'delete the sweep\'s queue state (tasks, results, dead letters, settings) on the configured backend',
+    flags: [],
+  },
+  bench: {
+    usage: 'ttg bench [--quick] [--only kernels,engine,brokers,queue]',
+    summary: 'run the benchmarks and write bench/results/latest.json',
+    flags: [
+      ['--quick', 'short runs: a smoke test, not figures to quote'],
+      ['--only LIST', 'some sections only (queue: real worker processes beside BullMQ)'],
+    ],
+  },
+};
+
+/** The overview: every command with its flags. */
+export function usage(): string {
+  const lines = ['usage: ttg <command> [flags]', '', 'commands:'];
+  for (const h of Object.values(COMMAND_HELP)) {
+    lines.push(`  ${h.usage.replace(/^ttg /, '')}`, `      ${h.summary}`);
+  }
+  lines.push('', 'ttg help <command> (or ttg <command> --help) for one command; ttg --version for the version.');
+  lines.push('Exit codes: 0 success; 1 runtime failure; 2 invalid configuration or usage; 3 (aggregate, run) sweep incomplete.');
+  return lines.join('\n');
+}
+
+/** The help of one command, or null when there is no such command. */
+export function commandHelp(name: string): string | null {
+  const h = COMMAND_HELP[name];
+  if (!h) return null;
+  const lines = [`usage: ${h.usage}`, '', h.summary];
+  if (h.flags.length) {
+    lines.push('', 'flags:');
+    const width = Math.max(...h.flags.map(([f]) => f.length));
+    for (const [flag, what] of h.flags) lines.push(`  ${flag.padEnd(width)}  ${what}`);
+  }
+  if (h.notes) lines.push('', h.notes);
+  return lines.join('\n');
+}

@@ -185,7 +185,7 @@ describe('Redis backend', () => {
     assert.equal(results[0]!['status'], 'completed');
     assert.equal(results[0]!['worker_id'], '0');
     assert.equal(results[0]!['duration_seconds'], '0.25');
-    assert.deepEqual(Object.keys(JSON.parse(results[0]!['result_data']!)).sort(), ['avg', 'count', 'max', 'min', 'partials', 'sum']);
+    assert.deepEqual(Object.keys(JSON.parse(results[0]!['result_data']!)).sort(), ['argmax', 'argmin', 'avg', 'count', 'max', 'min', 'partials', 'sum']);
     assert.equal(await raw.hlen(`${prefix}:done`), 3);
     // Reading results does not consume them.
     const once = await b.readResults();

@@ -890,7 +890,6 @@ export class RabbitBackend implements QueueBackend {
       const elapsed = Date.now() - started;
       try {
         const s = await this.#open(Math.max(1000, Math.min(10_000, limitMs - elapsed)));
-        if (reconnecting) this.#reconnects++;
         if (reconnecting || attempts > 1) this.#log.info(`connected to RabbitMQ at ${address}`, { attempts });
         return s;
       } catch (err) {
@@ -974,7 +973,9 @@ export class RabbitBackend implements QueueBackend {
       if (this.#declareTopology) await this.#declare(session);
       if (this.#joined) await this.#tryExclusiveQueue(session, this.#names.consumer(this.#consumerName));
       if (this.#closed) throw new Error('the RabbitMQ backend is closed');
-      // Current before the consumer starts, so that its first deliveries are ours at once.
+      // Current before the consumer starts, so that its first deliveries are ours at once. Any session
+      // after the first replaces a lost one: counted here, where /readyz starts to see it.
+      if (session.gen > 1) this.#reconnects++;
       this.#session = session;
       if (this.#consumerWanted) await this.#ensureConsumer(session);
       this.#wake();

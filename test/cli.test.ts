@@ -108,3 +108,24 @@ test('ttg aggregate --static refuses summaries of different sweeps, naming the f
   assert.equal(none.code, 1);
   assert.match(none.stderr, /holds no static worker summary/);
 });
+
+test('./ttg runs the command as one process: the PID a shell gets is node itself, and a kill reaches the worker', async () => {
+  const child = spawn(path.join(ROOT, 'ttg'), ['worker'], {
+    env: testEnv({ USE_QUEUE: 'false', TOTAL_WORKERS: 1, TOTAL_PARAMS: 100000, SIMULATE_WORK_MS: 1 }),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let err = '';
+  child.stderr.on('data', (b: Buffer) => (err += b.toString()));
+  const closed = new Promise<[number | null, string | null]>((resolve) => child.on('close', (code, signal) => resolve([code, signal])));
+  // Wait until the worker logs its share: by then the script has exec'd node.
+  const deadline = Date.now() + 20_000;
+  while (!/static share/.test(err)) {
+    assert.ok(Date.now() < deadline, `the worker never started: ${err}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  const cmdline = readFileSync(`/proc/${child.pid}/cmdline`, 'utf8').split('\0');
+  assert.equal(path.basename(cmdline[0]!), path.basename(process.execPath), `the process is node, not a shell: ${cmdline.join(' ')}`);
+  assert.ok(cmdline.some((a) => a.endsWith('dist/engine/cli.js')));
+  child.kill('SIGKILL');
+  assert.deepEqual(await closed, [null, 'SIGKILL']);
+});

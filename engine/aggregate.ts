@@ -38,6 +38,8 @@ export interface AggregateReport {
   /** total_processing_time / wall_clock_time: how many threads were busy at once, on average. */
   parallelism_factor: number;
   worker_distribution: Record<string, number>;
+  /** `ttg run` only: the command's own time, from process start to the report (start-up and settling included). */
+  command_seconds?: number;
   complete: boolean;
   kernel: string | null;
   chunks?: Array<{ chunk_id: string; worker_id: string; count: number; sum: number; min: number; max: number; duration_seconds: number; completed_at: string }>;
@@ -216,12 +218,18 @@ export function formatReport(r: AggregateReport): string {
     if (more > 0) lines.push(`    ... ${more} more (ttg aggregate --json lists them all)`);
   }
   if (r.duplicate_results > 0) lines.push(`  Duplicate results    : ${r.duplicate_results} (not counted)`);
+  // What each figure is, in its own words: the thread figures are wall time inside the kernel
+  // threads (Node 20 gives no per-thread CPU clock), so with more threads than cores they
+  // include time spent waiting for a core, and "busy threads" can exceed the core count.
   lines.push('', 'Throughput');
-  lines.push(`  Wall-clock time      : ${r.wall_clock_time.toFixed(3)} s`);
-  lines.push(`  Processing time      : ${r.total_processing_time.toFixed(3)} s (thread time, summed)`);
-  lines.push(`  Effective params/s   : ${fmt(r.effective_throughput)}`);
-  lines.push(`  CPU params/s         : ${fmt(r.throughput)}`);
-  lines.push(`  Parallelism factor   : ${r.parallelism_factor.toFixed(2)}x`);
+  lines.push(`  Sweep span           : ${r.wall_clock_time.toFixed(3)} s (first chunk started to last chunk committed)`);
+  if (r.command_seconds !== undefined) {
+    lines.push(`  Command time         : ${r.command_seconds.toFixed(3)} s (this command from start to report: start-up and settling included)`);
+  }
+  lines.push(`  Params/s over span   : ${fmt(r.effective_throughput)}`);
+  lines.push(`  Thread busy time     : ${r.total_processing_time.toFixed(3)} s (wall time inside kernel threads, summed)`);
+  lines.push(`  Params/s per thread  : ${fmt(r.throughput)} (per second of thread busy time)`);
+  lines.push(`  Busy threads (avg)   : ${r.parallelism_factor.toFixed(2)} (busy time / span; above the core count, threads waited for cores)`);
   lines.push('', 'Chunks per worker');
   const entries = Object.entries(r.worker_distribution).sort(([a], [b]) => a.localeCompare(b, 'en', { numeric: true }));
   const most = Math.max(1, ...entries.map(([, n]) => n));

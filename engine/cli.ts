@@ -208,6 +208,7 @@ async function cmdRun(args: string[]): Promise<number> {
     const report = buildReport(await reader.readSettings(), await reader.readResults(), await reader.readDeadLetters(), {
       verbose: Boolean(flags['verbose']),
     });
+    report.command_seconds = Math.round(process.uptime() * 1000) / 1000;
     return printReport(report, Boolean(flags['json']));
   } finally {
     await closeEndpoints();

@@ -71,9 +71,13 @@ test('ttg run sweeps on the embedded queue and prints the report', async () => {
   assert.equal(text.code, 0, text.stderr);
   assert.match(text.stdout, /Grand sum\s+: \d/);
   assert.match(text.stdout, /Minimum\s+: 0\.41 at parameter 141\n/);
-  assert.match(text.stdout, /Effective params\/s/);
-  assert.match(text.stdout, /CPU params\/s/);
-  assert.match(text.stdout, /Parallelism factor/);
+  assert.match(text.stdout, /Params\/s over span/);
+  assert.match(text.stdout, /Params\/s per thread/);
+  assert.match(text.stdout, /Busy threads \(avg\)/);
+  // The command's own time covers the sweep's span and more (start-up, settling).
+  const span = Number(/Sweep span\s+: ([\d.]+) s/.exec(text.stdout)?.[1]);
+  const command = Number(/Command time\s+: ([\d.]+) s/.exec(text.stdout)?.[1]);
+  assert.ok(span > 0 && command > span, `command ${command} s > span ${span} s`);
   assert.match(text.stdout, /Chunks per worker\n(\s+\d+\s+\d+\s+[\d.]+% #+\n?)+/);
 });
 

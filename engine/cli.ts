@@ -13,7 +13,9 @@ import { StaticWorker } from './static-worker.js';
 import { buildReport, buildStaticReport, formatReport, staticSummariesIn, type AggregateReport } from './aggregate.js';
 import { commandHelp, usage } from './help.js';
 import { runMonitor } from './monitor.js';
+import { WebMonitor } from './web-monitor.js';
 import { createBackend } from '../backends/index.js';
+import type { QueueBackend } from '../backends/types.js';
 import { WorkerMetrics } from './metrics.js';
 import { WorkerEndpoints, type Probe } from './http.js';
 import { readFileSync } from 'node:fs';
@@ -62,6 +64,44 @@ function positiveInt(flag: string, value: string | boolean | undefined, def: num
     throw new ConfigError(`--${flag} must be a positive integer, got "${String(value)}"`);
   }
   return Number(value);
+}
+
+/** `--port`: the web monitor's port (DESIGN.md: 8080 unless said otherwise). */
+function webPort(value: string | boolean | undefined): number {
+  if (value === undefined) return 8080;
+  if (typeof value !== 'string' || !/^\d+$/.test(value) || Number(value) > 65535) {
+    throw new ConfigError(`--port must be a port number (0-65535; 0 picks a free one), got "${String(value)}"`);
+  }
+  return Number(value);
+}
+
+/** Starts the web monitor and says its address (on stdout unless `announce` says where). */
+async function startWebMonitor(opts: {
+  source: { backend: QueueBackend } | { connect: () => Promise<QueueBackend> };
+  config: Config; log: Logger; port: number; host?: string; intervalMs?: number; announce?: (line: string) => void;
+}): Promise<WebMonitor> {
+  const { source, config, log, port, host, intervalMs } = opts;
+  const monitor = new WebMonitor({
+    ...source, kind: config.queueBackend, queuePrefix: config.queuePrefix, port, log,
+    ...(host ? { host } : {}), ...(intervalMs ? { intervalMs } : {}),
+  });
+  await monitor.start();
+  const shown = host && host !== '0.0.0.0' && host !== '::' ? host : 'localhost';
+  const announce = opts.announce ?? ((line: string) => process.stdout.write(line + '\n'));
+  announce(`ttg monitor: the page for the sweep on ${config.queueBackend} (QUEUE_PREFIX=${config.queuePrefix}) ` +
+    `is at http://${shown}:${monitor.port}/`);
+  return monitor;
+}
+
+/** Resolves at the first SIGINT/SIGTERM; a second one exits at once. */
+function untilSignal(): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const off = onSignals(() => {
+      resolve();
+      // Keep the handler for a while: a second Ctrl-C during the close must not kill the process unannounced.
+      setTimeout(off, 5000).unref();
+    }, () => process.exit(1));
+  });
 }
 
 function logger(config: Config, name?: string): Logger {
@@ -159,7 +199,14 @@ async function cmdWorker(args: string[]): Promise<number> {
 }
 
 async function cmdRun(args: string[]): Promise<number> {
-  const flags = parseFlags(args, { workers: 'value', backend: 'value', fresh: 'bool', json: 'bool', verbose: 'bool' });
+  const flags = parseFlags(args, {
+    workers: 'value', backend: 'value', fresh: 'bool', json: 'bool', verbose: 'bool', monitor: 'value', port: 'value',
+  });
+  if (flags['monitor'] !== undefined && flags['monitor'] !== 'web') {
+    throw new ConfigError(`--monitor must be web (the live page), got "${String(flags['monitor'])}"`);
+  }
+  if (flags['port'] !== undefined && flags['monitor'] === undefined) throw new ConfigError('--port is the web monitor\'s port: give it with --monitor web');
+  const port = webPort(flags['port']);
   // `ttg run` is self-contained: the embedded queue unless a backend is asked for.
   const env = { ...process.env };
   if (typeof flags['backend'] === 'string') {
@@ -180,8 +227,13 @@ async function cmdRun(args: string[]): Promise<number> {
   let probes = () => ({ health: { ok: true, detail: 'starting' }, ready: STARTING });
   const { metrics, close: closeEndpoints } = await serveEndpoints(base, log, 'queue', () => probes());
   const reader = await createBackend({ config: base, workerId: 'run', log });
+  let web: WebMonitor | null = null;
   try {
     if (flags['fresh'] || base.queueBackend === 'memory') await reader.reset();
+    if (flags['monitor'] === 'web') web = await startWebMonitor({
+      // stdout carries the report (one JSON object with --json): the address goes with the logs.
+      source: { backend: reader }, config: base, log, port, announce: (line) => process.stderr.write(line + '\n'),
+    });
     const loops = await Promise.all(
       Array.from({ length: workers }, async (_, i) => {
         const config: Config = { ...base, workerId: String(i) };
@@ -209,8 +261,16 @@ async function cmdRun(args: string[]): Promise<number> {
       verbose: Boolean(flags['verbose']),
     });
     report.command_seconds = Math.round(process.uptime() * 1000) / 1000;
-    return printReport(report, Boolean(flags['json']));
+    const status = printReport(report, Boolean(flags['json']));
+    if (web) {
+      // The page shows the final report too: keep serving it until the user is done looking.
+      await web.refresh();
+      log.info(`sweep done; the page stays at http://localhost:${web.port}/ until Ctrl-C`);
+      await untilSignal();
+    }
+    return status;
   } finally {
+    await web?.close();
     await closeEndpoints();
     await reader.close().catch(() => {});
     await pool.close().catch(() => {});
@@ -263,9 +323,25 @@ async function cmdAggregate(args: string[]): Promise<number> {
 }
 
 async function cmdMonitor(args: string[]): Promise<number> {
-  const flags = parseFlags(args, { interval: 'value', once: 'bool' });
-  const interval = Number(flags['interval'] ?? 2);
+  const flags = parseFlags(args, { interval: 'value', once: 'bool', web: 'bool', port: 'value', host: 'value' });
+  const interval = Number(flags['interval'] ?? (flags['web'] ? 1 : 2));
   if (!Number.isFinite(interval) || interval <= 0) throw new ConfigError(`--interval must be a positive number of seconds, got "${String(flags['interval'])}"`);
+  if (!flags['web'] && (flags['port'] !== undefined || flags['host'] !== undefined)) {
+    throw new ConfigError('--port and --host are the web page\'s address: give them with --web (the broker\'s address comes from the environment)');
+  }
+  if (flags['web'] && flags['once']) throw new ConfigError('--once and --web do not go together: the page is live');
+  const port = webPort(flags['port']);
+  if (flags['web']) {
+    const config = loadConfig({ ...process.env, USE_QUEUE: 'true' });
+    const log = logger(config, 'monitor');
+    const web = await startWebMonitor({
+      source: { connect: () => createBackend({ config, workerId: 'monitor', log }) },
+      config, log, port, intervalMs: interval * 1000, ...(typeof flags['host'] === 'string' ? { host: flags['host'] } : {}),
+    });
+    await untilSignal();
+    await web.close();
+    return 0;
+  }
   const { config, backend } = await readerBackend('monitor');
   let stop = false;
   const off = onSignals(() => (stop = true), () => process.exit(1));

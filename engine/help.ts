@@ -24,7 +24,7 @@ export const COMMAND_HELP: Record<string, CommandHelp> = {
       'Variables: see the README, "Configuration" (TOTAL_PARAMS, CHUNK_SIZE, QUEUE_BACKEND, REDIS_HOST, ...).',
   },
   run: {
-    usage: 'ttg run [--workers N] [--backend memory|redis|rabbitmq] [--fresh] [--json] [--verbose]',
+    usage: 'ttg run [--workers N] [--backend memory|redis|rabbitmq] [--fresh] [--json] [--verbose] [--monitor web [--port P]]',
     summary: 'run a whole sweep on this machine and print its report',
     flags: [
       ['--workers N', 'in-process workers sharing one thread pool (default TOTAL_WORKERS)'],
@@ -32,6 +32,8 @@ export const COMMAND_HELP: Record<string, CommandHelp> = {
       ['--fresh', 'delete the broker\'s earlier sweep under QUEUE_PREFIX first'],
       ['--json', 'print the report as one JSON object (as ttg aggregate --json)'],
       ['--verbose', 'list every chunk in the report'],
+      ['--monitor web', 'serve the live web page of this sweep while it runs (then until Ctrl-C, with the report)'],
+      ['--port P', 'the web page\'s port (default 8080; 0 picks a free one)'],
     ],
   },
   aggregate: {
@@ -46,12 +48,16 @@ export const COMMAND_HELP: Record<string, CommandHelp> = {
       'Exit status: 0 complete; 3 incomplete (chunks missing or dead-lettered); 1 error; 2 usage.',
   },
   monitor: {
-    usage: 'ttg monitor [--interval S] [--once]',
-    summary: 'live progress of the sweep on the configured backend',
+    usage: 'ttg monitor [--interval S] [--once] | ttg monitor --web [--port P] [--host H]',
+    summary: 'live progress of the sweep on the configured backend, in the terminal or as a web page',
     flags: [
-      ['--interval S', 'seconds between updates (default 2)'],
+      ['--interval S', 'seconds between updates (default 2; 1 for --web)'],
       ['--once', 'print the progress once and exit'],
+      ['--web', 'serve a live page (progress, throughput chart, workers, retries, dead letters, the final report) until Ctrl-C'],
+      ['--port P', 'the page\'s port (default 8080; 0 picks a free one)'],
+      ['--host H', 'the interface the page listens on (default: all, so a port-forward reaches it)'],
     ],
+    notes: 'The broker\'s address comes from the environment, as for ttg aggregate.',
   },
   reset: {
     usage: 'ttg reset',

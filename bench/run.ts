@@ -9,6 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { benchKernels } from './kernels.js';
 import { benchBrokers, benchEngine, type SweepBenchRow } from './engine.js';
+import { renderBenchChart } from './chart.js';
 
 export const BENCH_SECTIONS = ['kernels', 'engine', 'brokers', 'queue'] as const;
 export type BenchSection = (typeof BENCH_SECTIONS)[number];
@@ -67,12 +68,16 @@ export async function runBenchmarks(opts: { quick?: boolean; only?: BenchSection
   const out = path.join(ROOT, 'bench/results');
   mkdirSync(out, { recursive: true });
   const file = path.join(out, 'latest.json');
-  writeFileSync(file, JSON.stringify({
+  const results = {
     started, finished: new Date().toISOString(), quick: Boolean(opts.quick),
     machine: { cpus: os.availableParallelism(), model: os.cpus()[0]?.model ?? '?', node: process.version },
     kernels, engine, brokers, queue,
-  }, null, 2) + '\n');
-  process.stdout.write(`\nfigures written to ${path.relative(process.cwd(), file) || file}\n`);
+  };
+  writeFileSync(file, JSON.stringify(results, null, 2) + '\n');
+  // The same figures as a picture, beside them (the README shows a copy).
+  const chart = path.join(out, 'latest.svg');
+  writeFileSync(chart, renderBenchChart(results));
+  process.stdout.write(`\nfigures written to ${path.relative(process.cwd(), file) || file}, chart to ${path.relative(process.cwd(), chart) || chart}\n`);
 }
 
 // `node dist/bench/run.js [--quick]`

@@ -12,6 +12,7 @@ import { QueueWorker } from './queue-worker.js';
 import { StaticWorker } from './static-worker.js';
 import { buildReport, buildStaticReport, formatReport, staticSummariesIn, type AggregateReport } from './aggregate.js';
 import { commandHelp, usage } from './help.js';
+import { cmdKernel } from './kernel-command.js';
 import { runMonitor } from './monitor.js';
 import { WebMonitor } from './web-monitor.js';
 import { createBackend } from '../backends/index.js';
@@ -383,6 +384,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   monitor: cmdMonitor,
   reset: cmdReset,
   bench: cmdBench,
+  kernel: (args) => cmdKernel(args, parseFlags),
 };
 
 export async function main(argv: string[]): Promise<number> {

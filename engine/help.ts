@@ -72,6 +72,20 @@ export const COMMAND_HELP: Record<string, CommandHelp> = {
       ['--only LIST', 'some sections only (queue: real worker processes beside BullMQ)'],
     ],
   },
+  kernel: {
+    usage: 'ttg kernel init NAME [--dir DIR] | ttg kernel build NAME.ts [--out FILE] | ttg kernel check NAME.ts [--twin NAME.js] [--total N] [--seed S]',
+    summary: 'user kernels: write a starter kernel, compile one to WASM (printing its path and sha-256), check it against its JS twin',
+    flags: [
+      ['--dir DIR', 'init: where to write NAME.ts, NAME.js and NAME.README.md (default: here; never overwrites)'],
+      ['--out FILE', 'build: where to write the module (default: NAME.wasm beside NAME.ts)'],
+      ['--twin FILE', 'check: the JS twin (default: NAME.js beside the kernel)'],
+      ['--total N', 'check: the sweep size the parameters are drawn from (default 1000000)'],
+      ['--seed S', 'check: seed of the random ranges (default 1)'],
+    ],
+    notes: 'A user kernel is one AssemblyScript file exporting value(p: i64, total: i64): f64; ttg compiles its block loop and exact\n' +
+      'statistics around it. check compares WASM and the twin value for value on the edges and on seeded random ranges, then\n' +
+      'their statistics; exit 1 on the first mismatch (parameter and both values). Compile errors name the file and line (exit 1).',
+  },
 };
 
 /** The overview: every command with its flags. */

@@ -9,6 +9,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -137,12 +138,14 @@ test('the runtime stage holds production dependencies, dist/, the compiled kerne
   for (const needed of [
     'package.json', 'dist/engine/cli.js', 'dist/kernel/wasm.js', 'build/kernel.wasm', 'backends/redis/init-7.lua', 'node_modules/piscina',
     'node_modules/prom-client', 'engine/web/index.html', 'node_modules/uplot/dist/uPlot.iife.min.js',
+    // What `ttg kernel build` needs at run time: the compiler, the wrapper and the statistics.
+    'node_modules/assemblyscript/dist/asc.js', 'kernel/assembly/stats.ts', 'kernel/assembly/user-kernel.ts',
   ]) {
     assert.ok(existsSync(path.join(imageDir, needed)), `/app/${needed}`);
   }
   for (const devOnly of [
     // (assemblyscript is a runtime dependency since `ttg kernel build` compiles user kernels.)
-    'node_modules/typescript', 'node_modules/kubernetes-models', 'node_modules/playwright-core', 'dist/test', 'test', 'kernel/assembly',
+    'node_modules/typescript', 'node_modules/kubernetes-models', 'node_modules/playwright-core', 'dist/test', 'test', 'kernel/assembly/index.ts',
   ]) {
     assert.ok(!existsSync(path.join(imageDir, devOnly)), `no /app/${devOnly}`);
   }
@@ -229,4 +232,20 @@ test('ttg monitor --web serves its page and uPlot from the image layout (no CDN,
     child.kill('SIGTERM');
   }
   assert.equal(await exited, 0, stderr);
+});
+
+test('ttg kernel build and check run from the image layout: a user kernel compiles there, as a derived image does it', async () => {
+  const out = mkdtempSync(path.join(os.tmpdir(), 'ttg-image-kernel-'));
+  try {
+    const source = path.join(ROOT, 'examples', 'collatz.ts');
+    const built = await runInImage(['kernel', 'build', source, '--out', path.join(out, 'collatz.wasm')], testEnv({}));
+    assert.equal(built.code, 0, built.stderr);
+    const sha = /^sha256 ([0-9a-f]{64})$/m.exec(built.stdout)?.[1];
+    assert.equal(sha, createHash('sha256').update(readFileSync(path.join(out, 'collatz.wasm'))).digest('hex'));
+    const checked = await runInImage(['kernel', 'check', path.join(out, 'collatz.wasm'), '--twin', path.join(ROOT, 'examples', 'collatz.js'), '--total', '100000'], testEnv({}));
+    assert.equal(checked.code, 0, checked.stdout + checked.stderr);
+    assert.match(checked.stdout, /statistics of \[0, 100000\) agree: sum \d+, min 0 at 0, max 350 at 77030/);
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
 });

@@ -1,8 +1,8 @@
 /**
  * The benchmark's picture: an SVG of bench/results/latest.json, written beside
  * it by `npm run bench`, so the figures can be looked at, not only read.
- * Three panels of horizontal bars, each scaled from 0 to its own largest
- * value: kernel throughput per thread (WASM vs JS), engine throughput by
+ * Panels of horizontal bars, each scaled from 0 to its own largest
+ * value: kernel throughput per thread (WASM vs JS, a panel per kernel), engine throughput by
  * THREADS, and whole sweeps per backend and chunk size (in-process brokers,
  * and the queue path as a user runs it, with its min–max range). Plain SVG
  * text, no dependency: it opens in any browser and renders on GitHub.
@@ -42,10 +42,11 @@ const ok = (x: number) => Number.isFinite(x) && x > 0;
 export function benchPanels(r: BenchResults): BenchPanel[] {
   const panels: BenchPanel[] = [];
   const kernels = (r.kernels ?? []).filter((k) => ok(k.paramsPerSecond));
-  if (kernels.length) {
+  // One panel per kernel: their costs differ by orders of magnitude, and WASM vs JS is the comparison.
+  for (const kernel of new Set(kernels.map((k) => k.kernel))) {
     panels.push({
-      title: 'Kernels, one thread: WASM vs JS', unit: 'params/s',
-      bars: kernels.map((k) => ({ label: `${k.kernel} ${k.impl}`, value: k.paramsPerSecond, series: k.impl })),
+      title: `Kernel ${kernel}, one thread: WASM vs JS`, unit: 'params/s',
+      bars: kernels.filter((k) => k.kernel === kernel).map((k) => ({ label: `${k.kernel} ${k.impl}`, value: k.paramsPerSecond, series: k.impl })),
     });
   }
   const engine = (r.engine ?? []).filter((e) => !e.error && ok(e.paramsPerSecond));
@@ -86,7 +87,7 @@ export function shortNumber(x: number): string {
 const escape = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 
 /** Geometry, exported for the test: bar lengths are value / panel max × BAR_SPACE. */
-export const CHART = { width: 860, labelWidth: 250, barSpace: 500, barHeight: 18, gap: 6 } as const;
+export const CHART = { width: 900, labelWidth: 250, barSpace: 480, barHeight: 18, gap: 6 } as const;
 
 export function renderBenchChart(r: BenchResults): string {
   const panels = benchPanels(r);

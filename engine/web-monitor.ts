@@ -286,6 +286,18 @@ export function throughputSeries(results: readonly ChunkResult[]): MonitorSnapsh
       if (overlap > 0) add(b, (s.params * overlap) / (s.end - s.start));
     }
   }
+  // The first and last buckets are only partly inside the sweep: rate over the part that is, not
+  // over the whole bucket, or the chart would show a false ramp at both ends.
+  const firstStart = Math.min(...spans.map((s) => s.start)) / 1000;
+  for (const b of [0, n - 1]) {
+    const lo = first + b * width;
+    const inside = Math.min(lo + width, last) - Math.max(lo, firstStart);
+    const scale = width / Math.max(inside, width / 4);
+    if (scale <= 1) continue;
+    total[b]! *= scale;
+    for (const series of Object.values(workers)) series[b]! *= scale;
+    if (n === 1) break;
+  }
   const round = (a: number[]) => a.map((x) => Math.round(x));
   return {
     bucket_seconds: width,

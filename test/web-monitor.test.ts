@@ -106,6 +106,9 @@ test('the throughput series spreads each chunk over the seconds it ran, and adds
   assert.deepEqual(t.workers['0'], [100, 33, 67]);
   assert.deepEqual(t.workers['1'], [0, 100, 0]);
   assert.deepEqual(t.total, [100, 133, 67]);
+  // A sweep that ends half-way through its last second ran at 200 params/s there, not 100.
+  const half = throughputSeries([result(0, '0', 1), { ...result(1, '0', 2), completedAt: new Date(T0 + 1500).toISOString() }]);
+  assert.deepEqual(half.total, [100, 200]);
   // A long sweep is bucketed so the chart stays small; the total still adds up.
   const long = Array.from({ length: 1000 }, (_, c) => result(c, '0', c * 3 + 1));
   const lt = throughputSeries(long);

@@ -43,7 +43,11 @@ function renderChart(tp) {
     chartKey = key;
     chart = new uPlot({
       width, height,
-      scales: { x: { time: true } },
+      // One point (a sweep shorter than a bucket): a few seconds around it, not uPlot's default of years.
+      scales: {
+        x: { time: true, range: (u, min, max) => (min === max ? [min - 5, max + 5] : [min, max]) },
+        y: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] },
+      },
       series: [
         {},
         { label: 'total', stroke: '#1d232b', width: 2, fill: 'rgba(47,111,223,0.08)' },

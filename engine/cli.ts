@@ -19,7 +19,7 @@ import { createBackend } from '../backends/index.js';
 import type { QueueBackend } from '../backends/types.js';
 import { WorkerMetrics } from './metrics.js';
 import { WorkerEndpoints, type Probe } from './http.js';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { text as readStream } from 'node:stream/consumers';
 
 const VERSION: string = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version;
@@ -368,12 +368,20 @@ async function cmdReset(args: string[]): Promise<number> {
 }
 
 async function cmdBench(args: string[]): Promise<number> {
-  const flags = parseFlags(args, { quick: 'bool', only: 'value' });
+  const flags = parseFlags(args, { quick: 'bool', only: 'value', kernel: 'value' });
   const { runBenchmarks, BENCH_SECTIONS } = await import('../bench/run.js');
   const only = typeof flags['only'] === 'string' ? flags['only'].split(',') : undefined;
   const unknown = only?.filter((s) => !(BENCH_SECTIONS as readonly string[]).includes(s)) ?? [];
   if (unknown.length) throw new ConfigError(`--only takes a comma-separated list of ${BENCH_SECTIONS.join(', ')}, got "${unknown.join(',')}"`);
-  await runBenchmarks({ quick: Boolean(flags['quick']), ...(only ? { only: only as typeof BENCH_SECTIONS[number][] } : {}) });
+  const kernel = typeof flags['kernel'] === 'string' ? flags['kernel'] : undefined;
+  if (kernel !== undefined && (!/\.(ts|wasm)$/.test(kernel) || !existsSync(kernel))) {
+    throw new ConfigError(`--kernel takes a user kernel, NAME.ts or NAME.wasm (its twin NAME.js beside it), got "${kernel}"${/\.(ts|wasm)$/.test(kernel) ? ': no such file' : ''}`);
+  }
+  await runBenchmarks({
+    quick: Boolean(flags['quick']),
+    ...(only ? { only: only as typeof BENCH_SECTIONS[number][] } : {}),
+    ...(kernel ? { kernels: [kernel] } : {}),
+  });
   return 0;
 }
 

@@ -65,11 +65,12 @@ export const COMMAND_HELP: Record<string, CommandHelp> = {
     flags: [],
   },
   bench: {
-    usage: 'ttg bench [--quick] [--only kernels,engine,brokers,queue]',
+    usage: 'ttg bench [--quick] [--only kernels,user,engine,brokers,queue] [--kernel NAME.ts]',
     summary: 'run the benchmarks and write bench/results/latest.json',
     flags: [
       ['--quick', 'short runs: a smoke test, not figures to quote'],
-      ['--only LIST', 'some sections only (queue: real worker processes beside BullMQ)'],
+      ['--only LIST', 'some sections only (user: user kernels, WASM vs JS and against the built-in of the same arithmetic; queue: real worker processes beside BullMQ)'],
+      ['--kernel FILE', 'a user kernel (NAME.ts or NAME.wasm, twin NAME.js beside it): its WASM and JS throughput per thread, instead of the examples (alone: only that)'],
     ],
   },
   kernel: {

@@ -19,6 +19,8 @@ import { buildUserKernel, cachedUserKernel, compileUserKernel } from '../kernel/
 import { checkKernel } from '../kernel/user-check.js';
 import { UserJsKernel } from '../kernel/user-js.js';
 import { UserWasmKernel, type UserKernelRunner } from '../kernel/user-wasm.js';
+import { WasmKernelRunner } from '../kernel/wasm.js';
+import { benchUserKernels } from '../bench/user-kernels.js';
 import { random, ROOT } from './helpers.js';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'ttg-user-kernels-'));
@@ -333,4 +335,43 @@ test('a kernel built on first use is cached by content: the same source is not r
   assert.equal(edited.cached, false);
   assert.notEqual(edited.sha256, first.sha256);
   assert.deepEqual(Array.from(UserWasmKernel.fromFile(edited.wasmPath).values(0, 3, 3)), [0, 2, 4]);
+});
+
+test('examples/placeholder-formula, a user kernel, gives the built-in placeholder\'s values and statistics bit for bit', async () => {
+  const compiled = await compileUserKernel(path.join(ROOT, 'examples', 'placeholder-formula.ts'));
+  const user = new UserWasmKernel(compiled.bytes as Uint8Array<ArrayBuffer>, 'placeholder-formula');
+  const builtIn = new WasmKernelRunner();
+  const rand = random(5);
+  const ranges: Array<[number, number]> = [[0, 10_000], [2 ** 40, 2 ** 40 + 5000]];
+  for (let i = 0; i < 10; i++) {
+    const start = Math.floor(rand() * 2 ** 47);
+    ranges.push([start, start + 1 + Math.floor(rand() * 9000)]);
+  }
+  for (const [start, end] of ranges) {
+    const a = user.values(start, end, 2 ** 48);
+    const b = builtIn.values('placeholder', start, end, 2 ** 48);
+    assert.equal(Buffer.compare(Buffer.from(a.buffer), Buffer.from(b.buffer)), 0, `[${start}, ${end})`);
+    const s = user.sweep(start, end, 2 ** 48);
+    const t = builtIn.sweep('placeholder', start, end, 2 ** 48);
+    assert.deepEqual([s.min, s.argmin, s.max, s.argmax, roundPartials(s.partials)], [t.min, t.argmin, t.max, t.argmax, roundPartials(t.partials)]);
+  }
+});
+
+test('the user-kernel bench measures WASM and the twin per kernel, and the user kernel beside its @inline twin and the built-in', async () => {
+  const bench = await benchUserKernels({
+    quick: true,
+    sources: [path.join(ROOT, 'examples', 'himmelblau.ts'), path.join(ROOT, 'examples', 'placeholder-formula.ts')],
+  });
+  assert.deepEqual(
+    bench.rows.map((r) => `${r.kernel} ${r.impl}`),
+    ['himmelblau wasm', 'himmelblau js', 'placeholder-formula wasm', 'placeholder-formula js', 'placeholder-formula wasm @inline', 'placeholder built-in wasm'],
+  );
+  for (const r of bench.rows) {
+    assert.ok(r.paramsPerSecond > 0 && Number.isFinite(r.paramsPerSecond), `${r.kernel} ${r.impl}`);
+    assert.ok(r.minParamsPerSecond <= r.paramsPerSecond && r.paramsPerSecond <= r.maxParamsPerSecond);
+  }
+  // The user kernel and its references sweep the same slices, and the same values.
+  const sizes = bench.rows.filter((r) => r.kernel.startsWith('placeholder') && r.impl !== 'js').map((r) => r.sliceSize);
+  assert.equal(new Set(sizes).size, 1);
+  assert.equal(bench.builtInComparison?.sameSum, true);
 });

@@ -64,7 +64,7 @@ export function parseTaskJson(body: string, settings: SweepSettings | null): Par
   return parseTaskFields(value as Record<string, unknown>, settings);
 }
 
-/** Wire fields of a result (docs/design.md): result_data is JSON with sum, count, min, max, avg, partials. */
+/** Wire fields of a result (docs/design.md): result_data is JSON with sum, count, min, max, argmin, argmax, avg, partials. */
 export function resultFields(result: ChunkResult): Record<string, string> {
   return {
     chunk_id: result.chunkId,
@@ -85,7 +85,8 @@ export function parseResultFields(fields: Record<string, unknown>): ChunkResult 
     if (!chunkId || !data || typeof data !== 'object') return null;
     const stats = data as Partial<ChunkStats>;
     if (typeof stats.count !== 'number' || typeof stats.sum !== 'number' || !Array.isArray(stats.partials) ||
-        typeof stats.min !== 'number' || typeof stats.max !== 'number') return null;
+        typeof stats.min !== 'number' || typeof stats.max !== 'number' ||
+        !Number.isInteger(stats.argmin) || !Number.isInteger(stats.argmax)) return null;
     return {
       chunkId,
       workerId: String(fields['worker_id'] ?? '?'),
@@ -94,7 +95,7 @@ export function parseResultFields(fields: Record<string, unknown>): ChunkResult 
       completedAt: String(fields['completed_at'] ?? ''),
       ...(typeof fields['started_at'] === 'string' ? { startedAt: fields['started_at'] } : {}),
       stats: {
-        count: stats.count, sum: stats.sum, min: stats.min, max: stats.max,
+        count: stats.count, sum: stats.sum, min: stats.min, max: stats.max, argmin: stats.argmin!, argmax: stats.argmax!,
         avg: typeof stats.avg === 'number' ? stats.avg : stats.sum / stats.count,
         partials: stats.partials.map(Number),
       },

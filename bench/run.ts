@@ -9,8 +9,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { benchKernels } from './kernels.js';
 import { benchBrokers, benchEngine, type SweepBenchRow } from './engine.js';
+import { renderBenchChart } from './chart.js';
 
-export const BENCH_SECTIONS = ['kernels', 'engine', 'brokers', 'queue'] as const;
+export const BENCH_SECTIONS = ['kernels', 'user', 'engine', 'brokers', 'queue'] as const;
 export type BenchSection = (typeof BENCH_SECTIONS)[number];
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -30,9 +31,13 @@ function sweepTable(title: string, rows: SweepBenchRow[]): string {
   return lines.join('\n');
 }
 
-export async function runBenchmarks(opts: { quick?: boolean; only?: BenchSection[] } = {}): Promise<void> {
+/**
+ * `kernels` (ttg bench --kernel): user kernel sources to benchmark in the `user` section instead of
+ * the examples; given alone, only that section runs.
+ */
+export async function runBenchmarks(opts: { quick?: boolean; only?: BenchSection[]; kernels?: string[] } = {}): Promise<void> {
   const started = new Date().toISOString();
-  const want = (s: BenchSection) => !opts.only || opts.only.includes(s);
+  const want = (s: BenchSection) => (opts.only ? opts.only.includes(s) : !opts.kernels || s === 'user');
   const kernels = want('kernels') ? await benchKernels(opts) : [];
   const kernelLines = ['Kernels (one thread)', '  kernel       impl   slice      params/s'];
   for (const k of kernels) kernelLines.push(`  ${k.kernel.padEnd(12)} ${k.impl.padEnd(6)} ${String(k.sliceSize).padStart(8)} ${mps(k.paramsPerSecond).padStart(12)}`);
@@ -42,6 +47,14 @@ export async function runBenchmarks(opts: { quick?: boolean; only?: BenchSection
     if (w && j) kernelLines.push(`  ${kernel}: wasm/js = ${(w.paramsPerSecond / j.paramsPerSecond).toFixed(2)}x`);
   }
   if (kernels.length) process.stdout.write(kernelLines.join('\n') + '\n\n');
+
+  // Loaded only when asked for: it loads the AssemblyScript compiler to build the kernels.
+  let userKernels: Awaited<ReturnType<typeof import('./user-kernels.js').benchUserKernels>> = { rows: [], builtInComparison: null };
+  if (want('user')) {
+    const { benchUserKernels, userKernelTable } = await import('./user-kernels.js');
+    userKernels = await benchUserKernels({ quick: Boolean(opts.quick), ...(opts.kernels ? { sources: opts.kernels } : {}) });
+    if (userKernels.rows.length) process.stdout.write(userKernelTable(userKernels) + '\n\n');
+  }
 
   const engine = want('engine') ? await benchEngine(opts) : [];
   const engineLines = [sweepTable('Engine (embedded queue, whole sweeps)', engine)];
@@ -67,12 +80,16 @@ export async function runBenchmarks(opts: { quick?: boolean; only?: BenchSection
   const out = path.join(ROOT, 'bench/results');
   mkdirSync(out, { recursive: true });
   const file = path.join(out, 'latest.json');
-  writeFileSync(file, JSON.stringify({
+  const results = {
     started, finished: new Date().toISOString(), quick: Boolean(opts.quick),
     machine: { cpus: os.availableParallelism(), model: os.cpus()[0]?.model ?? '?', node: process.version },
-    kernels, engine, brokers, queue,
-  }, null, 2) + '\n');
-  process.stdout.write(`\nfigures written to ${path.relative(process.cwd(), file) || file}\n`);
+    kernels, userKernels, engine, brokers, queue,
+  };
+  writeFileSync(file, JSON.stringify(results, null, 2) + '\n');
+  // The same figures as a picture, beside them (the README shows a copy).
+  const chart = path.join(out, 'latest.svg');
+  writeFileSync(chart, renderBenchChart(results));
+  process.stdout.write(`\nfigures written to ${path.relative(process.cwd(), file) || file}, chart to ${path.relative(process.cwd(), chart) || chart}\n`);
 }
 
 // `node dist/bench/run.js [--quick]`

@@ -29,6 +29,9 @@ export interface ChunkStats {
   sum: number;
   min: number;
   max: number;
+  /** The smallest parameter at which `min` (`max`) is reached; -1 for an empty chunk. */
+  argmin: number;
+  argmax: number;
   avg: number;
   /** The exact sum as non-overlapping f64s (kernel/exact-sum.ts). */
   partials: number[];

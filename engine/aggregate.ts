@@ -7,6 +7,8 @@
  */
 import { chunkCount, chunkIdOf, type ChunkResult, type DeadLetter, type SweepSettings } from '../core/sweep.js';
 import { mergeChunkStats } from './stats.js';
+import { staticShare, type StaticWorkerSummary } from './static-worker.js';
+import { TtgError } from '../core/errors.js';
 
 export interface AggregateReport {
   total_params: number;
@@ -20,6 +22,9 @@ export interface AggregateReport {
   grand_sum_partials: number[];
   global_min: number | null;
   global_max: number | null;
+  /** The smallest parameter at which global_min (global_max) is reached. */
+  argmin: number | null;
+  argmax: number | null;
   overall_avg: number | null;
   /** Thread seconds spent computing chunks, summed over chunks (counted results only). */
   total_processing_time: number;
@@ -32,6 +37,8 @@ export interface AggregateReport {
   /** total_processing_time / wall_clock_time: how many threads were busy at once, on average. */
   parallelism_factor: number;
   worker_distribution: Record<string, number>;
+  /** `ttg run` only: the command's own time, from process start to the report (start-up and settling included). */
+  command_seconds?: number;
   complete: boolean;
   kernel: string | null;
   chunks?: Array<{ chunk_id: string; worker_id: string; count: number; sum: number; min: number; max: number; duration_seconds: number; completed_at: string }>;
@@ -41,7 +48,7 @@ export function buildReport(
   settings: SweepSettings | null,
   results: readonly ChunkResult[],
   deadLetters: readonly DeadLetter[] = [],
-  opts: { verbose?: boolean } = {},
+  opts: { verbose?: boolean; expectedChunkIds?: readonly string[] } = {},
 ): AggregateReport {
   const firstByChunk = new Map<string, ChunkResult>();
   let duplicates = 0;
@@ -52,14 +59,11 @@ export function buildReport(
   const counted = [...firstByChunk.values()].sort((a, b) => (a.chunkId < b.chunkId ? -1 : a.chunkId > b.chunkId ? 1 : 0));
   const merged = mergeChunkStats(counted.map((r) => r.stats));
 
-  const expectedChunks = settings ? chunkCount(settings) : null;
-  const missing: string[] = [];
-  if (expectedChunks !== null) {
-    for (let i = 0; i < expectedChunks; i++) {
-      const id = chunkIdOf(i, expectedChunks);
-      if (!firstByChunk.has(id)) missing.push(id);
-    }
-  }
+  const sweepChunks = settings ? chunkCount(settings) : 0;
+  const expectedIds = opts.expectedChunkIds ??
+    (settings ? Array.from({ length: sweepChunks }, (_, i) => chunkIdOf(i, sweepChunks)) : null);
+  const expectedChunks = expectedIds ? expectedIds.length : null;
+  const missing = expectedIds ? expectedIds.filter((id) => !firstByChunk.has(id)) : [];
 
   // Last dead letter of each chunk that never got a result.
   const deadByChunk = new Map<string, DeadLetter>();
@@ -96,6 +100,8 @@ export function buildReport(
     grand_sum_partials: merged.partials,
     global_min: count > 0 ? merged.min : null,
     global_max: count > 0 ? merged.max : null,
+    argmin: count > 0 ? merged.argmin : null,
+    argmax: count > 0 ? merged.argmax : null,
     overall_avg: count > 0 ? merged.sum / count : null,
     total_processing_time: round6(processing),
     throughput: processing > 0 ? Math.round(count / processing) : 0,
@@ -115,6 +121,68 @@ export function buildReport(
   return report;
 }
 
+/**
+ * The report of a static-mode sweep, from its workers' JSON summary lines
+ * (`ttg aggregate --static`): each share counts as one chunk (id = worker id),
+ * merged exactly from its partials; shares not there are missing, a share
+ * given twice counts once. `sources` name where each summary came from, for
+ * the errors. Throws TtgError when the summaries are not of one sweep.
+ */
+export function buildStaticReport(
+  summaries: ReadonlyArray<{ summary: StaticWorkerSummary; source: string }>,
+  opts: { verbose?: boolean } = {},
+): AggregateReport {
+  if (summaries.length === 0) throw new TtgError('no static worker summary found: pass the files holding the workers\' stdout (their last line), or pipe them in');
+  const first = summaries[0]!;
+  for (const { summary, source } of summaries) {
+    for (const key of ['total_params', 'total_workers', 'kernel'] as const) {
+      if (summary[key] !== first.summary[key]) {
+        throw new TtgError(`${source}: ${key} is ${summary[key]} but ${first.summary[key]} in ${first.source}: the summaries come from different sweeps`);
+      }
+    }
+    const share = staticShare(summary.total_params, summary.total_workers, Number(summary.worker_id));
+    if (summary.range_start !== share.start || summary.range_end !== share.end) {
+      throw new TtgError(`${source}: worker ${summary.worker_id} covered ${summary.range_start}..${summary.range_end}, ` +
+        `but its share of ${summary.total_params} params among ${summary.total_workers} workers is ${share.start}..${share.end}`);
+    }
+  }
+  const { total_params: totalParams, total_workers: workers, kernel } = first.summary;
+  const results: ChunkResult[] = summaries
+    .filter(({ summary }) => summary.status === 'completed')
+    .map(({ summary }) => ({
+      chunkId: summary.worker_id, workerId: summary.worker_id, status: 'completed', durationSeconds: summary.thread_seconds,
+      completedAt: summary.completed_at, startedAt: summary.started_at, stats: summary.aggregates,
+    }));
+  const report = buildReport(null, results, [], {
+    ...opts, expectedChunkIds: Array.from({ length: workers }, (_, i) => String(i)),
+  });
+  return { ...report, expected_params: totalParams, kernel };
+}
+
+/** Finds the static summaries in the text of a file (or stdin): every JSON line with mode "static". */
+export function staticSummariesIn(text: string, source: string): Array<{ summary: StaticWorkerSummary; source: string }> {
+  const found: Array<{ summary: StaticWorkerSummary; source: string }> = [];
+  text.split('\n').forEach((line, i) => {
+    if (!line.trimStart().startsWith('{')) return;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(line);
+    } catch {
+      return; // a log line that happens to start with a brace
+    }
+    const s = parsed as Partial<StaticWorkerSummary>;
+    if (s.mode !== 'static') return;
+    const at = `${source}:${i + 1}`;
+    const ints = ['range_start', 'range_end', 'total_params', 'total_workers'] as const;
+    const bad = ints.find((k) => !Number.isInteger(s[k])) ??
+      (typeof s.worker_id !== 'string' || !/^\d+$/.test(s.worker_id) ? 'worker_id' : undefined) ??
+      (!s.aggregates || !Array.isArray(s.aggregates.partials) || !Number.isInteger(s.aggregates.argmin) ? 'aggregates' : undefined);
+    if (bad) throw new TtgError(`${at}: a static summary without a valid ${bad} (is it from an older ttg? run the workers again)`);
+    found.push({ summary: s as StaticWorkerSummary, source: at });
+  });
+  return found;
+}
+
 function round6(x: number): number {
   return Math.round(x * 1e6) / 1e6;
 }
@@ -129,27 +197,38 @@ export function formatReport(r: AggregateReport): string {
   lines.push('Summary');
   lines.push(`  Parameters processed : ${fmt(r.total_params)}${r.expected_params !== null ? ` of ${fmt(r.expected_params)}` : ''}`);
   lines.push(`  Chunks               : ${fmt(r.total_chunks)}${r.expected_chunks !== null ? ` of ${fmt(r.expected_chunks)}` : ''}`);
-  lines.push(`  Grand sum            : ${r.grand_sum}`);
-  lines.push(`  Minimum              : ${r.global_min ?? '-'}`);
-  lines.push(`  Maximum              : ${r.global_max ?? '-'}`);
-  lines.push(`  Average              : ${r.overall_avg ?? '-'}`);
+  // Grouped and rounded to 6 decimals for reading; --json keeps every digit.
+  const num = (x: number | null) => (x === null ? '-' : fmt(x));
+  lines.push(`  Grand sum            : ${fmt(r.grand_sum)}`);
+  lines.push(`  Minimum              : ${num(r.global_min)}${r.argmin !== null ? ` at parameter ${fmt(r.argmin)}` : ''}`);
+  lines.push(`  Maximum              : ${num(r.global_max)}${r.argmax !== null ? ` at parameter ${fmt(r.argmax)}` : ''}`);
+  lines.push(`  Average              : ${num(r.overall_avg)}`);
   if (r.missing_chunks.length > 0) {
     const shown = r.missing_chunks.slice(0, 20).join(', ');
-    lines.push(`  Missing chunks       : ${r.missing_chunks.length} (${shown}${r.missing_chunks.length > 20 ? ', ...' : ''})`);
+    const more = r.missing_chunks.length - 20;
+    lines.push(`  Missing chunks       : ${r.missing_chunks.length} (${shown}${more > 0 ? `, ... ${more} more` : ''})`);
   }
   if (r.dead_lettered_chunks.length > 0) {
     lines.push(`  Dead-lettered chunks : ${r.dead_lettered_chunks.length}`);
     for (const d of r.dead_lettered_chunks.slice(0, 10)) {
       lines.push(`    ${d.chunk_id}: ${d.reason} (after ${d.attempts} attempts)`);
     }
+    const more = r.dead_lettered_chunks.length - 10;
+    if (more > 0) lines.push(`    ... ${more} more (ttg aggregate --json lists them all)`);
   }
   if (r.duplicate_results > 0) lines.push(`  Duplicate results    : ${r.duplicate_results} (not counted)`);
+  // What each figure is, in its own words: the thread figures are wall time inside the kernel
+  // threads (Node 20 gives no per-thread CPU clock), so with more threads than cores they
+  // include time spent waiting for a core, and "busy threads" can exceed the core count.
   lines.push('', 'Throughput');
-  lines.push(`  Wall-clock time      : ${r.wall_clock_time.toFixed(3)} s`);
-  lines.push(`  Processing time      : ${r.total_processing_time.toFixed(3)} s (thread time, summed)`);
-  lines.push(`  Effective params/s   : ${fmt(r.effective_throughput)}`);
-  lines.push(`  CPU params/s         : ${fmt(r.throughput)}`);
-  lines.push(`  Parallelism factor   : ${r.parallelism_factor.toFixed(2)}x`);
+  lines.push(`  Sweep span           : ${r.wall_clock_time.toFixed(3)} s (first chunk started to last chunk committed)`);
+  if (r.command_seconds !== undefined) {
+    lines.push(`  Command time         : ${r.command_seconds.toFixed(3)} s (this command from start to report: start-up and settling included)`);
+  }
+  lines.push(`  Params/s over span   : ${fmt(r.effective_throughput)}`);
+  lines.push(`  Thread busy time     : ${r.total_processing_time.toFixed(3)} s (wall time inside kernel threads, summed)`);
+  lines.push(`  Params/s per thread  : ${fmt(r.throughput)} (per second of thread busy time)`);
+  lines.push(`  Busy threads (avg)   : ${r.parallelism_factor.toFixed(2)} (busy time / span; above the core count, threads waited for cores)`);
   lines.push('', 'Chunks per worker');
   const entries = Object.entries(r.worker_distribution).sort(([a], [b]) => a.localeCompare(b, 'en', { numeric: true }));
   const most = Math.max(1, ...entries.map(([, n]) => n));

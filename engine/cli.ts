@@ -10,28 +10,28 @@ import { createLogger, redact, type Logger } from '../core/log.js';
 import { KernelPool } from './pool.js';
 import { QueueWorker } from './queue-worker.js';
 import { StaticWorker } from './static-worker.js';
-import { buildReport, formatReport } from './aggregate.js';
+import { buildReport, buildStaticReport, formatReport, staticSummariesIn, type AggregateReport } from './aggregate.js';
+import { commandHelp, usage } from './help.js';
+import { cmdKernel } from './kernel-command.js';
 import { runMonitor } from './monitor.js';
+import { WebMonitor } from './web-monitor.js';
 import { createBackend } from './backend.js';
+import type { QueueBackend } from '../backends/types.js';
 import { WorkerMetrics } from './metrics.js';
 import { WorkerEndpoints, type Probe } from './http.js';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { text as readStream } from 'node:stream/consumers';
 
 const VERSION: string = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version;
 
-const USAGE = `usage: ttg <command> [flags]
+/** Exit status of `ttg aggregate` and `ttg run` when the sweep has chunks missing (README). */
+const EXIT_INCOMPLETE = 3;
 
-commands:
-  worker                 run one worker (configured by the environment; see README)
-  run [--workers N] [--backend memory|redis|rabbitmq] [--fresh] [--json]
-                         run a whole sweep on this machine and print its report
-  aggregate [--json] [--verbose]
-                         print the report of the sweep on the configured backend
-  monitor [--interval S] [--once]
-                         live progress of the sweep on the configured backend
-  reset                  delete the sweep's queue state on the configured backend
-  bench [--quick] [--only kernels,engine,brokers,queue]
-                         run the benchmarks (queue: real worker processes beside BullMQ)`;
+/** Prints the report; its exit status says whether the sweep is complete. */
+function printReport(report: AggregateReport, json: boolean): number {
+  process.stdout.write((json ? JSON.stringify(report) : formatReport(report)) + '\n');
+  return report.complete ? 0 : EXIT_INCOMPLETE;
+}
 
 interface Flags {
   [name: string]: string | boolean;
@@ -65,6 +65,44 @@ function positiveInt(flag: string, value: string | boolean | undefined, def: num
     throw new ConfigError(`--${flag} must be a positive integer, got "${String(value)}"`);
   }
   return Number(value);
+}
+
+/** `--port`: the web monitor's port (docs/design.md: 8080 unless said otherwise). */
+function webPort(value: string | boolean | undefined): number {
+  if (value === undefined) return 8080;
+  if (typeof value !== 'string' || !/^\d+$/.test(value) || Number(value) > 65535) {
+    throw new ConfigError(`--port must be a port number (0-65535; 0 picks a free one), got "${String(value)}"`);
+  }
+  return Number(value);
+}
+
+/** Starts the web monitor and says its address (on stdout unless `announce` says where). */
+async function startWebMonitor(opts: {
+  source: { backend: QueueBackend } | { connect: () => Promise<QueueBackend> };
+  config: Config; log: Logger; port: number; host?: string; intervalMs?: number; announce?: (line: string) => void;
+}): Promise<WebMonitor> {
+  const { source, config, log, port, host, intervalMs } = opts;
+  const monitor = new WebMonitor({
+    ...source, kind: config.queueBackend, queuePrefix: config.queuePrefix, port, log,
+    ...(host ? { host } : {}), ...(intervalMs ? { intervalMs } : {}),
+  });
+  await monitor.start();
+  const shown = host && host !== '0.0.0.0' && host !== '::' ? host : 'localhost';
+  const announce = opts.announce ?? ((line: string) => process.stdout.write(line + '\n'));
+  announce(`ttg monitor: the page for the sweep on ${config.queueBackend} (QUEUE_PREFIX=${config.queuePrefix}) ` +
+    `is at http://${shown}:${monitor.port}/`);
+  return monitor;
+}
+
+/** Resolves at the first SIGINT/SIGTERM; a second one exits at once. */
+function untilSignal(): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const off = onSignals(() => {
+      resolve();
+      // Keep the handler for a while: a second Ctrl-C during the close must not kill the process unannounced.
+      setTimeout(off, 5000).unref();
+    }, () => process.exit(1));
+  });
 }
 
 function logger(config: Config, name?: string): Logger {
@@ -162,7 +200,14 @@ async function cmdWorker(args: string[]): Promise<number> {
 }
 
 async function cmdRun(args: string[]): Promise<number> {
-  const flags = parseFlags(args, { workers: 'value', backend: 'value', fresh: 'bool', json: 'bool', verbose: 'bool' });
+  const flags = parseFlags(args, {
+    workers: 'value', backend: 'value', fresh: 'bool', json: 'bool', verbose: 'bool', monitor: 'value', port: 'value',
+  });
+  if (flags['monitor'] !== undefined && flags['monitor'] !== 'web') {
+    throw new ConfigError(`--monitor must be web (the live page), got "${String(flags['monitor'])}"`);
+  }
+  if (flags['port'] !== undefined && flags['monitor'] === undefined) throw new ConfigError('--port is the web monitor\'s port: give it with --monitor web');
+  const port = webPort(flags['port']);
   // `ttg run` is self-contained: the embedded queue unless a backend is asked for.
   const env = { ...process.env };
   if (typeof flags['backend'] === 'string') {
@@ -183,8 +228,13 @@ async function cmdRun(args: string[]): Promise<number> {
   let probes = () => ({ health: { ok: true, detail: 'starting' }, ready: STARTING });
   const { metrics, close: closeEndpoints } = await serveEndpoints(base, log, 'queue', () => probes());
   const reader = await createBackend({ config: base, workerId: 'run', log });
+  let web: WebMonitor | null = null;
   try {
     if (flags['fresh'] || base.queueBackend === 'memory') await reader.reset();
+    if (flags['monitor'] === 'web') web = await startWebMonitor({
+      // stdout carries the report (one JSON object with --json): the address goes with the logs.
+      source: { backend: reader }, config: base, log, port, announce: (line) => process.stderr.write(line + '\n'),
+    });
     const loops = await Promise.all(
       Array.from({ length: workers }, async (_, i) => {
         const config: Config = { ...base, workerId: String(i) };
@@ -211,9 +261,17 @@ async function cmdRun(args: string[]): Promise<number> {
     const report = buildReport(await reader.readSettings(), await reader.readResults(), await reader.readDeadLetters(), {
       verbose: Boolean(flags['verbose']),
     });
-    process.stdout.write((flags['json'] ? JSON.stringify(report) : formatReport(report)) + '\n');
-    return report.complete ? 0 : 1;
+    report.command_seconds = Math.round(process.uptime() * 1000) / 1000;
+    const status = printReport(report, Boolean(flags['json']));
+    if (web) {
+      // The page shows the final report too: keep serving it until the user is done looking.
+      await web.refresh();
+      log.info(`sweep done; the page stays at http://localhost:${web.port}/ until Ctrl-C`);
+      await untilSignal();
+    }
+    return status;
   } finally {
+    await web?.close();
     await closeEndpoints();
     await reader.close().catch(() => {});
     await pool.close().catch(() => {});
@@ -228,7 +286,30 @@ async function readerBackend(name: string) {
 }
 
 async function cmdAggregate(args: string[]): Promise<number> {
-  const flags = parseFlags(args, { json: 'bool', verbose: 'bool' });
+  // With --static, the other words are files of static workers' summaries (none: stdin).
+  const isStatic = args.includes('--static');
+  const files = isStatic ? args.filter((a) => !a.startsWith('--')) : [];
+  const flags = parseFlags(args.filter((a) => !files.includes(a)), { json: 'bool', verbose: 'bool', static: 'bool', port: 'value', host: 'value' });
+  if (flags['port'] !== undefined || flags['host'] !== undefined) {
+    throw new ConfigError('--host and --port are not flags of ttg: the broker\'s address comes from the environment ' +
+      '(REDIS_HOST/REDIS_PORT or REDIS_URL; RABBITMQ_HOST/RABBITMQ_PORT or AMQP_URL), e.g. REDIS_PORT=6380 ttg aggregate');
+  }
+  if (isStatic) {
+    const summaries = [];
+    if (files.length === 0) summaries.push(...staticSummariesIn(await readStream(process.stdin), 'stdin'));
+    for (const file of files) {
+      let text: string;
+      try {
+        text = readFileSync(file, 'utf8');
+      } catch (err) {
+        throw new ConfigError(`cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+      }
+      const found = staticSummariesIn(text, file);
+      if (found.length === 0) throw new TtgError(`${file} holds no static worker summary (a JSON line with "mode":"static")`);
+      summaries.push(...found);
+    }
+    return printReport(buildStaticReport(summaries, { verbose: Boolean(flags['verbose']) }), Boolean(flags['json']));
+  }
   const { config, backend } = await readerBackend('aggregate');
   try {
     const settings = await backend.readSettings();
@@ -236,17 +317,32 @@ async function cmdAggregate(args: string[]): Promise<number> {
       throw new TtgError(`no sweep found on ${config.queueBackend} under QUEUE_PREFIX=${config.queuePrefix}: start workers first, or check QUEUE_BACKEND / QUEUE_PREFIX`);
     }
     const report = buildReport(settings, await backend.readResults(), await backend.readDeadLetters(), { verbose: Boolean(flags['verbose']) });
-    process.stdout.write((flags['json'] ? JSON.stringify(report) : formatReport(report)) + '\n');
-    return 0;
+    return printReport(report, Boolean(flags['json']));
   } finally {
     await backend.close().catch(() => {});
   }
 }
 
 async function cmdMonitor(args: string[]): Promise<number> {
-  const flags = parseFlags(args, { interval: 'value', once: 'bool' });
-  const interval = Number(flags['interval'] ?? 2);
+  const flags = parseFlags(args, { interval: 'value', once: 'bool', web: 'bool', port: 'value', host: 'value' });
+  const interval = Number(flags['interval'] ?? (flags['web'] ? 1 : 2));
   if (!Number.isFinite(interval) || interval <= 0) throw new ConfigError(`--interval must be a positive number of seconds, got "${String(flags['interval'])}"`);
+  if (!flags['web'] && (flags['port'] !== undefined || flags['host'] !== undefined)) {
+    throw new ConfigError('--port and --host are the web page\'s address: give them with --web (the broker\'s address comes from the environment)');
+  }
+  if (flags['web'] && flags['once']) throw new ConfigError('--once and --web do not go together: the page is live');
+  const port = webPort(flags['port']);
+  if (flags['web']) {
+    const config = loadConfig({ ...process.env, USE_QUEUE: 'true' });
+    const log = logger(config, 'monitor');
+    const web = await startWebMonitor({
+      source: { connect: () => createBackend({ config, workerId: 'monitor', log }) },
+      config, log, port, intervalMs: interval * 1000, ...(typeof flags['host'] === 'string' ? { host: flags['host'] } : {}),
+    });
+    await untilSignal();
+    await web.close();
+    return 0;
+  }
   const { config, backend } = await readerBackend('monitor');
   let stop = false;
   let stopNow = () => {};
@@ -277,12 +373,20 @@ async function cmdReset(args: string[]): Promise<number> {
 }
 
 async function cmdBench(args: string[]): Promise<number> {
-  const flags = parseFlags(args, { quick: 'bool', only: 'value' });
+  const flags = parseFlags(args, { quick: 'bool', only: 'value', kernel: 'value' });
   const { runBenchmarks, BENCH_SECTIONS } = await import('../bench/run.js');
   const only = typeof flags['only'] === 'string' ? flags['only'].split(',') : undefined;
   const unknown = only?.filter((s) => !(BENCH_SECTIONS as readonly string[]).includes(s)) ?? [];
   if (unknown.length) throw new ConfigError(`--only takes a comma-separated list of ${BENCH_SECTIONS.join(', ')}, got "${unknown.join(',')}"`);
-  await runBenchmarks({ quick: Boolean(flags['quick']), ...(only ? { only: only as typeof BENCH_SECTIONS[number][] } : {}) });
+  const kernel = typeof flags['kernel'] === 'string' ? flags['kernel'] : undefined;
+  if (kernel !== undefined && (!/\.(ts|wasm)$/.test(kernel) || !existsSync(kernel))) {
+    throw new ConfigError(`--kernel takes a user kernel, NAME.ts or NAME.wasm (its twin NAME.js beside it), got "${kernel}"${/\.(ts|wasm)$/.test(kernel) ? ': no such file' : ''}`);
+  }
+  await runBenchmarks({
+    quick: Boolean(flags['quick']),
+    ...(only ? { only: only as typeof BENCH_SECTIONS[number][] } : {}),
+    ...(kernel ? { kernels: [kernel] } : {}),
+  });
   return 0;
 }
 
@@ -293,18 +397,37 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   monitor: cmdMonitor,
   reset: cmdReset,
   bench: cmdBench,
+  kernel: (args) => cmdKernel(args, parseFlags),
 };
 
 export async function main(argv: string[]): Promise<number> {
   const [command, ...args] = argv;
+  if (command === '--version' || command === '-V' || command === 'version') {
+    process.stdout.write(`ttg ${VERSION}\n`);
+    return 0;
+  }
   if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
-    process.stdout.write(USAGE + '\n');
+    const topic = command === 'help' ? args[0] : undefined;
+    if (topic !== undefined) {
+      const text = commandHelp(topic);
+      if (text === null) {
+        process.stderr.write(`ttg help: unknown command "${topic}"\n${usage()}\n`);
+        return 2;
+      }
+      process.stdout.write(text + '\n');
+      return 0;
+    }
+    (command === undefined ? process.stderr : process.stdout).write(usage() + '\n');
     return command === undefined ? 2 : 0;
   }
   const run = COMMANDS[command];
   if (!run) {
-    process.stderr.write(`ttg: unknown command "${command}"\n${USAGE}\n`);
+    process.stderr.write(`ttg: unknown command "${command}"\n${usage()}\n`);
     return 2;
+  }
+  if (args.includes('--help') || args.includes('-h')) {
+    process.stdout.write(commandHelp(command)! + '\n');
+    return 0;
   }
   try {
     return await run(args);

@@ -1,5 +1,5 @@
 /**
- * The worker's HTTP endpoints on METRICS_PORT (DESIGN.md), for the kubelet
+ * The worker's HTTP endpoints on METRICS_PORT (docs/design.md), for the kubelet
  * and Prometheus:
  *   /healthz  200 while the process is alive and its event loop turns (the
  *             answer comes from that loop, so a blocked loop fails the probe);

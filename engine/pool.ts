@@ -8,13 +8,14 @@
  * kernels whose cost varies across the range (mandelbrot).
  */
 import { Piscina } from 'piscina';
-import type { KernelImpl, KernelName, SliceStats } from '../kernel/types.js';
+import type { KernelChoice, KernelImpl, SliceStats } from '../kernel/types.js';
 import type { SliceOutcome, SliceTask } from './thread.js';
 import { mergeSlices, sliceRange } from './stats.js';
 
 export interface KernelPoolOptions {
   threads: number;
-  kernel: KernelName;
+  /** A built-in kernel's name, or a user kernel (each thread loads its module once). */
+  kernel: KernelChoice;
   impl: KernelImpl;
   simulateWorkMs?: number;
 }

@@ -19,8 +19,16 @@ export interface StaticWorkerSummary {
   status: 'completed' | 'interrupted';
   range_start: number;
   range_end: number;
+  /** The sweep this share belongs to, so `ttg aggregate --static` can check the shares add up. */
+  total_params: number;
+  total_workers: number;
+  kernel: string;
   params_processed: number;
   duration_seconds: number;
+  /** Thread time spent on the share, summed over its slices. */
+  thread_seconds: number;
+  started_at: string;
+  completed_at: string;
   params_per_second: number;
   aggregates: ChunkStats;
 }
@@ -60,6 +68,8 @@ export class StaticWorker {
   async run(): Promise<StaticWorkerSummary> {
     const config = this.#config;
     const started = performance.now();
+    const startedAt = new Date().toISOString();
+    let threadSeconds = 0;
     const { start, end } = staticShare(config.totalParams, config.totalWorkers, Number(config.workerId));
     const batch = batchSize(end - start, config.chunkSize);
     const batches = Math.ceil((end - start) / batch);
@@ -79,8 +89,9 @@ export class StaticWorker {
         const from = next;
         const to = Math.min(end, from + batch);
         next = to;
-        const p: Promise<void> = this.#pool.runRange(from, to, config.totalParams).then(({ stats }) => {
+        const p: Promise<void> = this.#pool.runRange(from, to, config.totalParams).then(({ stats, threadSeconds: spent }) => {
           done.push(stats);
+          threadSeconds += spent;
           processed += stats.count;
           this.#metrics?.paramsEvaluated(`worker-${config.workerId}`, stats.count);
           batchNo++;
@@ -102,8 +113,14 @@ export class StaticWorker {
       status: processed === end - start ? 'completed' : 'interrupted',
       range_start: start,
       range_end: end,
+      total_params: config.totalParams,
+      total_workers: config.totalWorkers,
+      kernel: config.kernel,
       params_processed: processed,
       duration_seconds: Math.round(duration * 1000) / 1000,
+      thread_seconds: Math.round(threadSeconds * 1e6) / 1e6,
+      started_at: startedAt,
+      completed_at: new Date().toISOString(),
       params_per_second: duration > 0 ? Math.round(processed / duration) : 0,
       aggregates,
     };

@@ -29,16 +29,26 @@ export function sliceRange(start: number, end: number, parts: number): Slice[] {
 }
 
 export function emptySlice(): SliceStats {
-  return { count: 0, min: Infinity, max: -Infinity, partials: [] };
+  return { count: 0, min: Infinity, max: -Infinity, argmin: -1, argmax: -1, partials: [] };
 }
 
-/** Merges slice statistics exactly (order does not change the result). */
+/**
+ * Merges slice statistics exactly (order does not change the result): where
+ * two slices reach the same extreme, the smaller parameter is its argument.
+ */
 export function mergeSlices(slices: readonly SliceStats[]): SliceStats {
   const merged = emptySlice();
   for (const s of slices) {
+    if (s.count === 0) continue;
     merged.count += s.count;
-    if (s.min < merged.min) merged.min = s.min;
-    if (s.max > merged.max) merged.max = s.max;
+    if (s.min < merged.min || (s.min === merged.min && s.argmin < merged.argmin)) {
+      merged.min = s.min;
+      merged.argmin = s.argmin;
+    }
+    if (s.max > merged.max || (s.max === merged.max && s.argmax < merged.argmax)) {
+      merged.max = s.max;
+      merged.argmax = s.argmax;
+    }
     mergePartials(merged.partials, s.partials);
   }
   return merged;
@@ -52,6 +62,8 @@ export function toChunkStats(s: SliceStats): ChunkStats {
     sum,
     min: s.min,
     max: s.max,
+    argmin: s.argmin,
+    argmax: s.argmax,
     avg: s.count > 0 ? sum / s.count : 0,
     partials: s.partials.slice(),
   };

@@ -1,13 +1,18 @@
 /**
  * Piscina thread entry: evaluates one slice of a chunk. The kernel module is
- * compiled and instantiated once per thread (module scope below), not once
- * per task; the logic lives in kernel/.
+ * compiled and instantiated once per thread (the maps below), not once per
+ * task; the logic lives in kernel/. A user kernel's module (or its JS twin)
+ * is loaded on the thread's first slice and kept: a kernel that traps or
+ * returns NaN fails that slice with an error naming the parameter, and the
+ * runner replaces its own instance, so the thread goes on.
  */
 import { createKernelRunner } from '../kernel/index.js';
-import type { KernelImpl, KernelName, KernelRunner, SliceStats } from '../kernel/types.js';
+import type { KernelChoice, KernelImpl, KernelRunner, SliceStats, UserKernelSpec } from '../kernel/types.js';
+import { UserJsKernel } from '../kernel/user-js.js';
+import { UserWasmKernel, type UserKernelRunner } from '../kernel/user-wasm.js';
 
 export interface SliceTask {
-  kernel: KernelName;
+  kernel: KernelChoice;
   impl: KernelImpl;
   start: number;
   end: number;
@@ -27,6 +32,33 @@ function runnerFor(impl: KernelImpl): KernelRunner {
   return runner;
 }
 
+/** User kernel runners of this thread, by impl and file. A failed load is not kept: the next slice tries again. */
+const userRunners = new Map<string, Promise<UserKernelRunner>>();
+
+function userRunnerFor(impl: KernelImpl, spec: UserKernelSpec): Promise<UserKernelRunner> {
+  const key = impl === 'wasm' ? `wasm:${spec.wasmPath}` : `js:${spec.jsPath}`;
+  let runner = userRunners.get(key);
+  if (!runner) {
+    runner = loadUserRunner(impl, spec);
+    userRunners.set(key, runner);
+    runner.catch(() => userRunners.delete(key));
+  }
+  return runner;
+}
+
+async function loadUserRunner(impl: KernelImpl, spec: UserKernelSpec): Promise<UserKernelRunner> {
+  if (impl === 'js') {
+    if (spec.jsPath === null) throw new Error(`kernel ${spec.name}: KERNEL_IMPL=js needs the kernel's JS twin (KERNEL_JS)`);
+    return UserJsKernel.fromFile(spec.jsPath, spec.name);
+  }
+  const kernel = UserWasmKernel.fromFile(spec.wasmPath, spec.name);
+  // The sweep's settings hold the hash this worker checked; a file replaced since then is another kernel.
+  if (kernel.sha256 !== spec.sha256) {
+    throw new Error(`kernel ${spec.name}: ${spec.wasmPath} changed while the worker ran (sha-256 ${kernel.sha256}, the sweep's is ${spec.sha256})`);
+  }
+  return kernel;
+}
+
 /** Spins (really uses the CPU, as a heavier kernel would) for `ms` milliseconds. */
 function busyWait(ms: number): void {
   const until = performance.now() + ms;
@@ -40,9 +72,15 @@ export interface SliceOutcome extends SliceStats {
   seconds: number;
 }
 
-export default function runSlice(task: SliceTask): SliceOutcome {
-  const t0 = performance.now();
-  const stats = runnerFor(task.impl).sweep(task.kernel, task.start, task.end, task.total);
+function finish(task: SliceTask, t0: number, stats: SliceStats): SliceOutcome {
   if (task.simulateWorkMs > 0) busyWait(task.simulateWorkMs * (task.end - task.start));
   return { ...stats, seconds: (performance.now() - t0) / 1000 };
+}
+
+export default function runSlice(task: SliceTask): SliceOutcome | Promise<SliceOutcome> {
+  const t0 = performance.now();
+  const { kernel } = task;
+  if (typeof kernel === 'string') return finish(task, t0, runnerFor(task.impl).sweep(kernel, task.start, task.end, task.total));
+  // Only the first slice of a thread waits for the load; the sweep itself is synchronous.
+  return userRunnerFor(task.impl, kernel).then((runner) => finish(task, t0, runner.sweep(task.start, task.end, task.total)));
 }

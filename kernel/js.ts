@@ -53,13 +53,21 @@ function sweepPlaceholder(start: number, end: number): SliceStats {
   const partials: number[] = [];
   let min = Infinity;
   let max = -Infinity;
+  let argmin = -1;
+  let argmax = -1;
   for (let p = start; p < end; p++) {
     const v = placeholderValue(p);
-    if (v < min) min = v;
-    if (v > max) max = v;
+    if (v < min) {
+      min = v;
+      argmin = p;
+    }
+    if (v > max) {
+      max = v;
+      argmax = p;
+    }
     addExact(partials, v);
   }
-  return { count: end - start, min, max, partials };
+  return { count: end - start, min, max, argmin, argmax, partials };
 }
 
 /**
@@ -72,13 +80,21 @@ function sweepMandelbrot(start: number, end: number): SliceStats {
   const partials: number[] = [];
   let min = Infinity;
   let max = -Infinity;
+  let argmin = -1;
+  let argmax = -1;
   for (let p = start; p < end; p++) {
     const v = mandelbrotValue(p);
-    if (v < min) min = v;
-    if (v > max) max = v;
+    if (v < min) {
+      min = v;
+      argmin = p;
+    }
+    if (v > max) {
+      max = v;
+      argmax = p;
+    }
     addExact(partials, v);
   }
-  return { count: end - start, min, max, partials };
+  return { count: end - start, min, max, argmin, argmax, partials };
 }
 
 const SWEEPS: Record<KernelName, (start: number, end: number) => SliceStats> = {

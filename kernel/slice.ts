@@ -13,6 +13,11 @@ export function checkSlice(kernel: KernelName, start: number, end: number, total
   if (!(KERNEL_NAMES as readonly string[]).includes(kernel)) {
     throw new TypeError(`unknown kernel ${JSON.stringify(kernel)}; expected one of ${KERNEL_NAMES.join(', ')}`);
   }
+  checkRange(start, end, total);
+}
+
+/** Throws unless 0 <= start <= end <= total <= MAX_KERNEL_PARAMS are integers (every kernel, user kernels too). */
+export function checkRange(start: number, end: number, total: number): void {
   for (const [name, value] of [['start', start], ['end', end], ['total', total]] as const) {
     if (!Number.isInteger(value) || value < 0 || value > MAX_KERNEL_PARAMS) {
       throw new RangeError(`slice ${name} must be an integer in 0..2^50, got ${value}`);

@@ -13,19 +13,37 @@ import type { KernelImpl, KernelName, KernelRunner, SliceStats } from './types.j
 /** build/kernel.wasm of the package: this file runs as dist/kernel/wasm.js, two levels below the root. */
 export const DEFAULT_WASM_PATH = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../build/kernel.wasm');
 
-/** The flat exports of kernel/assembly/index.ts (f64 arguments carry the parameters, i32 the counts). */
-interface KernelExports {
+/**
+ * The statistics exports every WASM kernel module has, built-in or user
+ * (kernel/assembly/stats.ts): f64 arguments carry the parameters, i32 the counts.
+ */
+export interface StatsExports {
   memory: WebAssembly.Memory;
   resetStats(): void;
-  addValues(n: number): void;
+  addValues(n: number, base: number): void;
   finishStats(): void;
   statCount(): number;
   statMin(): number;
   statMax(): number;
+  statArgMin(): number;
+  statArgMax(): number;
+  /** The first parameter of the last slice whose value was NaN or ±Infinity, or -1. */
+  statNonFinite(): number;
   partialCount(): number;
   partial(i: number): number;
   valuesPointer(): number;
   blockSize(): number;
+}
+
+/** The statistics of the last slice a module swept (or of the values added since resetStats, after finishStats). */
+export function readStats(e: StatsExports): SliceStats {
+  const partials: number[] = new Array(e.partialCount());
+  for (let i = 0; i < partials.length; i++) partials[i] = e.partial(i);
+  return { count: e.statCount(), min: e.statMin(), max: e.statMax(), argmin: e.statArgMin(), argmax: e.statArgMax(), partials };
+}
+
+/** The flat exports of kernel/assembly/index.ts. */
+interface KernelExports extends StatsExports {
   sweepPlaceholder(start: number, end: number, total: number): void;
   fillPlaceholder(start: number, n: number, total: number): number;
   sweepMandelbrot(start: number, end: number, total: number): void;
@@ -85,7 +103,10 @@ export class WasmKernelRunner implements KernelRunner {
   sweep(kernel: KernelName, start: number, end: number, total: number): SliceStats {
     checkSlice(kernel, start, end, total);
     this.#sweeps[kernel](start, end, total);
-    return this.#readStats();
+    const nonFinite = this.#exports.statNonFinite();
+    // The built-in kernels' values are finite by construction; a broken build would show here.
+    if (nonFinite >= 0) throw new RangeError(`kernel ${kernel} gave a value that is not finite at parameter ${nonFinite}`);
+    return readStats(this.#exports);
   }
 
   values(kernel: KernelName, start: number, end: number, total: number): Float64Array {
@@ -116,16 +137,9 @@ export class WasmKernelRunner implements KernelRunner {
         if (!Number.isFinite(v)) throw new RangeError(`values must be finite, got ${v} at index ${at + i}`);
         block[i] = v;
       }
-      e.addValues(n);
+      e.addValues(n, at);
     }
     e.finishStats();
-    return this.#readStats();
-  }
-
-  #readStats(): SliceStats {
-    const e = this.#exports;
-    const partials: number[] = new Array(e.partialCount());
-    for (let i = 0; i < partials.length; i++) partials[i] = e.partial(i);
-    return { count: e.statCount(), min: e.statMin(), max: e.statMax(), partials };
+    return readStats(e);
   }
 }

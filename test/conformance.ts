@@ -108,7 +108,7 @@ export function conformanceSuite(target: ConformanceTarget): void {
     const n = t.endParam - t.startParam;
     return {
       chunkId: t.chunkId, workerId, status: 'completed', durationSeconds: 0.001, completedAt: new Date().toISOString(),
-      stats: toChunkStats({ count: n, min: t.startParam, max: t.endParam - 1, partials: [((t.startParam + t.endParam - 1) * n) / 2] }),
+      stats: toChunkStats({ count: n, min: t.startParam, max: t.endParam - 1, argmin: t.startParam, argmax: t.endParam - 1, partials: [((t.startParam + t.endParam - 1) * n) / 2] }),
     };
   }
 

@@ -1,5 +1,5 @@
 /**
- * The worker's HTTP endpoints (DESIGN.md "HTTP endpoints"): /healthz, /readyz
+ * The worker's HTTP endpoints (docs/design.md "HTTP endpoints"): /healthz, /readyz
  * that follows the broker connection, and /metrics whose counts agree with
  * what the sweep itself recorded. Real `ttg worker` processes against the
  * real brokers (through a relay the test takes down and brings back), plus

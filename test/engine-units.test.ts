@@ -16,9 +16,12 @@ function placeholder(p: number): number {
   return ((p * 7 + 13) % 1000) + (m < 10 ? m / 10 : m / 100);
 }
 
-function statsOf(values: number[]): SliceStats {
-  const s: SliceStats = { count: 0, min: Infinity, max: -Infinity, partials: [] };
+/** Statistics of `values`, those of parameters first, first+1, ..., computed here the plain way. */
+function statsOf(values: number[], first = 0): SliceStats {
+  const s: SliceStats = { count: 0, min: Infinity, max: -Infinity, argmin: -1, argmax: -1, partials: [] };
   for (const v of values) {
+    if (v < s.min) s.argmin = first + s.count;
+    if (v > s.max) s.argmax = first + s.count;
     s.count++;
     s.min = Math.min(s.min, v);
     s.max = Math.max(s.max, v);
@@ -47,7 +50,7 @@ test('merging slices is exact and independent of how the range was cut', () => {
   const whole = toChunkStats(statsOf(values));
   assert.equal(whole.sum, 5000355); // docs/design.md's figure for TOTAL_PARAMS=10000
   for (const parts of [2, 3, 7, 64]) {
-    const slices = sliceRange(0, values.length, parts).map((s) => statsOf(values.slice(s.start, s.end)));
+    const slices = sliceRange(0, values.length, parts).map((s) => statsOf(values.slice(s.start, s.end), s.start));
     const forward = toChunkStats(mergeSlices(slices));
     const backward = toChunkStats(mergeSlices([...slices].reverse()));
     for (const merged of [forward, backward]) {
@@ -55,6 +58,9 @@ test('merging slices is exact and independent of how the range was cut', () => {
       assert.ok(Object.is(merged.sum, whole.sum));
       assert.equal(merged.min, 0.41);
       assert.equal(merged.max, 999.98);
+      // 0.41 needs 7p+13 ≡ 0 (mod 1000) and p ≡ 41 (mod 100): p = 141; 999.98 needs 7p+13 ≡ 999 and p ≡ 98: p = 998.
+      assert.equal(merged.argmin, 141);
+      assert.equal(merged.argmax, 998);
       assert.equal(merged.avg, merged.sum / 10000);
     }
   }
@@ -117,7 +123,7 @@ test('malformed task messages are named, not thrown', () => {
 });
 
 function result(chunk: number, worker: string, values: number[], completedAt: string, duration = 0.5): ChunkResult {
-  return { chunkId: chunkIdOf(chunk, 4), workerId: worker, status: 'completed', durationSeconds: duration, completedAt, stats: toChunkStats(statsOf(values)) };
+  return { chunkId: chunkIdOf(chunk, 4), workerId: worker, status: 'completed', durationSeconds: duration, completedAt, stats: toChunkStats(statsOf(values, chunk * 10)) };
 }
 
 test('the aggregator counts each chunk once, lists missing and dead-lettered chunks', () => {
@@ -139,6 +145,9 @@ test('the aggregator counts each chunk once, lists missing and dead-lettered chu
   assert.equal(r.grand_sum, toChunkStats(reference).sum);
   assert.equal(r.global_min, reference.min);
   assert.equal(r.global_max, reference.max);
+  assert.equal(r.argmin, reference.argmin);
+  assert.equal(r.argmax, reference.argmax);
+  assert.deepEqual([r.argmin, r.argmax], [0, 19], 'placeholder values rise over 0..19');
   assert.deepEqual(r.worker_distribution, { '0': 1, '1': 1 });
   assert.equal(r.total_processing_time, 1);
   assert.equal(r.wall_clock_time, 1.5); // 00:00:00.5 → 00:00:02
@@ -158,4 +167,16 @@ test('the aggregate is the same whatever the order results arrive in', () => {
   assert.ok(Object.is(a.grand_sum, b.grand_sum));
   assert.equal(a.complete, true);
   assert.match(formatReport(a), /Sweep complete/);
+});
+
+test('where two slices reach the same extreme, the merge keeps the smaller parameter, in any order', () => {
+  // Values repeat with period 3: min 0 at 0, 3, 6, ...; max 2 at 2, 5, 8, ...
+  const values = Array.from({ length: 30 }, (_, p) => p % 3);
+  const slices = [statsOf(values.slice(0, 10), 0), statsOf(values.slice(10, 20), 10), statsOf(values.slice(20), 20)];
+  for (const order of [slices, [...slices].reverse(), [slices[1]!, slices[2]!, slices[0]!]]) {
+    const m = mergeSlices(order);
+    assert.deepEqual([m.min, m.argmin, m.max, m.argmax], [0, 0, 2, 2]);
+  }
+  const empty = mergeSlices([]);
+  assert.deepEqual([empty.argmin, empty.argmax], [-1, -1]);
 });

@@ -215,6 +215,8 @@ test('the WASM superaccumulator gives the reference sum and valid partials', () 
     assert.ok(Object.is(sum, expected) || (sum === 0 && expected === 0), `${label}: ${sum} != ${expected}`);
     assertNonOverlapping(stats.partials, label);
     assert.equal(stats.count, values.length, label);
+    assert.equal(stats.argmin, values.indexOf(Math.min(...values)), `${label}: argmin`);
+    assert.equal(stats.argmax, values.indexOf(Math.max(...values)), `${label}: argmax`);
     // And it merges with JS partials like any other list.
     const merged = partialsOf(values);
     mergePartials(merged, stats.partials.map((p) => -p));
@@ -228,4 +230,18 @@ test('the WASM exact sum refuses non-finite values', () => {
   assert.throws(() => wasm.statsOf([NaN]), /finite/);
   // The instance stays usable.
   assert.equal(roundPartials(wasm.statsOf([1e16, 1, -1e16]).partials), 1);
+});
+
+test('WASM argmin and argmax are the first parameter of the extreme, across blocks', () => {
+  const wasm = new WasmKernelRunner();
+  // 10,000 values (three WASM blocks of 4096) with the extremes repeated in later blocks.
+  const values = Array.from({ length: 10_000 }, (_, i) => (i % 7) + 1);
+  for (const at of [9000, 5000, 4100]) values[at] = -5;
+  for (const at of [8191, 4096, 9999]) values[at] = 50;
+  const s = wasm.statsOf(values);
+  assert.deepEqual([s.min, s.argmin, s.max, s.argmax], [-5, 4100, 50, 4096]);
+  // A block that only ties the extreme keeps the earlier parameter.
+  const ties = Array.from({ length: 9000 }, () => 3);
+  const t = wasm.statsOf(ties);
+  assert.deepEqual([t.argmin, t.argmax], [0, 0]);
 });

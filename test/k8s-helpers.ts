@@ -1,7 +1,7 @@
 /**
  * Reading the deployment in k8s/ without a cluster: manifests (as kustomize renders a
  * resources-only kustomization), the environment a container gets from the kubelet, the
- * Dockerfile's stages, and DESIGN.md's deployment contracts written down once for the tests.
+ * Dockerfile's stages, and docs/design.md's deployment contracts written down once for the tests.
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -15,7 +15,7 @@ export function packageVersion(): string {
   return JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version;
 }
 
-/** DESIGN.md, "Deployment" and "HTTP endpoints": what users, scripts and manifests rely on. */
+/** docs/design.md, "Deployment" and "HTTP endpoints": what users, scripts and manifests rely on. */
 export const CONTRACT = {
   image: () => `ttg-worker:${packageVersion()}`,
   cluster: 'ttg-sandbox',

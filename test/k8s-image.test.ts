@@ -9,11 +9,13 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { golden, lastJsonLine, randomPrefix, requireRabbit, requireRedis, ROOT, testEnv } from './helpers.js';
 import { CONTRACT, K8S_DIR, execForm, parseDockerfile, stageCopies, type DockerStage } from './k8s-helpers.js';
+import { freePort } from './relay.js';
 
 const stages = parseDockerfile(readFileSync(path.join(K8S_DIR, 'Dockerfile'), 'utf8'));
 const runtime = stages.at(-1)!;
@@ -133,10 +135,18 @@ function brokerEnv(backend: string, prefix: string, extra: Record<string, string
 const ref10k = () => golden().placeholder.find((g) => g.start === 0 && g.end === 10_000)!;
 
 test('the runtime stage holds production dependencies, dist/, the compiled kernel and the Lua scripts, and nothing of the tests', () => {
-  for (const needed of ['package.json', 'dist/engine/cli.js', 'dist/kernel/wasm.js', 'build/kernel.wasm', 'backends/redis/init-7.lua', 'node_modules/piscina', 'node_modules/prom-client']) {
+  for (const needed of [
+    'package.json', 'dist/engine/cli.js', 'dist/kernel/wasm.js', 'build/kernel.wasm', 'backends/redis/init-7.lua', 'node_modules/piscina',
+    'node_modules/prom-client', 'engine/web/index.html', 'node_modules/uplot/dist/uPlot.iife.min.js',
+    // What `ttg kernel build` needs at run time: the compiler, the wrapper and the statistics.
+    'node_modules/assemblyscript/dist/asc.js', 'kernel/assembly/stats.ts', 'kernel/assembly/user-kernel.ts',
+  ]) {
     assert.ok(existsSync(path.join(imageDir, needed)), `/app/${needed}`);
   }
-  for (const devOnly of ['node_modules/typescript', 'node_modules/assemblyscript', 'node_modules/kubernetes-models', 'dist/test', 'test', 'kernel/assembly']) {
+  for (const devOnly of [
+    // (assemblyscript is a runtime dependency since `ttg kernel build` compiles user kernels.)
+    'node_modules/typescript', 'node_modules/kubernetes-models', 'node_modules/playwright-core', 'dist/test', 'test', 'kernel/assembly/index.ts',
+  ]) {
     assert.ok(!existsSync(path.join(imageDir, devOnly)), `no /app/${devOnly}`);
   }
   assert.equal(imageEnv['NODE_ENV'], 'production');
@@ -176,3 +186,66 @@ for (const [backend, requireServer] of [['redis', requireRedis], ['rabbitmq', re
     assert.deepEqual(report['missing_chunks'], []);
   });
 }
+
+test('ttg monitor --web serves its page and uPlot from the image layout (no CDN, no dev dependency), and stops on SIGTERM', async () => {
+  await requireRedis();
+  const prefix = randomPrefix('image-web');
+  const port = await freePort();
+  const [, ...entry] = execForm(runtime, 'ENTRYPOINT');
+  const child = spawn(process.execPath, [...entry, 'monitor', '--web', '--port', String(port), '--host', '127.0.0.1'], {
+    cwd: imageDir, env: { ...brokerEnv('redis', prefix, {}), ...imageEnv }, stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  try {
+    const get = async (p: string) => {
+      const deadline = Date.now() + 15_000;
+      for (;;) {
+        try {
+          const res = await fetch(`http://127.0.0.1:${port}${p}`);
+          return { status: res.status, type: res.headers.get('content-type') ?? '', body: await res.text() };
+        } catch (err) {
+          if (Date.now() > deadline) throw new Error(`nothing answers on ${port}: ${stderr}`, { cause: err });
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+      }
+    };
+    const page = await get('/');
+    assert.equal(page.status, 200);
+    assert.match(page.body, /<script src="\/vendor\/uPlot\.iife\.min\.js">/);
+    assert.doesNotMatch(page.body, /https?:\/\//, 'the page loads nothing from another host');
+    const uplot = await get('/vendor/uPlot.iife.min.js');
+    assert.equal(uplot.status, 200);
+    assert.match(uplot.type, /javascript/);
+    assert.equal(uplot.body, readFileSync(path.join(imageDir, 'node_modules/uplot/dist/uPlot.iife.min.js'), 'utf8'));
+    for (const asset of ['/app.js', '/style.css', '/vendor/uPlot.min.css']) assert.equal((await get(asset)).status, 200, asset);
+    const deadline = Date.now() + 15_000;
+    let snapshot = JSON.parse((await get('/snapshot.json')).body);
+    while (!snapshot.broker.ok) {
+      assert.ok(Date.now() < deadline, `the monitor reaches Redis: ${JSON.stringify(snapshot.broker)}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      snapshot = JSON.parse((await get('/snapshot.json')).body);
+    }
+    assert.equal(snapshot.sweep, null, 'no sweep under a fresh prefix');
+  } finally {
+    child.kill('SIGTERM');
+  }
+  assert.equal(await exited, 0, stderr);
+});
+
+test('ttg kernel build and check run from the image layout: a user kernel compiles there, as a derived image does it', async () => {
+  const out = mkdtempSync(path.join(os.tmpdir(), 'ttg-image-kernel-'));
+  try {
+    const source = path.join(ROOT, 'examples', 'collatz.ts');
+    const built = await runInImage(['kernel', 'build', source, '--out', path.join(out, 'collatz.wasm')], testEnv({}));
+    assert.equal(built.code, 0, built.stderr);
+    const sha = /^sha256 ([0-9a-f]{64})$/m.exec(built.stdout)?.[1];
+    assert.equal(sha, createHash('sha256').update(readFileSync(path.join(out, 'collatz.wasm'))).digest('hex'));
+    const checked = await runInImage(['kernel', 'check', path.join(out, 'collatz.wasm'), '--twin', path.join(ROOT, 'examples', 'collatz.js'), '--total', '100000'], testEnv({}));
+    assert.equal(checked.code, 0, checked.stdout + checked.stderr);
+    assert.match(checked.stdout, /statistics of \[0, 100000\) agree: sum \d+, min 0 at 0, max 350 at 77030/);
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+});

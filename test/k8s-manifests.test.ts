@@ -3,7 +3,7 @@
  * against the Kubernetes and KEDA schemas (kubernetes-models at run time, and their
  * TypeScript types for fields the API does not know), the kustomizations list and render
  * every file, the environment the manifests give ttg is one ttg reads and accepts, and
- * names, labels, ports and probes agree with the Dockerfile and DESIGN.md's contracts.
+ * names, labels, ports and probes agree with the Dockerfile and docs/design.md's contracts.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

@@ -36,7 +36,7 @@ function assertSameValues(kernel: KernelName, start: number, end: number, total:
   assert.fail(`${kernel} p=${start + i} (range [${start}, ${end})): wasm ${a[i]} js ${b[i]}`);
 }
 
-/** Same count, min, max and rounded sum, and those are the statistics of the values themselves. */
+/** Same count, min, max, argmin, argmax and rounded sum, and those are the statistics of the values themselves. */
 function assertSameStats(kernel: KernelName, start: number, end: number, total: number): void {
   const label = `${kernel} [${start}, ${end}) of ${total}`;
   const a = wasm.sweep(kernel, start, end, total);
@@ -47,6 +47,9 @@ function assertSameStats(kernel: KernelName, start: number, end: number, total: 
     assert.ok(Object.is(s.min, values.length ? Math.min(...values) : Infinity), label);
     assert.ok(Object.is(s.max, values.length ? Math.max(...values) : -Infinity), label);
     assert.ok(Object.is(roundPartials(s.partials), exactSum(values)), label);
+    // The smallest parameter where the extreme is reached: the first index of it in the values.
+    assert.equal(s.argmin, values.length ? start + values.indexOf(s.min) : -1, `${label} argmin`);
+    assert.equal(s.argmax, values.length ? start + values.indexOf(s.max) : -1, `${label} argmax`);
   }
   assert.ok(Object.is(roundPartials(a.partials), roundPartials(b.partials)), label);
 }
@@ -67,9 +70,16 @@ function checkGolden(runner: KernelRunner, kernel: KernelName, maxLength = Infin
 test('placeholder matches the golden statistics (wasm and js)', () => {
   for (const runner of RUNNERS) checkGolden(runner, 'placeholder');
   // docs/design.md's own figures over TOTAL_PARAMS=10000.
-  const s = wasm.sweep('placeholder', 0, 10_000, 10_000);
-  assert.equal(roundPartials(s.partials), 5000355);
-  assert.equal(roundPartials(s.partials) / s.count, 500.0355);
+  for (const runner of RUNNERS) {
+    const s = runner.sweep('placeholder', 0, 10_000, 10_000);
+    assert.equal(roundPartials(s.partials), 5000355);
+    assert.equal(roundPartials(s.partials) / s.count, 500.0355);
+    // Worked out by hand: 0.41 needs 7p+13 ≡ 0 (mod 1000) and p ≡ 41 (mod 100), first at p = 141;
+    // 999.98 needs 7p+13 ≡ 999 and p ≡ 98, first at p = 998.
+    assert.deepEqual([s.argmin, s.argmax], [141, 998], runner.impl);
+  }
+  // Over [142, 10000) the first 0.41 is one period (1000) later.
+  assert.equal(wasm.sweep('placeholder', 142, 10_000, 10_000).argmin, 1141);
 });
 
 test('mandelbrot matches the golden statistics (wasm)', () => {
@@ -148,10 +158,10 @@ test('WASM and JS give the same statistics', () => {
   }
 });
 
-test('an empty slice has count 0, min +Infinity, max -Infinity and no partials', () => {
+test('an empty slice has count 0, min +Infinity, max -Infinity, argmin and argmax -1 and no partials', () => {
   for (const runner of RUNNERS) {
     for (const kernel of KERNEL_NAMES) {
-      assert.deepEqual(runner.sweep(kernel, 42, 42, 100), { count: 0, min: Infinity, max: -Infinity, partials: [] });
+      assert.deepEqual(runner.sweep(kernel, 42, 42, 100), { count: 0, min: Infinity, max: -Infinity, argmin: -1, argmax: -1, partials: [] });
       assert.equal(runner.values(kernel, 42, 42, 100).length, 0);
     }
   }

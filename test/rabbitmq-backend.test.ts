@@ -55,7 +55,7 @@ function resultFor(d: Delivery, workerId: string): ChunkResult {
   const sum = ((t.startParam + t.endParam - 1) * n) / 2;
   return {
     chunkId: t.chunkId, workerId, status: 'completed', durationSeconds: 0.001, completedAt: new Date().toISOString(),
-    stats: { count: n, sum, min: t.startParam, max: t.endParam - 1, avg: sum / n, partials: [sum] },
+    stats: { count: n, sum, min: t.startParam, max: t.endParam - 1, argmin: t.startParam, argmax: t.endParam - 1, avg: sum / n, partials: [sum] },
   };
 }
 

@@ -53,7 +53,7 @@ function resultFor(d: Delivery, workerId = '0'): ChunkResult {
   const count = d.task!.endParam - d.task!.startParam;
   return {
     chunkId: d.task!.chunkId, workerId, status: 'completed', durationSeconds: 0.25, completedAt: new Date().toISOString(),
-    stats: { count, sum: count * 2, min: 1, max: 3, avg: 2, partials: [count * 2] },
+    stats: { count, sum: count * 2, min: 1, max: 3, argmin: d.task!.startParam, argmax: d.task!.startParam + 1, avg: 2, partials: [count * 2] },
   };
 }
 
@@ -156,7 +156,7 @@ describe('Redis backend', () => {
     assert.equal(results[0]!['status'], 'completed');
     assert.equal(results[0]!['worker_id'], '0');
     assert.equal(results[0]!['duration_seconds'], '0.25');
-    assert.deepEqual(Object.keys(JSON.parse(results[0]!['result_data']!)).sort(), ['avg', 'count', 'max', 'min', 'partials', 'sum']);
+    assert.deepEqual(Object.keys(JSON.parse(results[0]!['result_data']!)).sort(), ['argmax', 'argmin', 'avg', 'count', 'max', 'min', 'partials', 'sum']);
     assert.equal(await raw.hlen(`${prefix}:done`), 3);
     // Reading results does not consume them.
     const once = await b.readResults();

@@ -61,6 +61,7 @@ test('ttg run sweeps on the embedded queue and prints the report', async () => {
   assert.equal(report['grand_sum'], ref.sum);
   assert.equal(report['global_min'], ref.min);
   assert.equal(report['global_max'], ref.max);
+  assert.deepEqual([report['argmin'], report['argmax']], [141, 998], 'first parameters of 0.41 and 999.98');
   assert.equal(report['overall_avg'], ref.avg);
   assert.equal(report['total_chunks'], 100);
   assert.deepEqual(report['missing_chunks'], []);
@@ -69,9 +70,14 @@ test('ttg run sweeps on the embedded queue and prints the report', async () => {
   const text = await runTtg(['run'], testEnv({ THREADS: 2, TOTAL_PARAMS: 5000, CHUNK_SIZE: 50 }));
   assert.equal(text.code, 0, text.stderr);
   assert.match(text.stdout, /Grand sum\s+: \d/);
-  assert.match(text.stdout, /Effective params\/s/);
-  assert.match(text.stdout, /CPU params\/s/);
-  assert.match(text.stdout, /Parallelism factor/);
+  assert.match(text.stdout, /Minimum\s+: 0\.41 at parameter 141\n/);
+  assert.match(text.stdout, /Params\/s over span/);
+  assert.match(text.stdout, /Params\/s per thread/);
+  assert.match(text.stdout, /Busy threads \(avg\)/);
+  // The command's own time covers the sweep's span and more (start-up, settling).
+  const span = Number(/Sweep span\s+: ([\d.]+) s/.exec(text.stdout)?.[1]);
+  const command = Number(/Command time\s+: ([\d.]+) s/.exec(text.stdout)?.[1]);
+  assert.ok(span > 0 && command > span, `command ${command} s > span ${span} s`);
   assert.match(text.stdout, /Chunks per worker\n(\s+\d+\s+\d+\s+[\d.]+% #+\n?)+/);
 });
 

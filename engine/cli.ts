@@ -445,7 +445,8 @@ export async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => {
     // No forced exit: every command closes its connections, pool and timers, so the process ends
-    // by itself (test/cli-exit.test.ts fails if one leaks a handle that holds it open).
+    // by itself (the tests preload test/fixtures/exit-spy.mjs into every ttg they run, and fail if one
+    // needed process.exit() because a leaked handle held it open).
     process.exitCode = code;
   },
   (err) => {

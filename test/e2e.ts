@@ -8,7 +8,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { addExact, roundPartials } from '../kernel/exact-sum.js';
-import { golden, lastJsonLine, randomPrefix, runTtg, startTtg, testEnv, type TtgProcess } from './helpers.js';
+import { assertEndedByItself, golden, lastJsonLine, randomPrefix, runTtg, startTtg, testEnv, type TtgProcess } from './helpers.js';
 
 /** Placeholder values computed here, independently of kernel/ (docs/design.md's formula). */
 function placeholderValue(p: number): number {
@@ -41,10 +41,12 @@ export function workerProcessSuite(kind: 'redis' | 'rabbitmq', requireServer: ()
     return report;
   }
 
-  async function finish(p: TtgProcess, timeoutMs = 90_000) {
+  /** Waits for a worker's end; unless it was aborted (a second signal exits at once, on purpose), it must end by itself. */
+  async function finish(p: TtgProcess, timeoutMs = 90_000, opts: { aborted?: boolean } = {}) {
     const timer = setTimeout(() => p.child.kill('SIGKILL'), timeoutMs);
     const code = await p.exited;
     clearTimeout(timer);
+    if (!opts.aborted && code !== 'SIGKILL') assertEndedByItself(p.stderr(), 'ttg worker');
     return code;
   }
 
@@ -178,7 +180,7 @@ export function workerProcessSuite(kind: 'redis' | 'rabbitmq', requireServer: ()
     w.child.kill('SIGTERM');
     await waitForLog(w, /stop requested/);
     w.child.kill('SIGTERM');
-    assert.equal(await finish(w), 1, w.stderr());
+    assert.equal(await finish(w, 90_000, { aborted: true }), 1, w.stderr());
     assert.ok(Date.now() - signalled < 3000, 'the abort did not wait for the chunk in hand');
     assert.match(w.stderr(), /abort/);
     const partial = await aggregate(prefix);

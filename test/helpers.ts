@@ -100,9 +100,23 @@ export interface TtgProcess {
   exited: Promise<number | string>;
 }
 
+/**
+ * Preloaded into every `ttg` the tests start: it reports a process.exit()
+ * call on stderr (with the timers still holding the process), so a command
+ * that needed a forced exit to end, instead of closing its handles, fails
+ * the test (runTtg, and assertEndedByItself for processes started here).
+ */
+export const EXIT_SPY = path.join(ROOT, 'test/fixtures/exit-spy.mjs');
+
+/** Fails when the process was ended by process.exit() rather than by running out of work. */
+export function assertEndedByItself(stderr: string, what: string): void {
+  const line = stderr.split('\n').find((l) => l.startsWith('EXIT-SPY'));
+  if (line) throw new Error(`${what} did not end by itself: ${line}`);
+}
+
 /** Starts `node dist/engine/cli.js <args>` with exactly `env`. */
 export function startTtg(args: string[], env: NodeJS.ProcessEnv): TtgProcess {
-  const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', EXIT_SPY, CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
@@ -119,6 +133,8 @@ export async function runTtg(args: string[], env: NodeJS.ProcessEnv, timeoutMs =
   const timer = setTimeout(() => p.child.kill('SIGKILL'), timeoutMs);
   const code = await p.exited;
   clearTimeout(timer);
+  // No command run to its end (no signal) may need process.exit() to end.
+  if (code !== 'SIGKILL') assertEndedByItself(p.stderr(), `ttg ${args.join(' ')}`);
   return { code, stdout: p.stdout(), stderr: p.stderr() };
 }
 

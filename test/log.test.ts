@@ -6,7 +6,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { createLogger, registerSecret } from '../core/log.js';
+import { createLogger, redact, registerSecret } from '../core/log.js';
+import { ConfigError } from '../core/errors.js';
+import { loadConfig } from '../engine/config.js';
+import { createBackend } from '../engine/backend.js';
 import { randomPrefix, REDIS_HOST, REDIS_PORT, RABBIT_HOST, RABBIT_PORT, runTtg, testEnv } from './helpers.js';
 
 function capture(format: 'text' | 'json') {
@@ -36,9 +39,9 @@ test('a registered secret is masked wherever it appears, even outside a URL', ()
 });
 
 /** Runs `ttg <args>` in both log formats at debug level; neither stream may contain the secret. */
-async function assertNoLeak(secret: string, args: string[], extra: Record<string, string | number>, expectCode: number) {
+async function assertNoLeakFromProcess(secret: string, args: string[], extra: Record<string, string | number>, expectCode: number) {
   await Promise.all((['text', 'json'] as const).map(async (format) => {
-    const r = await runTtg(args, testEnv({ LOG_LEVEL: 'debug', LOG_FORMAT: format, CONNECT_TIMEOUT_SECONDS: 1, ...extra }), 30_000);
+    const r = await runTtg(args, testEnv({ LOG_LEVEL: 'debug', LOG_FORMAT: format, CONNECT_TIMEOUT_SECONDS: 0.5, ...extra }), 30_000);
     assert.equal(r.code, expectCode, `${format} ${args.join(' ')}: ${r.stderr}`);
     for (const [name, out] of [['stderr', r.stderr], ['stdout', r.stdout]] as const) {
       assert.ok(!out.includes(secret), `${format} ${args.join(' ')}: the password is in ${name}:\n${out}`);
@@ -46,24 +49,67 @@ async function assertNoLeak(secret: string, args: string[], extra: Record<string
   }));
 }
 
-test('no password reaches stderr or stdout on any error path, in text or JSON logs', async () => {
+/**
+ * The same error path in-process (cheaper than a process per case): the
+ * backend's logs at debug level in both formats, and the error line as
+ * `ttg` prints it (`redact(message)`), must not contain the secret.
+ */
+async function assertNoLeakInProcess(secret: string, env: Record<string, string | number>, call: 'init' | 'readResults') {
+  const lines: string[] = [];
+  const config = loadConfig(Object.fromEntries(Object.entries({ USE_QUEUE: 'true', CONNECT_TIMEOUT_SECONDS: 0.3, QUEUE_PREFIX: randomPrefix('leak'), ...env }).map(([k, v]) => [k, String(v)])));
+  await Promise.all((['text', 'json'] as const).map(async (format) => {
+    const log = createLogger({ level: 'debug', format, write: (l) => lines.push(l) });
+    const backend = await createBackend({ config, workerId: '0', log });
+    try {
+      const attempt = call === 'init' ? backend.init({ totalParams: 100, chunkSize: 10, kernel: 'placeholder' }) : backend.readResults();
+      await assert.rejects(attempt, (err: Error) => {
+        lines.push(`ttg worker: ${redact(err.message)}`);
+        return true;
+      });
+    } finally {
+      await backend.close().catch(() => {});
+    }
+  }));
+  const text = lines.join('\n');
+  assert.ok(lines.length >= 2, 'the error paths were taken');
+  assert.ok(!text.includes(secret), `the password leaked:\n${text}`);
+}
+
+test('no password reaches a log line or the error line on any broker error path, in text or JSON', async () => {
   const pw = () => `pw-${randomBytes(6).toString('hex')}`;
-  const q = (backend: string) => ({ USE_QUEUE: 'true', QUEUE_BACKEND: backend, QUEUE_PREFIX: randomPrefix('leak') });
-  const cases: Array<[string, string[], Record<string, string | number>, number]> = [];
+  const redisUp = { QUEUE_BACKEND: 'redis' };
+  const rabbitUp = { QUEUE_BACKEND: 'rabbitmq' };
+  const cases: Array<[string, Record<string, string | number>, 'init' | 'readResults']> = [];
   let s: string;
   // Unreachable brokers (connection refused, retried until CONNECT_TIMEOUT_SECONDS).
-  s = pw(); cases.push([s, ['worker'], { ...q('redis'), REDIS_URL: `redis://user:${s}@127.0.0.1:1/0` }, 1]);
-  s = pw(); cases.push([s, ['worker'], { ...q('redis'), REDIS_HOST: '127.0.0.1', REDIS_PORT: 1, REDIS_PASSWORD: s }, 1]);
-  s = pw(); cases.push([s, ['worker'], { ...q('rabbitmq'), AMQP_URL: `amqp://user:${s}@127.0.0.1:1/v` }, 1]);
-  s = pw(); cases.push([s, ['worker'], { ...q('rabbitmq'), RABBITMQ_HOST: '127.0.0.1', RABBITMQ_PORT: 1, RABBITMQ_PASSWORD: s }, 1]);
+  s = pw(); cases.push([s, { ...redisUp, REDIS_URL: `redis://user:${s}@127.0.0.1:1/0` }, 'init']);
+  s = pw(); cases.push([s, { ...redisUp, REDIS_HOST: '127.0.0.1', REDIS_PORT: 1, REDIS_PASSWORD: s }, 'init']);
+  s = pw(); cases.push([s, { ...rabbitUp, AMQP_URL: `amqp://user:${s}@127.0.0.1:1/v` }, 'init']);
+  s = pw(); cases.push([s, { ...rabbitUp, RABBITMQ_HOST: '127.0.0.1', RABBITMQ_PORT: 1, RABBITMQ_PASSWORD: s }, 'init']);
   // Reachable brokers that refuse the password.
-  s = pw(); cases.push([s, ['worker'], { ...q('redis'), REDIS_URL: `redis://nobody:${s}@${REDIS_HOST}:${REDIS_PORT}` }, 1]);
-  s = pw(); cases.push([s, ['aggregate'], { ...q('redis'), REDIS_URL: `redis://nobody:${s}@${REDIS_HOST}:${REDIS_PORT}` }, 1]);
-  s = pw(); cases.push([s, ['worker'], { ...q('rabbitmq'), AMQP_URL: `amqp://guest:${s}@${RABBIT_HOST}:${RABBIT_PORT}/` }, 1]);
-  s = pw(); cases.push([s, ['monitor', '--once'], { ...q('rabbitmq'), RABBITMQ_HOST: RABBIT_HOST, RABBITMQ_PORT: RABBIT_PORT, RABBITMQ_PASSWORD: s }, 1]);
-  // Configuration errors that quote the URL.
-  s = pw(); cases.push([s, ['worker'], { ...q('redis'), REDIS_URL: `http://user:${s}@cache:6379` }, 2]);
-  s = pw(); cases.push([s, ['worker'], { ...q('redis'), REDIS_URL: `redis://user:${s}@cache:6379/not-a-db` }, 2]);
-  s = pw(); cases.push([s, ['worker'], { ...q('rabbitmq'), AMQP_URL: `mqtt://user:${s}@mq` }, 2]);
-  await Promise.all(cases.map(([secret, args, extra, code]) => assertNoLeak(secret, args, extra, code)));
+  s = pw(); cases.push([s, { ...redisUp, REDIS_URL: `redis://nobody:${s}@${REDIS_HOST}:${REDIS_PORT}` }, 'init']);
+  s = pw(); cases.push([s, { ...redisUp, REDIS_URL: `redis://nobody:${s}@${REDIS_HOST}:${REDIS_PORT}` }, 'readResults']);
+  s = pw(); cases.push([s, { ...rabbitUp, AMQP_URL: `amqp://guest:${s}@${RABBIT_HOST}:${RABBIT_PORT}/` }, 'init']);
+  s = pw(); cases.push([s, { ...rabbitUp, RABBITMQ_HOST: RABBIT_HOST, RABBITMQ_PORT: RABBIT_PORT, RABBITMQ_PASSWORD: s }, 'readResults']);
+  await Promise.all(cases.map(([secret, env, call]) => assertNoLeakInProcess(secret, env, call)));
+});
+
+test('configuration errors that quote a URL never echo its password', () => {
+  for (const [name, value] of [['REDIS_URL', 'http://user:SECRET@cache:6379'], ['REDIS_URL', 'redis://user:SECRET@cache:6379/not-a-db'], ['AMQP_URL', 'mqtt://user:SECRET@mq']]) {
+    const secret = `cfg-${randomBytes(6).toString('hex')}`;
+    assert.throws(() => loadConfig({ [name]: value.replace('SECRET', secret) }), (err: Error) => {
+      assert.ok(err instanceof ConfigError, String(err));
+      assert.ok(!err.message.includes(secret), err.message);
+      return true;
+    });
+  }
+});
+
+test('through the real command: a password in REDIS_URL or RABBITMQ_PASSWORD never reaches stderr or stdout', async () => {
+  const redisPw = `pw-${randomBytes(6).toString('hex')}`;
+  const rabbitPw = `pw-${randomBytes(6).toString('hex')}`;
+  await Promise.all([
+    assertNoLeakFromProcess(redisPw, ['worker'], { USE_QUEUE: 'true', QUEUE_BACKEND: 'redis', REDIS_URL: `redis://nobody:${redisPw}@${REDIS_HOST}:${REDIS_PORT}` }, 1),
+    assertNoLeakFromProcess(rabbitPw, ['worker'], { USE_QUEUE: 'true', QUEUE_BACKEND: 'rabbitmq', RABBITMQ_PORT: 1, RABBITMQ_PASSWORD: rabbitPw }, 1),
+  ]);
 });

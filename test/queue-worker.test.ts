@@ -177,10 +177,14 @@ test('idle timeout: nothing to take and nothing outstanding for IDLE_TIMEOUT_SEC
 test('idle timeout waits while chunks are outstanding elsewhere', async () => {
   const backend = new ScriptedBackend();
   backend.outstanding = true;
-  let takes = 0;
+  const started = Date.now();
+  let pushed = false;
   backend.onTake = async () => {
-    // Outstanding work turns up after the idle timeout has passed once.
-    if (++takes === 30) backend.queue.push(delivery(2));
+    // Outstanding work turns up well after the 0.1 s idle timeout: a loop that ignored it would be gone.
+    if (!pushed && Date.now() - started > 250) {
+      pushed = true;
+      backend.queue.push(delivery(2));
+    }
   };
   backend.onComplete = async () => {
     backend.settled = true;

@@ -11,10 +11,8 @@
  * Every key is named in keys.ts; the parts live beside this file:
  * connection.ts, scripts.ts, lease.ts, reader.ts, replies.ts.
  *
- * Retries wait out RETRY_DELAY_MS as the contract says: a failed chunk's
- * fresh copy waits in the sorted set `<p>:delayed` (scored by its due time
- * on the Redis clock) until promote-2.lua, run by every worker before it
- * reads tasks, moves it to the end of the task stream.
+ * Retries wait out RETRY_DELAY_MS in the sorted set `<p>:delayed` until
+ * promote-2.lua (run by take()) moves them back to the task stream.
  */
 import type { RedisConnection } from './options.js';
 import type {
@@ -40,6 +38,8 @@ import { RedisReader } from './reader.js';
 const RELEASED_IDLE_MS = 30 * 86_400_000;
 /** Tasks one init-7.lua call adds: ~50 ms of Redis time, so big sweeps never block the server for long. */
 const TASKS_PER_INIT_CALL = 50_000;
+/** How often a worker looks for retries whose delay is over (they come back at most this late). */
+const PROMOTE_EVERY_MS = 200;
 
 
 /** Broker bookkeeping of a delivery: opaque to the engine. */
@@ -59,12 +59,10 @@ function handleOf(delivery: Delivery): RedisHandle {
 
 export class RedisBackend implements QueueBackend {
   readonly kind = 'redis' as const;
-
   readonly #opts: BackendOptions<RedisConnection>;
   readonly #workerId: string;
   readonly #log: Logger;
   readonly #keys: Keys;
-
   /** One connection for commands and scripts, one for blocking reads, so a blocked read never delays a commit. */
   readonly #links: RedisLinks;
   #settings: SweepSettings | null = null;
@@ -72,11 +70,10 @@ export class RedisBackend implements QueueBackend {
   /** The lease on `worker-<id>`, so that two live processes never read as one consumer. */
   readonly #lease: ConsumerNameLease;
   readonly #reader: RedisReader;
-  /**
-   * Entries this consumer name had pending when init() chose it (left by a
-   * restarted predecessor): take() hands them out before any new entry.
-   */
+  /** Entries a restarted predecessor of this consumer name left pending: take() hands them out first. */
   #resumable: StreamEntry[] = [];
+  /** When take() next moves due retries to the task stream (see #promoteDue). */
+  #promoteAt = 0;
   /** Where the next XAUTOCLAIM scan of the pending list starts. */
   #claimCursor = '0-0';
   #closed = false;
@@ -176,7 +173,7 @@ export class RedisBackend implements QueueBackend {
       }
       // Retries whose delay is over go back to the stream first; a blocked read wakes up for the next one due.
       const nextDueMs = await this.#promoteDue();
-      const wait = nextDueMs >= 0 ? Math.min(waitMs, Math.max(1, nextDueMs)) : waitMs;
+      const wait = Math.min(waitMs, Math.max(1, nextDueMs));
       const link = await this.#links.blocking();
       // BLOCK 0 would wait forever: no wait means no BLOCK.
       const block = wait > 0 ? ['BLOCK', Math.ceil(wait)] : [];
@@ -219,8 +216,10 @@ export class RedisBackend implements QueueBackend {
       k.group, this.#consumer, handle.entryId, delivery.task?.chunkId ?? delivery.chunkId, reason, this.#workerId,
       this.#opts.maxRetries, delivery.task ? '0' : '1', new Date().toISOString(), this.#opts.retryDelayMs, ...rest,
     ]);
-    const outcome = outcomeOf('fail', reply, { prefix: this.#opts.queuePrefix });
-    return outcome as 'retried' | 'dead-lettered' | 'not-owner';
+    const outcome = outcomeOf('fail', reply, { prefix: this.#opts.queuePrefix }) as FailOutcome;
+    // This worker looks for its own retry when it is due, not a check later.
+    if (outcome === 'retried') this.#promoteAt = Math.min(this.#promoteAt, Date.now() + this.#opts.retryDelayMs);
+    return outcome;
   }
 
   /**
@@ -369,12 +368,23 @@ export class RedisBackend implements QueueBackend {
     return deliveries;
   }
 
-  /** Moves due retries to the task stream; returns ms until the next one is due, or -1. */
+  /**
+   * Moves due retries to the task stream (any worker's: the one that failed
+   * a chunk may be gone), at most every PROMOTE_EVERY_MS unless a retry is
+   * due sooner, so a busy worker's take() does not pay a script per call.
+   * Returns ms until the next check (or a retry) is due.
+   */
   async #promoteDue(): Promise<number> {
+    const now = Date.now();
+    if (now < this.#promoteAt) return this.#promoteAt - now;
     const link = await this.#links.commands();
     const reply = await this.#links.script(link, 'promote', [this.#keys.delayed, this.#keys.tasks], [1000]);
-    return Number((reply as unknown[])[1]);
+    const nextDue = Number((reply as unknown[])[1]);
+    const wait = nextDue >= 0 ? Math.min(nextDue, PROMOTE_EVERY_MS) : PROMOTE_EVERY_MS;
+    this.#promoteAt = now + wait;
+    return wait;
   }
+
 
   async #touch(link: Link, deliveries: Delivery[], idleMs: number): Promise<number> {
     const k = this.#keys;

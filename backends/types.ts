@@ -99,9 +99,12 @@ export interface QueueBackend {
   complete(delivery: Delivery, result: ChunkResult): Promise<boolean>;
 
   /**
-   * The chunk failed: it comes back for another try (after the retry delay)
-   * or, past RABBITMQ_MAX_RETRIES failures, goes to the dead letters with
-   * `reason` and the attempt count. Acknowledges the delivery.
+   * The chunk failed: it comes back for another try, no sooner than the
+   * retry delay (RETRY_DELAY_MS), or, on its MAX_RETRIES-th failure, goes to
+   * the dead letters with `reason` and the attempt count. A malformed
+   * delivery (not exactly a chunk of the sweep) goes to the dead letters at
+   * once and settles no chunk. Acknowledges the delivery. A failed commit is
+   * not a failure of the chunk: the worker releases it instead.
    */
   fail(delivery: Delivery, reason: string): Promise<FailOutcome>;
 
@@ -112,9 +115,10 @@ export interface QueueBackend {
   heartbeat(deliveries: Delivery[]): Promise<void>;
 
   /**
-   * Takes over up to `max` deliveries that other consumers have held longer
-   * than `thresholdMs` without a heartbeat. Brokers that redeliver by
-   * themselves (RabbitMQ on connection loss) return [].
+   * Takes over up to `max` deliveries held longer than `thresholdMs` without
+   * a heartbeat (on Redis this consumer's own idle entries too: heartbeat
+   * what you hold). Brokers that redeliver by themselves (RabbitMQ on
+   * connection loss) return [].
    */
   claimStale(max: number, thresholdMs: number): Promise<Delivery[]>;
 

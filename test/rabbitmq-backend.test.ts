@@ -232,7 +232,7 @@ test('the retry queue and the dead-letter stream as they look on the broker: hea
   // this checks what is RabbitMQ's own: the retry queue, the stream's headers, bodies kept byte for byte.
   await requireRabbit();
   const prefix = randomPrefix('rb-retry');
-  const w = open(prefix, 'w', { TOTAL_PARAMS: 200, RABBITMQ_RETRY_DELAY_MS: 300, PREFETCH: 10 });
+  const w = open(prefix, 'w', { TOTAL_PARAMS: 200, RABBITMQ_RETRY_DELAY_MS: 100, PREFETCH: 10 });
   await w.init(settings(200, 100));
   const names = rabbitNames(prefix);
   const malformed: Array<[string, RegExp]> = [

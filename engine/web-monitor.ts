@@ -462,9 +462,12 @@ export class WebMonitor {
     const slow = setTimeout(() => this.#brokerDown('no answer from the broker', started), this.#opts.brokerTimeoutMs ?? 5000);
     try {
       const backend = await this.#reader();
-      const [settings, results, deadLetters, stats] = await Promise.all([
-        backend.readSettings(), backend.readResults(), backend.readDeadLetters(), backend.stats(),
-      ]);
+      // One read after another: a backend's reader may share one channel (RabbitMQ), and reads that
+      // overlap there would step on each other.
+      const settings = await backend.readSettings();
+      const stats = await backend.stats();
+      const results = await backend.readResults();
+      const deadLetters = await backend.readDeadLetters();
       clearTimeout(slow);
       const now = Date.now();
       const snapshot = describeSweep({ settings, results, deadLetters, stats },

@@ -72,7 +72,8 @@ export interface QueueStats {
 export type ConnectionState = 'connecting' | 'ready' | 'reconnecting' | 'closed';
 
 export interface QueueBackend {
-  readonly kind: 'redis' | 'rabbitmq' | 'memory';
+  /** The backend's name in the registry (backends/registry.ts), e.g. `redis`. */
+  readonly kind: string;
   /** This worker's consumer name (`worker-<id>`, made unique per process). Valid after init(). */
   readonly consumerName: string;
   readonly connectionState: ConnectionState;

@@ -21,7 +21,8 @@ import { golden, randomPrefix } from './helpers.js';
 import { TcpRelay } from './relay.js';
 
 export interface ConformanceTarget {
-  kind: 'memory' | 'redis' | 'rabbitmq';
+  /** The backend's name in the registry: QUEUE_BACKEND's value. */
+  kind: string;
   /** Fails with how to start the server when it is not there. */
   requireServer: () => Promise<void>;
   /** Connection variables. */

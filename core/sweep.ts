@@ -4,13 +4,40 @@
  * is exactly one of them), results and their statistics, and how two
  * sweeps' settings are compared. No I/O here.
  */
-import { KERNEL_NAMES, type KernelName } from '../kernel/types.js';
+import { KERNEL_NAMES } from '../kernel/types.js';
 
 /** What identifies a sweep; a worker whose settings differ refuses to join. */
 export interface SweepSettings {
   totalParams: number;
   chunkSize: number;
-  kernel: KernelName;
+  /** The kernel's name: a built-in kernel's, or a user kernel's (its file's base name). */
+  kernel: string;
+  /** A user kernel's module, by the sha-256 of its bytes (hex); absent for a built-in kernel. */
+  kernelSha256?: string;
+}
+
+/** A user kernel's name as a sweep records it (its file's base name). */
+const USER_KERNEL_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
+
+/**
+ * The stored `kernel` field: a built-in kernel's name, or `NAME@sha256:HEX`
+ * for a user kernel. One string, so every backend keeps and compares the
+ * module's hash exactly as it keeps and compares the kernel's name.
+ */
+export function kernelField(settings: Pick<SweepSettings, 'kernel' | 'kernelSha256'>): string {
+  return settings.kernelSha256 ? `${settings.kernel}@sha256:${settings.kernelSha256}` : settings.kernel;
+}
+
+/** The inverse of kernelField, or null when the field is neither a built-in kernel nor a user kernel's record. */
+export function parseKernelField(field: string): Pick<SweepSettings, 'kernel' | 'kernelSha256'> | null {
+  const user = /^(.+)@sha256:([0-9a-f]{64})$/.exec(field);
+  if (user) return USER_KERNEL_NAME.test(user[1]!) ? { kernel: user[1]!, kernelSha256: user[2]! } : null;
+  return (KERNEL_NAMES as readonly string[]).includes(field) ? { kernel: field } : null;
+}
+
+/** How a sweep's kernel is named in messages: its name, and a user kernel's module hash. */
+export function describeKernel(settings: Pick<SweepSettings, 'kernel' | 'kernelSha256'>): string {
+  return settings.kernelSha256 ? `${settings.kernel} (module sha-256 ${settings.kernelSha256})` : settings.kernel;
 }
 
 /** One task: the parameters [startParam, endParam) of a sweep of totalParams. */
@@ -126,10 +153,11 @@ export function* sweepTasks(settings: SweepSettings): Generator<ChunkTask> {
 export function settingsFromRecord(fields: Record<string, unknown>): SweepSettings | null {
   const totalParams = Number(fields['total_params']);
   const chunkSize = Number(fields['chunk_size']);
-  const kernel = fields['kernel'];
+  const field = fields['kernel'];
   if (!Number.isSafeInteger(totalParams) || totalParams < 1 || !Number.isSafeInteger(chunkSize) || chunkSize < 1) return null;
-  if (typeof kernel !== 'string' || !(KERNEL_NAMES as readonly string[]).includes(kernel)) return null;
-  return { totalParams, chunkSize, kernel: kernel as KernelName };
+  const kernel = typeof field === 'string' ? parseKernelField(field) : null;
+  if (kernel === null) return null;
+  return { totalParams, chunkSize, ...kernel };
 }
 
 /** Why a backend refuses stored settings that settingsFromRecord cannot read (the same words on every backend). */
@@ -140,7 +168,7 @@ export function unreadableSettingsMessage(where: string, prefix: string): string
 
 /** Settings as a backend stores them (the inverse of settingsFromRecord). */
 export function settingsRecord(settings: SweepSettings): Record<string, string | number> {
-  return { total_params: settings.totalParams, chunk_size: settings.chunkSize, kernel: settings.kernel };
+  return { total_params: settings.totalParams, chunk_size: settings.chunkSize, kernel: kernelField(settings) };
 }
 
 /** Names the first setting that differs, or null when they match. */
@@ -148,7 +176,13 @@ export function settingsDifference(theirs: SweepSettings, ours: SweepSettings): 
   const diffs: string[] = [];
   if (theirs.totalParams !== ours.totalParams) diffs.push(`TOTAL_PARAMS is ${ours.totalParams} here but ${theirs.totalParams} in the queue`);
   if (theirs.chunkSize !== ours.chunkSize) diffs.push(`CHUNK_SIZE is ${ours.chunkSize} here but ${theirs.chunkSize} in the queue`);
-  if (theirs.kernel !== ours.kernel) diffs.push(`KERNEL is ${ours.kernel} here but ${theirs.kernel} in the queue`);
+  if (kernelField(theirs) !== kernelField(ours)) {
+    if (theirs.kernel === ours.kernel && theirs.kernelSha256 && ours.kernelSha256) {
+      diffs.push(`KERNEL ${ours.kernel} is the module with sha-256 ${ours.kernelSha256} here but ${theirs.kernelSha256} in the queue`);
+    } else {
+      diffs.push(`KERNEL is ${describeKernel(ours)} here but ${describeKernel(theirs)} in the queue`);
+    }
+  }
   return diffs.length ? diffs.join('; ') : null;
 }
 

@@ -153,6 +153,7 @@ export function conformanceSuite(target: ConformanceTarget): void {
       [settings(2000, 100), /TOTAL_PARAMS is 2000 here but 1000 in the queue/],
       [settings(1000, 50), /CHUNK_SIZE is 50 here but 100 in the queue/],
       [{ totalParams: 1000, chunkSize: 100, kernel: 'mandelbrot' }, /KERNEL is mandelbrot here but placeholder in the queue/],
+      [{ totalParams: 1000, chunkSize: 100, kernel: 'placeholder', kernelSha256: 'c'.repeat(64) }, /KERNEL is placeholder \(module sha-256 c{64}\) here but placeholder in the queue/],
     ];
     for (const [s, pattern] of cases) {
       const other = await open(prefix, '1');
@@ -163,6 +164,19 @@ export function conformanceSuite(target: ConformanceTarget): void {
       });
     }
     assert.deepEqual(await first.readSettings(), settings(1000, 100));
+
+    // A user kernel's sweep records its module: the same module joins, another is refused naming both hashes.
+    const userPrefix = randomPrefix(`${target.kind}-module`);
+    const module = (sha: string): SweepSettings => ({ ...settings(1000, 100), kernel: 'collatz', kernelSha256: sha });
+    const creator = await open(userPrefix, '0');
+    await creator.init(module('a'.repeat(64)));
+    assert.deepEqual(await creator.readSettings(), module('a'.repeat(64)));
+    assert.equal((await (await open(userPrefix, '1')).init(module('a'.repeat(64)))).created, false, 'the same module joins');
+    await assert.rejects((await open(userPrefix, '2')).init(module('b'.repeat(64))), (err: unknown) => {
+      assert.ok(err instanceof SettingsMismatchError, String(err));
+      assert.match(err.message, new RegExp(`KERNEL collatz is the module with sha-256 b{64} here but a{64} in the queue`));
+      return true;
+    });
   });
 
   test(`${target.kind}: three workers sweep with the exact aggregate, and reading results consumes nothing`, async () => {

@@ -5,7 +5,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { backoffDelay } from '../core/backoff.js';
 import {
-  chunkCount, chunkIdOf, chunkIndexOf, notAChunkOf, settingsDifference, settingsFromRecord, sweepTasks,
+  chunkCount, chunkIdOf, chunkIndexOf, kernelField, notAChunkOf, parseKernelField, settingsDifference, settingsFromRecord, settingsRecord, sweepTasks,
 } from '../core/sweep.js';
 import { ROOT } from './helpers.js';
 
@@ -42,6 +42,28 @@ test('stored settings are read by one rule, and differences are named', () => {
   }
   assert.equal(settingsDifference({ totalParams: 1, chunkSize: 1, kernel: 'placeholder' }, { totalParams: 1, chunkSize: 1, kernel: 'placeholder' }), null);
   assert.match(settingsDifference({ totalParams: 1, chunkSize: 1, kernel: 'placeholder' }, { totalParams: 2, chunkSize: 1, kernel: 'placeholder' })!, /TOTAL_PARAMS is 2 here but 1 in the queue/);
+});
+
+test('a user kernel\'s settings carry its module\'s sha-256 in the one stored kernel field, and a different module is named by both hashes', () => {
+  const a = 'a'.repeat(64);
+  const b = '0123456789abcdef'.repeat(4);
+  const user = { totalParams: 10, chunkSize: 5, kernel: 'collatz', kernelSha256: a };
+  assert.deepEqual(settingsRecord(user), { total_params: 10, chunk_size: 5, kernel: `collatz@sha256:${a}` });
+  assert.deepEqual(settingsFromRecord(settingsRecord(user)), user);
+  assert.deepEqual(settingsFromRecord(settingsRecord({ totalParams: 10, chunkSize: 5, kernel: 'mandelbrot' })), { totalParams: 10, chunkSize: 5, kernel: 'mandelbrot' });
+  assert.equal(kernelField({ kernel: 'placeholder' }), 'placeholder');
+  for (const bad of ['collatz', 'collatz@sha256:abc', `bad name@sha256:${a}`, `collatz@sha256:${a.toUpperCase()}`, `@sha256:${a}`]) {
+    assert.equal(parseKernelField(bad), null, bad);
+  }
+  assert.equal(settingsDifference(user, { ...user }), null);
+  assert.equal(
+    settingsDifference(user, { ...user, kernelSha256: b }),
+    `KERNEL collatz is the module with sha-256 ${b} here but ${a} in the queue`,
+  );
+  assert.equal(
+    settingsDifference({ totalParams: 10, chunkSize: 5, kernel: 'placeholder' }, user),
+    `KERNEL is collatz (module sha-256 ${a}) here but placeholder in the queue`,
+  );
 });
 
 /** Every relative import of every .ts file under `dir` (the source tree, not dist/). */

@@ -19,7 +19,7 @@ import type {
   BackendOptions, ChunkResult, ConnectionState, DeadLetter, Delivery, InitOutcome, QueueBackend, QueueStats, SweepSettings,
 } from '../types.js';
 import { parseTaskFields, resultFields, taskFields } from '../messages.js';
-import { chunkCount, chunkIdWidth } from '../../core/sweep.js';
+import { chunkCount, chunkIdWidth, kernelField } from '../../core/sweep.js';
 import type { FailOutcome } from '../../core/outcomes.js';
 import { TtgError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
@@ -117,7 +117,7 @@ export class RedisBackend implements QueueBackend {
     // all are in, so a sweep never depends on its creator staying alive.
     for (;;) {
       const reply = await this.#links.script(link, 'init', [k.meta, k.tasks, k.results, k.done, k.dead, k.deadChunks, k.attempts], [
-        k.group, settings.totalParams, settings.chunkSize, settings.kernel, totalChunks, chunkIdWidth(totalChunks),
+        k.group, settings.totalParams, settings.chunkSize, kernelField(settings), totalChunks, chunkIdWidth(totalChunks),
         createdAt, TASKS_PER_INIT_CALL,
       ]);
       if (outcomeOf('init', reply, { prefix: this.#opts.queuePrefix, settings }) === 'created') created = true;

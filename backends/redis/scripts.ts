@@ -7,8 +7,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { SettingsMismatchError, TtgError } from '../../core/errors.js';
-import { mismatchMessage, settingsDifference, type SweepSettings } from '../../core/sweep.js';
-import type { KernelName } from '../../kernel/types.js';
+import { mismatchMessage, parseKernelField, settingsDifference, type SweepSettings } from '../../core/sweep.js';
 
 /** The scripts in backends/redis/, `<name>-<number of keys>.lua`. */
 const SCRIPT_FILES = ['init-7', 'complete-5', 'fail-7', 'promote-2', 'touch-1', 'lease-1'] as const;
@@ -63,7 +62,7 @@ export function outcomeOf(script: ScriptName, reply: unknown, context: { prefix:
     case 'init:-2': {
       const [, totalParams, chunkSize, kernel] = reply as unknown[];
       const theirs: SweepSettings = {
-        totalParams: Number(totalParams), chunkSize: Number(chunkSize), kernel: String(kernel) as KernelName,
+        totalParams: Number(totalParams), chunkSize: Number(chunkSize), ...(parseKernelField(String(kernel)) ?? { kernel: String(kernel) }),
       };
       const diff = settingsDifference(theirs, context.settings!) ?? 'the stored settings are unreadable';
       return raise(new SettingsMismatchError(mismatchMessage(diff, context.prefix)));

@@ -41,6 +41,8 @@ export interface AggregateReport {
   command_seconds?: number;
   complete: boolean;
   kernel: string | null;
+  /** A user kernel's module sha-256, as the sweep's settings record it; null for a built-in kernel. */
+  kernel_sha256: string | null;
   chunks?: Array<{ chunk_id: string; worker_id: string; count: number; sum: number; min: number; max: number; duration_seconds: number; completed_at: string }>;
 }
 
@@ -111,6 +113,7 @@ export function buildReport(
     worker_distribution: distribution,
     complete: expectedChunks !== null && missing.length === 0,
     kernel: settings ? settings.kernel : null,
+    kernel_sha256: settings?.kernelSha256 ?? null,
   };
   if (opts.verbose) {
     report.chunks = counted.map((r) => ({
@@ -135,8 +138,9 @@ export function buildStaticReport(
   if (summaries.length === 0) throw new TtgError('no static worker summary found: pass the files holding the workers\' stdout (their last line), or pipe them in');
   const first = summaries[0]!;
   for (const { summary, source } of summaries) {
-    for (const key of ['total_params', 'total_workers', 'kernel'] as const) {
-      if (summary[key] !== first.summary[key]) {
+    for (const key of ['total_params', 'total_workers', 'kernel', 'kernel_sha256'] as const) {
+      // (Summaries of workers from before user kernels have no kernel_sha256: a built-in's null.)
+      if ((summary[key] ?? null) !== (first.summary[key] ?? null)) {
         throw new TtgError(`${source}: ${key} is ${summary[key]} but ${first.summary[key]} in ${first.source}: the summaries come from different sweeps`);
       }
     }
@@ -146,7 +150,7 @@ export function buildStaticReport(
         `but its share of ${summary.total_params} params among ${summary.total_workers} workers is ${share.start}..${share.end}`);
     }
   }
-  const { total_params: totalParams, total_workers: workers, kernel } = first.summary;
+  const { total_params: totalParams, total_workers: workers, kernel, kernel_sha256: kernelSha256 } = first.summary;
   const results: ChunkResult[] = summaries
     .filter(({ summary }) => summary.status === 'completed')
     .map(({ summary }) => ({
@@ -156,7 +160,7 @@ export function buildStaticReport(
   const report = buildReport(null, results, [], {
     ...opts, expectedChunkIds: Array.from({ length: workers }, (_, i) => String(i)),
   });
-  return { ...report, expected_params: totalParams, kernel };
+  return { ...report, expected_params: totalParams, kernel, kernel_sha256: kernelSha256 ?? null };
 }
 
 /** Finds the static summaries in the text of a file (or stdin): every JSON line with mode "static". */
@@ -193,7 +197,8 @@ const fmt = (n: number) => n.toLocaleString('en-US', { maximumFractionDigits: 6 
 export function formatReport(r: AggregateReport): string {
   const lines: string[] = [];
   const rule = '='.repeat(60);
-  lines.push(rule, 'ttg sweep report' + (r.kernel ? ` (kernel ${r.kernel})` : ''), rule);
+  const kernelNote = r.kernel ? ` (kernel ${r.kernel}${r.kernel_sha256 ? `, module sha-256 ${r.kernel_sha256.slice(0, 12)}…` : ''})` : '';
+  lines.push(rule, 'ttg sweep report' + kernelNote, rule);
   lines.push('Summary');
   lines.push(`  Parameters processed : ${fmt(r.total_params)}${r.expected_params !== null ? ` of ${fmt(r.expected_params)}` : ''}`);
   lines.push(`  Chunks               : ${fmt(r.total_chunks)}${r.expected_chunks !== null ? ` of ${fmt(r.expected_chunks)}` : ''}`);

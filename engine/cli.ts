@@ -13,6 +13,7 @@ import { StaticWorker } from './static-worker.js';
 import { buildReport, buildStaticReport, formatReport, staticSummariesIn, type AggregateReport } from './aggregate.js';
 import { commandHelp, usage } from './help.js';
 import { cmdKernel } from './kernel-command.js';
+import { withResolvedKernel } from './user-kernel.js';
 import { runMonitor } from './monitor.js';
 import { WebMonitor } from './web-monitor.js';
 import { createBackend } from './backend.js';
@@ -145,9 +146,10 @@ const STARTING: Probe = { ok: false, detail: 'starting' };
 
 async function cmdWorker(args: string[]): Promise<number> {
   parseFlags(args, {});
-  const config = loadConfig();
+  // A user kernel's files are found (a .ts built) and checked here, before any connection.
+  const { config, kernel } = await withResolvedKernel(loadConfig());
   const log = logger(config, `worker-${config.workerId}`);
-  const pool = new KernelPool({ threads: config.threads, kernel: config.kernel, impl: config.kernelImpl, simulateWorkMs: config.simulateWorkMs });
+  const pool = new KernelPool({ threads: config.threads, kernel, impl: config.kernelImpl, simulateWorkMs: config.simulateWorkMs });
   let probes = () => ({ health: { ok: true, detail: 'starting' }, ready: STARTING });
   const { metrics, close: closeEndpoints } = await serveEndpoints(config, log, config.useQueue ? 'queue' : 'static', () => probes());
   try {
@@ -219,12 +221,12 @@ async function cmdRun(args: string[]): Promise<number> {
     env['QUEUE_BACKEND'] = 'memory' satisfies QueueBackendName;
   }
   env['USE_QUEUE'] = 'true';
-  const base = loadConfig(env);
+  const { config: base, kernel } = await withResolvedKernel(loadConfig(env));
   const workers = positiveInt('workers', flags['workers'], base.totalWorkers);
   const log = logger(base, 'run');
   log.info(`sweep of ${base.totalParams} params in chunks of ${base.chunkSize}: ${workers} workers, ${base.threads} threads, kernel ${base.kernel} (${base.kernelImpl}), backend ${base.queueBackend}`);
 
-  const pool = new KernelPool({ threads: base.threads, kernel: base.kernel, impl: base.kernelImpl, simulateWorkMs: base.simulateWorkMs });
+  const pool = new KernelPool({ threads: base.threads, kernel, impl: base.kernelImpl, simulateWorkMs: base.simulateWorkMs });
   let probes = () => ({ health: { ok: true, detail: 'starting' }, ready: STARTING });
   const { metrics, close: closeEndpoints } = await serveEndpoints(base, log, 'queue', () => probes());
   const reader = await createBackend({ config: base, workerId: 'run', log });

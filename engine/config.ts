@@ -9,7 +9,9 @@ import { ConfigError } from '../core/errors.js';
 import { aliasedName, boolean, decimal, integer, oneOf, raw, type Env } from '../core/env.js';
 import { BACKEND_VARIABLES, QUEUE_BACKENDS, readBackendEnv, type BackendConnections, type QueueBackendName } from '../backends/registry.js';
 import { usableCpus } from './cpus.js';
-import { KERNEL_IMPLS, KERNEL_NAMES, type KernelImpl, type KernelName } from '../kernel/types.js';
+import { KERNEL_IMPLS, KERNEL_NAMES, type KernelImpl } from '../kernel/types.js';
+import { userKernelName } from '../kernel/user-build.js';
+import { isUserKernelName, isUserKernelPath } from './user-kernel.js';
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../core/log.js';
 
 export { QUEUE_BACKENDS, type QueueBackendName } from '../backends/registry.js';
@@ -34,7 +36,17 @@ export interface Config {
   staleCheckIntervalSeconds: number;
   staleThresholdMs: number;
   simulateWorkMs: number;
-  kernel: KernelName;
+  /** The kernel's name: a built-in kernel's, or a user kernel's (the base name of KERNEL's file). */
+  kernel: string;
+  /** KERNEL when it names a user kernel: the path of its module (.wasm) or source (.ts, built on first use); null for a built-in. */
+  kernelPath: string | null;
+  /** KERNEL_JS: the user kernel's plain JS twin (for KERNEL_IMPL=js); null when unset. */
+  kernelJs: string | null;
+  /**
+   * The user kernel's module sha-256, which the sweep's settings record: null from loadConfig,
+   * set by engine/user-kernel.ts once the module is found (before any connection).
+   */
+  kernelSha256: string | null;
   kernelImpl: KernelImpl;
   threads: number;
   prefetch: number;
@@ -58,9 +70,34 @@ export const ENV_VARIABLES = [
   'MAX_RETRIES', 'RABBITMQ_MAX_RETRIES', 'RETRY_DELAY_MS', 'RABBITMQ_RETRY_DELAY_MS',
   'TOTAL_PARAMS', 'TOTAL_PARAMETERS', 'CHUNK_SIZE', 'WORKER_ID', 'JOB_COMPLETION_INDEX', 'HOSTNAME', 'QUEUE_PREFIX',
   'TOTAL_WORKERS', 'IDLE_TIMEOUT_SECONDS', 'STALE_CHECK_INTERVAL_SECONDS', 'STALE_THRESHOLD_MS',
-  'SIMULATE_WORK_MS', 'KERNEL', 'KERNEL_IMPL', 'THREADS', 'PREFETCH', 'SIMULATE_FAULT_RATE',
+  'SIMULATE_WORK_MS', 'KERNEL', 'KERNEL_IMPL', 'KERNEL_JS', 'THREADS', 'PREFETCH', 'SIMULATE_FAULT_RATE',
   'LOG_LEVEL', 'LOG_FORMAT', 'CONNECT_TIMEOUT_SECONDS', 'METRICS_PORT',
 ] as const;
+
+/**
+ * KERNEL (a built-in kernel's name, or the path of a user kernel: NAME.wasm, or NAME.ts built
+ * on first use) and KERNEL_JS (the twin, .js or .mjs, for a user kernel only). Only the form
+ * is checked here; engine/user-kernel.ts opens the files, still before any connection.
+ */
+function kernelSetting(env: Env): { kernel: string; kernelPath: string | null; kernelJs: string | null } {
+  const value = raw(env, 'KERNEL') ?? 'placeholder';
+  const kernelJs = raw(env, 'KERNEL_JS') ?? null;
+  if ((KERNEL_NAMES as readonly string[]).includes(value.toLowerCase())) {
+    if (kernelJs !== null) {
+      throw new ConfigError(`KERNEL_JS names the JS twin of a user kernel, but KERNEL is the built-in ${value.toLowerCase()}: unset KERNEL_JS, or set KERNEL to the user kernel's path`);
+    }
+    return { kernel: value.toLowerCase(), kernelPath: null, kernelJs: null };
+  }
+  if (!isUserKernelPath(value)) {
+    throw new ConfigError(`KERNEL must be placeholder, mandelbrot or the path of a user kernel (NAME.wasm, or NAME.ts built on first use), got "${value}"`);
+  }
+  const name = userKernelName(value);
+  if (!isUserKernelName(name)) {
+    throw new ConfigError(`KERNEL=${value}: a user kernel's file name must be letters, digits, '.', '_' or '-', got "${name}"`);
+  }
+  if (kernelJs !== null && !/\.m?js$/.test(kernelJs)) throw new ConfigError(`KERNEL_JS must be the path of an ES module (.js or .mjs), got "${kernelJs}"`);
+  return { kernel: name, kernelPath: value, kernelJs };
+}
 
 export function defaultPrefetch(threads: number): number {
   return Math.max(2, threads * 2);
@@ -104,8 +141,11 @@ export function loadConfig(env: Env = process.env): Config {
   const staleCheckIntervalSeconds = decimal(env, 'STALE_CHECK_INTERVAL_SECONDS', 30, 0.05, 86_400);
   const staleThresholdMs = integer(env, 'STALE_THRESHOLD_MS', 60000, 100, 86_400_000 * 7);
   const simulateWorkMs = decimal(env, 'SIMULATE_WORK_MS', 0, 0, 60_000);
-  const kernel = oneOf(env, 'KERNEL', 'placeholder', KERNEL_NAMES);
+  const { kernel, kernelPath, kernelJs } = kernelSetting(env);
   const kernelImpl = oneOf(env, 'KERNEL_IMPL', 'wasm', KERNEL_IMPLS);
+  if (kernelImpl === 'js' && kernelPath !== null && kernelJs === null) {
+    throw new ConfigError(`KERNEL_IMPL=js with the user kernel ${kernelPath} needs its JS twin: set KERNEL_JS=./${kernel}.js`);
+  }
   const threads = integer(env, 'THREADS', usableCpus(), 1, 1024);
   const prefetch = integer(env, 'PREFETCH', defaultPrefetch(threads), 1, 65535);
   const simulateFaultRate = decimal(env, 'SIMULATE_FAULT_RATE', 0, 0, 1);
@@ -118,7 +158,7 @@ export function loadConfig(env: Env = process.env): Config {
   return {
     useQueue, queueBackend, backends, maxRetries, retryDelayMs, totalParams, chunkSize,
     workerId, hostName, queuePrefix, totalWorkers, idleTimeoutSeconds, staleCheckIntervalSeconds,
-    staleThresholdMs, simulateWorkMs, kernel, kernelImpl, threads, prefetch, simulateFaultRate,
+    staleThresholdMs, simulateWorkMs, kernel, kernelPath, kernelJs, kernelSha256: null, kernelImpl, threads, prefetch, simulateFaultRate,
     logLevel, logFormat, connectTimeoutSeconds, metricsPort,
   };
 }

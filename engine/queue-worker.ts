@@ -107,7 +107,11 @@ export class QueueWorker implements MetricsSource {
   async run(): Promise<QueueWorkerSummary> {
     const { config, backend, log } = this.#opts;
     this.#started = performance.now();
-    const init = await backend.init({ totalParams: config.totalParams, chunkSize: config.chunkSize, kernel: config.kernel });
+    // A user kernel's module hash is part of the sweep: a worker with another module is refused.
+    const init = await backend.init({
+      totalParams: config.totalParams, chunkSize: config.chunkSize, kernel: config.kernel,
+      ...(config.kernelSha256 ? { kernelSha256: config.kernelSha256 } : {}),
+    });
     this.#initialized = true;
     this.#opts.metrics?.watch(this);
     log.info(init.created ? 'created the sweep\'s tasks' : 'joined the sweep', {

@@ -23,6 +23,8 @@ export interface StaticWorkerSummary {
   total_params: number;
   total_workers: number;
   kernel: string;
+  /** A user kernel's module sha-256 (null for a built-in kernel): shares of different modules do not merge. */
+  kernel_sha256: string | null;
   params_processed: number;
   duration_seconds: number;
   /** Thread time spent on the share, summed over its slices. */
@@ -116,6 +118,7 @@ export class StaticWorker {
       total_params: config.totalParams,
       total_workers: config.totalWorkers,
       kernel: config.kernel,
+      kernel_sha256: config.kernelSha256,
       params_processed: processed,
       duration_seconds: Math.round(duration * 1000) / 1000,
       thread_seconds: Math.round(threadSeconds * 1e6) / 1e6,

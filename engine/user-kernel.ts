@@ -10,7 +10,8 @@
 import path from 'node:path';
 import { ConfigError } from '../core/errors.js';
 import { KernelBuildError, KernelLoadError } from '../kernel/errors.js';
-import type { KernelImpl, UserKernelSpec } from '../kernel/types.js';
+import type { KernelChoice, KernelImpl, KernelName, UserKernelSpec } from '../kernel/types.js';
+import type { Config } from './config.js';
 import { cachedUserKernel, userKernelName } from '../kernel/user-build.js';
 import { UserJsKernel } from '../kernel/user-js.js';
 import { UserWasmKernel } from '../kernel/user-wasm.js';
@@ -80,4 +81,16 @@ export async function resolveUserKernel(
     throw new ConfigError(`KERNEL_IMPL=js with the user kernel ${kernel} needs its JS twin: set KERNEL_JS=./${name}.js`);
   }
   return { spec: { name, wasmPath, sha256, jsPath }, cached };
+}
+
+/**
+ * The config with its kernel resolved, and what the pool runs: a built-in
+ * kernel as it is; a user kernel found (or built) and proved loadable, its
+ * module's sha-256 put in the config for the sweep's settings. Call it after
+ * loadConfig and before any connection.
+ */
+export async function withResolvedKernel(config: Config): Promise<{ config: Config; kernel: KernelChoice }> {
+  if (config.kernelPath === null) return { config, kernel: config.kernel as KernelName };
+  const { spec } = await resolveUserKernel(config.kernelPath, config.kernelJs, config.kernelImpl);
+  return { config: { ...config, kernel: spec.name, kernelSha256: spec.sha256 }, kernel: spec };
 }

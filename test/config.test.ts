@@ -77,6 +77,15 @@ test('values are read and normalised', () => {
   assert.equal(c.simulateFaultRate, 0.25);
   assert.equal(c.staleCheckIntervalSeconds, 0.5);
   assert.equal(c.queuePrefix, 'sweep-7');
+  assert.deepEqual([c.kernelPath, c.kernelJs, c.kernelSha256], [null, null, null]);
+});
+
+test('KERNEL may name a user kernel by path: its name is the file\'s base name; the files are opened later, before connecting', () => {
+  const c = loadConfig({ KERNEL: '/kernels/collatz.wasm', KERNEL_JS: './collatz.js', KERNEL_IMPL: 'js' });
+  assert.deepEqual([c.kernel, c.kernelPath, c.kernelJs, c.kernelSha256, c.kernelImpl], ['collatz', '/kernels/collatz.wasm', './collatz.js', null, 'js']);
+  const t = loadConfig({ KERNEL: 'examples/monte-carlo-pi.ts' });
+  assert.deepEqual([t.kernel, t.kernelPath, t.kernelJs], ['monte-carlo-pi', 'examples/monte-carlo-pi.ts', null]);
+  assert.equal(loadConfig({ KERNEL: 'Mandelbrot' }).kernel, 'mandelbrot');
 });
 
 test('REDIS_URL overrides host and port; the password never shows in the address', () => {
@@ -120,7 +129,11 @@ test('each bad variable gets one line naming it and what it accepts', () => {
   rejects({ STALE_CHECK_INTERVAL_SECONDS: '0' }, /^STALE_CHECK_INTERVAL_SECONDS must be a number/);
   rejects({ STALE_THRESHOLD_MS: '10' }, /^STALE_THRESHOLD_MS must be an integer/);
   rejects({ SIMULATE_WORK_MS: 'slow' }, /^SIMULATE_WORK_MS must be a number/);
-  rejects({ KERNEL: 'fractal' }, /^KERNEL must be one of placeholder, mandelbrot, got "fractal"$/);
+  rejects({ KERNEL: 'fractal' }, /^KERNEL must be placeholder, mandelbrot or the path of a user kernel \(NAME\.wasm, or NAME\.ts built on first use\), got "fractal"$/);
+  rejects({ KERNEL: './my kernel.wasm' }, /^KERNEL=\.\/my kernel\.wasm: a user kernel's file name must be letters, digits/);
+  rejects({ KERNEL_JS: './k.js' }, /^KERNEL_JS names the JS twin of a user kernel, but KERNEL is the built-in placeholder/);
+  rejects({ KERNEL: './k.wasm', KERNEL_JS: './k.ts' }, /^KERNEL_JS must be the path of an ES module \(\.js or \.mjs\), got "\.\/k\.ts"$/);
+  rejects({ KERNEL: './k.wasm', KERNEL_IMPL: 'js' }, /^KERNEL_IMPL=js with the user kernel \.\/k\.wasm needs its JS twin: set KERNEL_JS=\.\/k\.js$/);
   rejects({ KERNEL_IMPL: 'native' }, /^KERNEL_IMPL must be one of wasm, js/);
   rejects({ THREADS: '0' }, /^THREADS must be an integer 1\.\.1024/);
   rejects({ PREFETCH: '2.5' }, /^PREFETCH must be an integer/);

@@ -249,3 +249,51 @@ test('ttg kernel build and check run from the image layout: a user kernel compil
     rmSync(out, { recursive: true, force: true });
   }
 });
+
+test('the derived image of k8s/user-kernel/Dockerfile, replayed on this layout, runs ttg worker with the built-in user kernel', async () => {
+  const [derived] = parseDockerfile(readFileSync(path.join(K8S_DIR, 'user-kernel', 'Dockerfile'), 'utf8'));
+  assert.equal(derived!.workdir, runtime.workdir);
+  // ARG defaults, then each instruction in order: COPY from the build context (examples/, as the header says), RUN, ENV.
+  const args: Record<string, string> = {};
+  const expandArgs = (text: string) => text.replace(/\$\{(\w+)\}/g, (_, name: string) => args[name] ?? '');
+  const derivedEnv: Record<string, string> = {};
+  let sha = '';
+  for (const { op, args: line } of derived!.instructions) {
+    if (op === 'ARG') {
+      const [name, value] = line.split('=');
+      args[name!] = value ?? '';
+    } else if (op === 'COPY') {
+      const words = expandArgs(line).split(/\s+/).filter((w) => !w.startsWith('--'));
+      const dest = path.join(imageDir, path.posix.relative(derived!.workdir, path.posix.resolve(derived!.workdir, words.pop()!)));
+      mkdirSync(dest, { recursive: true });
+      for (const source of words) cpSync(path.join(ROOT, 'examples', source), path.join(dest, source));
+    } else if (op === 'RUN') {
+      const [node, ...argv] = expandArgs(line).split(/\s+/);
+      assert.equal(node, 'node');
+      const built = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+        const child = spawn(process.execPath, argv, { cwd: imageDir, env: { ...testEnv({}), ...imageEnv }, stdio: ['ignore', 'pipe', 'pipe'] });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+        child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+        child.on('close', (code) => resolve({ code, stdout, stderr }));
+      });
+      assert.equal(built.code, 0, built.stderr);
+      sha = /^sha256 ([0-9a-f]{64})$/m.exec(built.stdout)?.[1] ?? '';
+    } else if (op === 'ENV') {
+      for (const [, k, v] of expandArgs(line).matchAll(/([A-Za-z_][A-Za-z0-9_]*)=(\S+)/g)) derivedEnv[k!] = v!;
+    }
+  }
+  assert.match(sha, /^[0-9a-f]{64}$/, 'the build printed the module\'s hash');
+  const r = await runInImage(['worker'], testEnv({ ...derivedEnv, USE_QUEUE: 'false', TOTAL_PARAMS: 100_000, TOTAL_WORKERS: 1, WORKER_ID: 0 }));
+  assert.equal(r.code, 0, r.stderr);
+  const s = lastJsonLine(r.stdout);
+  assert.deepEqual([s['kernel'], s['kernel_sha256'], s['status']], ['collatz', sha, 'completed']);
+  const agg = s['aggregates'] as Record<string, number>;
+  // Below 10^5 the longest Collatz trajectory is 350 steps, from 77031 (parameter 77030).
+  assert.deepEqual([agg['count'], agg['min'], agg['max'], agg['argmax']], [100_000, 0, 350, 77_030]);
+  const twin = await runInImage(['worker'], testEnv({ ...derivedEnv, KERNEL_IMPL: 'js', USE_QUEUE: 'false', TOTAL_PARAMS: 100_000, TOTAL_WORKERS: 1, WORKER_ID: 0 }));
+  assert.equal(twin.code, 0, twin.stderr);
+  assert.equal((lastJsonLine(twin.stdout)['aggregates'] as Record<string, number>)['sum'], agg['sum'], 'the twin from the image gives the same sum');
+});
+

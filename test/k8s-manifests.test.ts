@@ -22,6 +22,8 @@ import {
 } from './k8s-helpers.js';
 
 const KEDA_DIR = path.join(K8S_DIR, 'keda');
+/** A user kernel from a ConfigMap (not in the default kustomization), and the derived image's Dockerfile. */
+const USER_KERNEL_DIR = path.join(K8S_DIR, 'user-kernel');
 
 /** apiVersion/kind → the model that validates it and the module and interface that type it. */
 const MODELS: Record<string, { validate: (o: K8sObject) => void; module: string; type: string }> = {
@@ -45,7 +47,8 @@ function modelOf(o: K8sObject) {
 
 const base = () => renderKustomization(K8S_DIR);
 const keda = () => renderKustomization(KEDA_DIR);
-const all = () => [...base(), ...keda()];
+const userKernel = () => renderKustomization(USER_KERNEL_DIR);
+const all = () => [...base(), ...keda(), ...userKernel()];
 
 /** The pod-running objects whose container runs ttg (the worker image). */
 function ttgWorkloads(manifests: Manifest[]): K8sObject[] {
@@ -77,6 +80,7 @@ test('every manifest file is listed in its kustomization, and the kustomizations
   const yamlIn = (dir: string) => readdirSync(dir).filter((f) => /\.ya?ml$/.test(f) && f !== 'kustomization.yaml' && f !== 'kind-config.yaml').sort();
   assert.deepEqual([...kustomizationResources(K8S_DIR)].sort(), yamlIn(K8S_DIR));
   assert.deepEqual([...kustomizationResources(KEDA_DIR)].sort(), yamlIn(KEDA_DIR));
+  assert.deepEqual([...kustomizationResources(USER_KERNEL_DIR)].sort(), yamlIn(USER_KERNEL_DIR));
   const rendered = base();
   assert.ok(rendered.length >= 12, `the base renders its objects (${rendered.length})`);
   const ids = all().map((m) => `${m.object.kind}/${m.object.metadata?.name}`);
@@ -339,4 +343,34 @@ test('the image tag is the package version everywhere, written in no script', ()
     const text = readFileSync(path.join(K8S_DIR, script), 'utf8');
     assert.ok(!text.includes(version) && !/ttg-worker:\d/.test(text), `${script} reads the version from package.json`);
   }
+});
+
+test('a user kernel on Kubernetes: the Job mounts the ConfigMap KERNEL and KERNEL_JS point into; the derived image builds FROM ttg-worker', () => {
+  const job = findObject(userKernel(), 'Job', 'ttg-worker-redis-user-kernel');
+  const c = jobContainer(job);
+  const env = Object.fromEntries(c.env.filter((e: K8sObject) => 'value' in e).map((e: K8sObject) => [e.name, e.value]));
+  const volume = job.spec.template.spec.volumes.find((v: K8sObject) => v.configMap?.name === 'ttg-user-kernel');
+  assert.ok(volume, 'a volume from the ConfigMap ttg-user-kernel');
+  const mount = c.volumeMounts.find((m: K8sObject) => m.name === volume.name);
+  assert.equal(mount.readOnly, true);
+  // The files the README's `kubectl create configmap --from-file` puts there, under their own names.
+  assert.equal(env['KERNEL'], path.posix.join(mount.mountPath, 'collatz.wasm'));
+  assert.equal(env['KERNEL_JS'], path.posix.join(mount.mountPath, 'collatz.js'));
+  const config = loadConfig({ ...stringValues(findObject(base(), 'ConfigMap', 'ttg-config')), ...env, USE_QUEUE: 'true', WORKER_ID: 'pod-x' });
+  assert.deepEqual([config.kernel, config.kernelPath, config.kernelJs], ['collatz', env['KERNEL'], env['KERNEL_JS']], 'env overrides the ConfigMap\'s KERNEL');
+  // The rest is the ordinary queue Job: exit 2 (a worker whose module differs) fails the Job at once.
+  const plain = findObject(base(), 'Job', 'ttg-worker-redis');
+  assert.deepEqual(job.spec.podFailurePolicy, plain.spec.podFailurePolicy);
+
+  const [derived, ...more] = parseDockerfile(readFileSync(path.join(USER_KERNEL_DIR, 'Dockerfile'), 'utf8'));
+  assert.equal(more.length, 0);
+  assert.equal(derived!.base, CONTRACT.image(), 'FROM the ttg image of this version');
+  const runtime = parseDockerfile(readFileSync(path.join(K8S_DIR, 'Dockerfile'), 'utf8')).at(-1)!;
+  assert.equal(derived!.workdir, runtime.workdir, 'the same WORKDIR, where the entrypoint runs');
+  assert.ok(!derived!.instructions.some((i) => i.op === 'USER' || i.op === 'ENTRYPOINT' || i.op === 'CMD'), 'the ttg image\'s user, entrypoint and command');
+  const run = derived!.instructions.find((i) => i.op === 'RUN')!.args;
+  assert.match(run, /^node dist\/engine\/cli\.js kernel build kernels\/\$\{KERNEL_NAME\}\.ts$/);
+  const envLine = derived!.instructions.find((i) => i.op === 'ENV')!.args;
+  assert.match(envLine, /KERNEL=\.\/kernels\/\$\{KERNEL_NAME\}\.wasm/, 'KERNEL is what kernel build writes beside the source');
+  assert.match(envLine, /KERNEL_JS=\.\/kernels\/\$\{KERNEL_NAME\}\.js/);
 });

@@ -68,3 +68,38 @@ export function aliasedName(env: Env, names: readonly string[]): string {
   }
   return set[0] ?? names[0]!;
 }
+
+/** Edit distance (insertions, deletions, substitutions) between two short names. */
+function distance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = row;
+  }
+  return prev[b.length]!;
+}
+
+/**
+ * Variables that look like a misspelling of one of `known` (a letter or two
+ * off, an underscore missing, or a `TTG_` prefix the program does not use),
+ * so that a typo is said instead of silently running the defaults. Names a
+ * Kubernetes Service link injects (`*_SERVICE_HOST`, `*_PORT_6379_TCP`, a
+ * `tcp://` value) are not typos and are left alone.
+ */
+export function nearMisses(env: Env, known: readonly string[]): Array<{ name: string; meant: string }> {
+  const knownSet = new Set(known);
+  const squash = (s: string) => s.replace(/_/g, '');
+  const found: Array<{ name: string; meant: string }> = [];
+  for (const [name, value] of Object.entries(env)) {
+    if (knownSet.has(name) || !/^[A-Z][A-Z0-9_]*$/.test(name)) continue;
+    if (/_SERVICE_(HOST|PORT)\b|_PORT_\d+_(TCP|UDP)/.test(name) || /^(tcp|udp):\/\//.test(value ?? '')) continue;
+    const bare = name.startsWith('TTG_') ? name.slice(4) : name;
+    const meant = known.find((k) => k === bare || squash(k) === squash(bare)) ??
+      (bare.length >= 6 ? known.find((k) => Math.abs(k.length - bare.length) <= 2 && distance(k, bare) <= (k.length >= 10 ? 2 : 1)) : undefined);
+    if (meant !== undefined) found.push({ name, meant });
+  }
+  return found;
+}

@@ -4,7 +4,7 @@
  * Exit codes: 0 success; 1 runtime failure; 2 invalid configuration or usage
  * (one line naming the variable or flag, printed before any connection).
  */
-import { loadConfig, type Config, type QueueBackendName, QUEUE_BACKENDS } from './config.js';
+import { describeSettings, loadConfig, misspeltVariableWarnings, type Config, type QueueBackendName, QUEUE_BACKENDS } from './config.js';
 import { ConfigError, TtgError } from '../core/errors.js';
 import { createLogger, redact, type Logger } from '../core/log.js';
 import { KernelPool } from './pool.js';
@@ -149,6 +149,8 @@ async function cmdWorker(args: string[]): Promise<number> {
   // A user kernel's files are found (a .ts built) and checked here, before any connection.
   const { config, kernel } = await withResolvedKernel(loadConfig());
   const log = logger(config, `worker-${config.workerId}`);
+  for (const warning of misspeltVariableWarnings()) log.warn(warning);
+  log.info(`starting: ${describeSettings(config)}`);
   const pool = new KernelPool({ threads: config.threads, kernel, impl: config.kernelImpl, simulateWorkMs: config.simulateWorkMs });
   let probes = () => ({ health: { ok: true, detail: 'starting' }, ready: STARTING });
   const { metrics, close: closeEndpoints } = await serveEndpoints(config, log, config.useQueue ? 'queue' : 'static', () => probes());
@@ -224,7 +226,8 @@ async function cmdRun(args: string[]): Promise<number> {
   const { config: base, kernel } = await withResolvedKernel(loadConfig(env));
   const workers = positiveInt('workers', flags['workers'], base.totalWorkers);
   const log = logger(base, 'run');
-  log.info(`sweep of ${base.totalParams} params in chunks of ${base.chunkSize}: ${workers} workers, ${base.threads} threads, kernel ${base.kernel} (${base.kernelImpl}), backend ${base.queueBackend}`);
+  for (const warning of misspeltVariableWarnings()) log.warn(warning);
+  log.info(`starting ${workers} workers: ${describeSettings(base)}`);
 
   const pool = new KernelPool({ threads: base.threads, kernel, impl: base.kernelImpl, simulateWorkMs: base.simulateWorkMs });
   let probes = () => ({ health: { ok: true, detail: 'starting' }, ready: STARTING });

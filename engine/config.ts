@@ -6,7 +6,7 @@
  */
 import { hostname } from 'node:os';
 import { ConfigError } from '../core/errors.js';
-import { aliasedName, boolean, decimal, integer, oneOf, raw, type Env } from '../core/env.js';
+import { aliasedName, boolean, decimal, integer, nearMisses, oneOf, raw, type Env } from '../core/env.js';
 import { BACKEND_VARIABLES, QUEUE_BACKENDS, readBackendEnv, type BackendConnections, type QueueBackendName } from '../backends/registry.js';
 import { usableCpus } from './cpus.js';
 import { KERNEL_IMPLS, KERNEL_NAMES, type KernelImpl } from '../kernel/types.js';
@@ -49,7 +49,10 @@ export interface Config {
   kernelSha256: string | null;
   kernelImpl: KernelImpl;
   threads: number;
+  /** Chunks a worker holds at once: PREFETCH, or where it is unset the floor of what queue mode sizes by time. */
   prefetch: number;
+  /** PREFETCH was unset: queue mode holds as many chunks as the threads compute in a short window (engine/queue-worker.ts). */
+  prefetchAuto: boolean;
   simulateFaultRate: number;
   logLevel: LogLevel;
   logFormat: LogFormat;
@@ -148,6 +151,7 @@ export function loadConfig(env: Env = process.env): Config {
   }
   const threads = integer(env, 'THREADS', usableCpus(), 1, 1024);
   const prefetch = integer(env, 'PREFETCH', defaultPrefetch(threads), 1, 65535);
+  const prefetchAuto = raw(env, 'PREFETCH') === undefined;
   const simulateFaultRate = decimal(env, 'SIMULATE_FAULT_RATE', 0, 0, 1);
   const logLevel = oneOf(env, 'LOG_LEVEL', 'info', LOG_LEVELS);
   const logFormat = oneOf(env, 'LOG_FORMAT', 'text', LOG_FORMATS);
@@ -158,8 +162,28 @@ export function loadConfig(env: Env = process.env): Config {
   return {
     useQueue, queueBackend, backends, maxRetries, retryDelayMs, totalParams, chunkSize,
     workerId, hostName, queuePrefix, totalWorkers, idleTimeoutSeconds, staleCheckIntervalSeconds,
-    staleThresholdMs, simulateWorkMs, kernel, kernelPath, kernelJs, kernelSha256: null, kernelImpl, threads, prefetch, simulateFaultRate,
+    staleThresholdMs, simulateWorkMs, kernel, kernelPath, kernelJs, kernelSha256: null, kernelImpl, threads, prefetch, prefetchAuto, simulateFaultRate,
     logLevel, logFormat, connectTimeoutSeconds, metricsPort,
   };
 }
 
+
+/** One warning per variable that looks like a misspelt ttg variable (ttg would otherwise run its default). */
+export function misspeltVariableWarnings(env: Env = process.env): string[] {
+  return nearMisses(env, ENV_VARIABLES).map(({ name, meant }) =>
+    `${name} is not a ttg variable and is ignored: did you mean ${meant}?${raw(env, meant) === undefined ? ` (${meant} is unset, so its default applies)` : ''}`);
+}
+
+/** The sweep's settings in one line, for the start-up log: no credentials (broker addresses never carry them). */
+export function describeSettings(config: Config): string {
+  const n = (x: number) => x.toLocaleString('en-US');
+  const where = config.useQueue
+    ? `queue mode on ${config.queueBackend}${brokerAddress(config)}, QUEUE_PREFIX=${config.queuePrefix}`
+    : `static mode, worker ${config.workerId} of ${config.totalWorkers}`;
+  return `${where}: ${n(config.totalParams)} params in chunks of ${n(config.chunkSize)}, kernel ${config.kernel} (${config.kernelImpl}), ${config.threads} threads`;
+}
+
+function brokerAddress(config: Config): string {
+  const connection = config.backends[config.queueBackend] as { address?: unknown };
+  return typeof connection.address === 'string' ? ` at ${connection.address}` : '';
+}

@@ -130,3 +130,12 @@ test('./ttg runs the command as one process: the PID a shell gets is node itself
   child.kill('SIGKILL');
   assert.deepEqual(await closed, [null, 'SIGKILL']);
 });
+
+test('a worker names a misspelt variable and echoes the settings it really runs with', async () => {
+  const r = await runTtg(['worker'], testEnv({ USE_QUEUE: 'false', TOTAL_WORKERS: 1, TOTAL_PARAM: 2000, CHUNKSIZE: 500 }));
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /TOTAL_PARAM is not a ttg variable and is ignored: did you mean TOTAL_PARAMS\?/);
+  assert.match(r.stderr, /CHUNKSIZE is not a ttg variable and is ignored: did you mean CHUNK_SIZE\?/);
+  assert.match(r.stderr, /starting: static mode, worker 0 of 1: 10,000 params in chunks of 100, kernel placeholder/);
+  assert.equal(lastJsonLine(r.stdout)['params_processed'], 10000, 'the defaults ran, as the warning said');
+});

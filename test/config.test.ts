@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { loadConfig, defaultPrefetch, ENV_VARIABLES } from '../engine/config.js';
+import { loadConfig, defaultPrefetch, describeSettings, ENV_VARIABLES, misspeltVariableWarnings } from '../engine/config.js';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { ROOT } from './helpers.js';
@@ -191,4 +191,28 @@ test('ENV_VARIABLES lists every variable the config reads (the manifests are che
   for (const name of ['MAX_RETRIES', 'RABBITMQ_MAX_RETRIES', 'RETRY_DELAY_MS', 'RABBITMQ_RETRY_DELAY_MS']) read.add(name);
   assert.ok(read.size >= 30, `found the reads (${read.size})`);
   assert.deepEqual([...read].filter((v) => !(ENV_VARIABLES as readonly string[]).includes(v!)), []);
+});
+
+test('misspelt variables are named with what was meant; other variables and Service links are left alone', () => {
+  const warnings = misspeltVariableWarnings({
+    TOTAL_PARAM: '2000', CHUNKSIZE: '500', TTG_THREADS: '2', THREAD: '4', IDLE_TIMEOUT_SECOND: '5', REDIS_HOTS: 'x',
+    CHUNK_SIZE_: '1', TOTAL_PARAMS: '9000',
+    // Not typos: the system's own, ttg's own, and what the kubelet injects for a Service named ttg-redis.
+    PATH: '/bin', HOME: '/root', HOSTNAME: 'pod-1', LANG: 'C', TERM: 'xterm', NODE_ENV: 'production',
+    TTG_REDIS_PORT: 'tcp://10.0.0.1:6379', TTG_REDIS_SERVICE_HOST: '10.0.0.1', TTG_REDIS_PORT_6379_TCP_ADDR: '10.0.0.1',
+  });
+  const named = (w: string) => /^(\w+) is not a ttg variable/.exec(w)?.[1];
+  assert.deepEqual(warnings.map(named).sort(), ['CHUNKSIZE', 'CHUNK_SIZE_', 'IDLE_TIMEOUT_SECOND', 'REDIS_HOTS', 'THREAD', 'TOTAL_PARAM', 'TTG_THREADS']);
+  assert.ok(warnings.includes('CHUNKSIZE is not a ttg variable and is ignored: did you mean CHUNK_SIZE? (CHUNK_SIZE is unset, so its default applies)'));
+  assert.ok(warnings.includes('TOTAL_PARAM is not a ttg variable and is ignored: did you mean TOTAL_PARAMS?'), 'no default note when the real one is set');
+  assert.ok(warnings.some((w) => w.startsWith('TTG_THREADS is not a ttg variable and is ignored: did you mean THREADS?')));
+});
+
+test('the start-up line gives the sweep\'s settings and the broker address, never a password', () => {
+  const line = describeSettings(loadConfig({
+    USE_QUEUE: 'true', QUEUE_BACKEND: 'redis', REDIS_URL: 'redis://:s3cret@cache.example:6380/2', TOTAL_PARAMS: '1000000',
+    CHUNK_SIZE: '1000', KERNEL: 'mandelbrot', THREADS: '2', QUEUE_PREFIX: 'exp1',
+  }));
+  assert.equal(line, 'queue mode on redis at cache.example:6380, QUEUE_PREFIX=exp1: 1,000,000 params in chunks of 1,000, kernel mandelbrot (wasm), 2 threads');
+  assert.ok(!line.includes('s3cret'));
 });

@@ -193,6 +193,12 @@ async function cmdWorker(args: string[]): Promise<number> {
       log.info(`finished: ${summary.status}, ${summary.chunks_processed} chunks, ${summary.params_processed} params`);
       process.stdout.write(JSON.stringify(summary) + '\n');
       return 0;
+    } catch (err) {
+      // The summary is the last stdout line whatever happens (a broker that stayed away, a refused
+      // join): what was done before the failure, and why it stopped.
+      const error = redact(err instanceof Error ? err.message : String(err));
+      process.stdout.write(JSON.stringify({ ...worker.summary('interrupted'), error }) + '\n');
+      throw err;
     } finally {
       off();
       await backend.close().catch(() => {});

@@ -8,7 +8,11 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { addExact, roundPartials } from '../kernel/exact-sum.js';
-import { assertEndedByItself, golden, lastJsonLine, randomPrefix, runTtg, startTtg, testEnv, type TtgProcess } from './helpers.js';
+import {
+  assertEndedByItself, golden, lastJsonLine, RABBIT_HOST, RABBIT_PORT, randomPrefix, REDIS_HOST, REDIS_PORT, runTtg, startTtg, testEnv,
+  type TtgProcess,
+} from './helpers.js';
+import { TcpRelay } from './relay.js';
 
 /** Placeholder values computed here, independently of kernel/ (docs/design.md's formula). */
 function placeholderValue(p: number): number {
@@ -247,6 +251,34 @@ export function workerProcessSuite(kind: 'redis' | 'rabbitmq', requireServer: ()
     assert.match(monitor.stdout, /\[#{40}\] 100\.0%\s+40\/40 chunks/);
     assert.match(monitor.stdout, /ready 0 .*dead-lettered 0 +results 40/);
     assert.match(monitor.stdout, /sweep settled/);
+  });
+
+  test(`${kind}: a broker lost for good mid-sweep: exit 1 naming the address, and the summary is still the last stdout line`, async () => {
+    await requireServer();
+    const relay = new TcpRelay(kind === 'redis' ? REDIS_HOST : RABBIT_HOST, kind === 'redis' ? REDIS_PORT : RABBIT_PORT);
+    await relay.up();
+    const prefix = fresh('lost');
+    const portVar = kind === 'redis' ? 'REDIS_PORT' : 'RABBITMQ_PORT';
+    const w = startTtg(['worker'], env(prefix, {
+      [portVar]: relay.port, CONNECT_TIMEOUT_SECONDS: 1, TOTAL_PARAMS: 10000, CHUNK_SIZE: 100, SIMULATE_WORK_MS: 0.5, LOG_LEVEL: 'debug',
+    }));
+    try {
+      const deadline = Date.now() + 30_000;
+      while ((w.stderr().match(/chunk \d+ done/g) ?? []).length < 3) {
+        assert.ok(Date.now() < deadline, `no chunk done: ${w.stderr()}`);
+        await new Promise((res) => setTimeout(res, 20));
+      }
+      await relay.down(); // for good
+      assert.equal(await finish(w), 1, w.stderr());
+      const summary = lastJsonLine(w.stdout());
+      assert.equal(summary['status'], 'interrupted');
+      assert.ok(Number(summary['chunks_processed']) >= 3, 'the summary counts what was done before the loss');
+      assert.match(String(summary['error']), new RegExp(`127\\.0\\.0\\.1:${relay.port}`), 'and says why it stopped');
+      assert.doesNotMatch(w.stdout() + w.stderr(), /guest:guest/);
+    } finally {
+      await relay.down();
+      w.child.kill('SIGKILL');
+    }
   });
 
   test(`${kind}: an unreachable broker fails with exit 1 naming the address; a bad variable exits 2 before connecting`, async () => {

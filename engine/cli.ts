@@ -142,6 +142,11 @@ async function serveEndpoints(config: Config, log: Logger, mode: 'static' | 'que
   return { metrics, close: async () => endpoints?.close() };
 }
 
+/** True when every chunk's result was in before `time` (ms): the sweep was settled before a worker joined it. */
+function settledBefore(results: ReadonlyArray<{ completedAt: string }>, time: number): boolean {
+  return results.length > 0 && results.every((r) => Date.parse(r.completedAt) < time);
+}
+
 const STARTING: Probe = { ok: false, detail: 'starting' };
 
 async function cmdWorker(args: string[]): Promise<number> {
@@ -189,8 +194,14 @@ async function cmdWorker(args: string[]): Promise<number> {
       },
     );
     try {
+      const startedAt = Date.now();
       const summary = await worker.run();
       log.info(`finished: ${summary.status}, ${summary.chunks_processed} chunks, ${summary.params_processed} params`);
+      if (summary.status === 'completed' && summary.chunks_processed + summary.chunks_failed === 0 &&
+          settledBefore(await backend.readResults(), startedAt)) {
+        log.warn(`nothing to do: the sweep under QUEUE_PREFIX=${config.queuePrefix} was already settled before this worker started; ` +
+          'ttg reset (or another QUEUE_PREFIX) starts a new one');
+      }
       process.stdout.write(JSON.stringify(summary) + '\n');
       return 0;
     } catch (err) {
@@ -262,14 +273,22 @@ async function cmdRun(args: string[]): Promise<number> {
       };
     };
     const off = onSignals(() => loops.forEach((l) => l.worker.stop()), () => process.exit(1));
+    const startedAt = Date.now();
+    let processed = 0;
     try {
       const summaries = await Promise.all(loops.map((l) => l.worker.run()));
       for (const s of summaries) log.debug('worker summary', { ...s });
+      processed = summaries.reduce((n, s) => n + s.chunks_processed + s.chunks_failed, 0);
     } finally {
       off();
       await Promise.all(loops.map((l) => l.backend.close().catch(() => {})));
     }
-    const report = buildReport(await reader.readSettings(), await reader.readResults(), await reader.readDeadLetters(), {
+    const results = await reader.readResults();
+    if (processed === 0 && settledBefore(results, startedAt)) {
+      log.warn(`nothing ran: the sweep under QUEUE_PREFIX=${base.queuePrefix} on ${base.queueBackend} was already settled; ` +
+        'this is its earlier report. ttg run --fresh starts it anew');
+    }
+    const report = buildReport(await reader.readSettings(), results, await reader.readDeadLetters(), {
       verbose: Boolean(flags['verbose']),
     });
     report.command_seconds = Math.round(process.uptime() * 1000) / 1000;

@@ -253,6 +253,21 @@ export function workerProcessSuite(kind: 'redis' | 'rabbitmq', requireServer: ()
     assert.match(monitor.stdout, /sweep settled/);
   });
 
+  test(`${kind}: a worker or ttg run that finds the sweep already settled says that nothing ran, and how to start anew`, async () => {
+    await requireServer();
+    const prefix = fresh('settled');
+    const first = await runTtg(['worker'], env(prefix, { TOTAL_PARAMS: 1000, CHUNK_SIZE: 100 }));
+    assert.equal(first.code, 0, first.stderr);
+    assert.doesNotMatch(first.stderr, /already settled/, 'the worker that did the work is not told off');
+    const again = await runTtg(['worker'], env(prefix, { TOTAL_PARAMS: 1000, CHUNK_SIZE: 100, WORKER_ID: '1' }));
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stderr, /nothing to do: the sweep under QUEUE_PREFIX=\S+ was already settled before this worker started; ttg reset/);
+    const run = await runTtg(['run', '--backend', kind, '--json'], env(prefix, { TOTAL_PARAMS: 1000, CHUNK_SIZE: 100 }));
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stderr, /nothing ran: the sweep .* was already settled; this is its earlier report\. ttg run --fresh starts it anew/);
+    assert.equal(lastJsonLine(run.stdout)['total_chunks'], 10);
+  });
+
   test(`${kind}: a broker lost for good mid-sweep: exit 1 naming the address, and the summary is still the last stdout line`, async () => {
     await requireServer();
     const relay = new TcpRelay(kind === 'redis' ? REDIS_HOST : RABBIT_HOST, kind === 'redis' ? REDIS_PORT : RABBIT_PORT);

@@ -176,6 +176,7 @@ export class MemoryBackend implements QueueBackend {
     this.#store.pending.delete(p.entry.id);
     this.#store.results.push(structuredClone(result));
     this.#store.done.add(result.chunkId);
+    this.#wakeIfSettled();
     return true;
   }
 
@@ -195,6 +196,7 @@ export class MemoryBackend implements QueueBackend {
     if (attempts >= this.#opts.maxRetries) {
       store.dead.push({ chunkId: task.chunkId, reason, attempts, workerId: this.#opts.workerId, task });
       if (!store.done.has(task.chunkId)) store.deadChunks.add(task.chunkId);
+      this.#wakeIfSettled();
       return 'dead-lettered';
     }
     const delay = this.#opts.retryDelayMs;
@@ -241,12 +243,21 @@ export class MemoryBackend implements QueueBackend {
     return out;
   }
 
-  async isSettled(): Promise<boolean> {
+  /** The last chunk settled: waiting take()s return at once, so idle workers leave now rather than after a poll. */
+  #wakeIfSettled(): void {
+    if (this.#settledNow()) wake(this.#store);
+  }
+
+  #settledNow(): boolean {
     const s = this.#store;
     if (!s.settings) return false;
     let settled = s.done.size;
     for (const c of s.deadChunks) if (!s.done.has(c)) settled++;
     return settled >= s.totalChunks;
+  }
+
+  async isSettled(): Promise<boolean> {
+    return this.#settledNow();
   }
 
   /** Unsettled chunks are in someone's hands, ready, or waiting out a retry delay: nothing here is ever lost. */

@@ -190,6 +190,10 @@ export interface QueueBenchOptions {
   quick?: boolean;
   /** Which systems (all by default). */
   systems?: QueueSystem[];
+  /** Which sweeps (`--sweeps=1000000/100,10000000/1000`; the issue's set by default). */
+  sweeps?: Array<{ totalParams: number; chunkSize: number }>;
+  /** Runs of each system per sweep (`--reps=N`). */
+  reps?: number;
 }
 
 /** The sweeps: 10,000 chunks each at chunk 10/100/1000 (1,000 at 10,000), as the goals of the queue-path issue. */
@@ -204,10 +208,11 @@ function sweeps(quick: boolean): Array<{ totalParams: number; chunkSize: number 
 }
 
 export async function benchQueue(opts: QueueBenchOptions = {}, progress: (line: string) => void = () => {}): Promise<{ runs: QueueRun[]; rows: QueueRow[] }> {
-  const reps = opts.quick ? 2 : 5;
+  const reps = opts.reps ?? (opts.quick ? 2 : 5);
   const systems = opts.systems ?? ['ttg-redis', 'bullmq', 'ttg-rabbitmq'];
+  const chosen = opts.sweeps ?? sweeps(Boolean(opts.quick));
   const runs: QueueRun[] = [];
-  for (const { totalParams, chunkSize } of sweeps(Boolean(opts.quick))) {
+  for (const { totalParams, chunkSize } of chosen) {
     for (let rep = 0; rep < reps; rep++) {
       // Interleaved: one run of each system per round, so drift in the machine's load hits all alike.
       for (const system of systems) {
@@ -220,7 +225,7 @@ export async function benchQueue(opts: QueueBenchOptions = {}, progress: (line: 
     }
   }
   const rows: QueueRow[] = [];
-  for (const { totalParams, chunkSize } of sweeps(Boolean(opts.quick))) {
+  for (const { totalParams, chunkSize } of chosen) {
     for (const system of systems) {
       const mine = runs.filter((r) => r.system === system && r.totalParams === totalParams && r.chunkSize === chunkSize);
       const ok = mine.filter((r) => !r.error);

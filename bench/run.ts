@@ -35,7 +35,11 @@ function sweepTable(title: string, rows: SweepBenchRow[]): string {
  * `kernels` (ttg bench --kernel): user kernel sources to benchmark in the `user` section instead of
  * the examples; given alone, only that section runs.
  */
-export async function runBenchmarks(opts: { quick?: boolean; only?: BenchSection[]; kernels?: string[] } = {}): Promise<void> {
+export async function runBenchmarks(opts: {
+  quick?: boolean; only?: BenchSection[]; kernels?: string[];
+  /** The queue section's sweeps, systems and runs (bench/queue.ts), when not its defaults. */
+  queue?: import('./queue.js').QueueBenchOptions;
+} = {}): Promise<void> {
   const started = new Date().toISOString();
   const want = (s: BenchSection) => (opts.only ? opts.only.includes(s) : !opts.kernels || s === 'user');
   const kernels = want('kernels') ? await benchKernels(opts) : [];
@@ -73,7 +77,7 @@ export async function runBenchmarks(opts: { quick?: boolean; only?: BenchSection
   let queue: Awaited<ReturnType<typeof import('./queue.js').benchQueue>> = { runs: [], rows: [] };
   if (want('queue')) {
     const { benchQueue, queueTable } = await import('./queue.js');
-    queue = await benchQueue(opts, (line) => process.stderr.write(line + '\n'));
+    queue = await benchQueue({ ...opts.queue, quick: Boolean(opts.quick) }, (line) => process.stderr.write(line + '\n'));
     process.stdout.write(queueTable(queue.rows) + '\n');
   }
 
@@ -100,7 +104,18 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.a
     process.stderr.write(`--only takes ${BENCH_SECTIONS.join(', ')}; got ${unknown.join(', ')}\n`);
     process.exit(2);
   }
-  runBenchmarks({ quick: process.argv.includes('--quick'), ...(only ? { only } : {}) }).catch((err) => {
+  // Queue section only: --sweeps=1000000/100,10000000/1000 --systems=ttg-redis,bullmq --reps=3
+  const arg = (name: string) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+  const sweepsArg = arg('sweeps')?.split(',').map((pair) => {
+    const [totalParams, chunkSize] = pair.split('/').map(Number);
+    return { totalParams: totalParams!, chunkSize: chunkSize! };
+  });
+  const queue = {
+    ...(sweepsArg ? { sweeps: sweepsArg } : {}),
+    ...(arg('systems') ? { systems: arg('systems')!.split(',') as import('./queue.js').QueueSystem[] } : {}),
+    ...(arg('reps') ? { reps: Number(arg('reps')) } : {}),
+  };
+  runBenchmarks({ quick: process.argv.includes('--quick'), ...(only ? { only } : {}), queue }).catch((err) => {
     process.stderr.write(`bench failed: ${err instanceof Error ? err.stack : String(err)}\n`);
     process.exit(1);
   });

@@ -1,15 +1,19 @@
 /**
  * The thread pool: a Piscina pool of THREADS threads, each holding one
- * instance of the kernel (engine/thread.ts). A chunk is split into at most
- * one slice per thread; the slices' statistics are merged exactly here, on
- * the main thread, which never runs the kernel and so stays free for the
- * queue. Several chunks may be in the pool at once (PREFETCH): their slices
- * queue up, and whichever thread is free takes the next, which balances
- * kernels whose cost varies across the range (mandelbrot).
+ * instance of the kernel (engine/thread.ts). Ranges asked for in the same
+ * turn of the event loop are scheduled together: a range whose estimated
+ * cost is large is split into slices over the threads (merged exactly here,
+ * on the main thread, which never runs the kernel and so stays free for the
+ * queue); small ranges are batched several to a thread task instead, because
+ * a task's round trip to a thread (~20-50 us) costs more than computing a
+ * chunk of a few hundred placeholder parameters. Costs are estimated from the
+ * thread time measured so far (seconds per parameter), so a kernel whose cost
+ * varies across the range (mandelbrot) is still cut into tasks small enough
+ * for whichever thread is free to take the next one.
  */
 import { Piscina } from 'piscina';
 import type { KernelChoice, KernelImpl, SliceStats } from '../kernel/types.js';
-import type { SliceOutcome, SliceTask } from './thread.js';
+import type { BatchOutcome, SliceBatch, SliceOutcome, SliceTask } from './thread.js';
 import { mergeSlices, sliceRange } from './stats.js';
 
 export interface KernelPoolOptions {
@@ -26,17 +30,34 @@ export interface RangeOutcome {
   threadSeconds: number;
 }
 
+/** Thread time one task aims at: long enough to pay for its round trip, short enough to balance the threads. */
+const TASK_SECONDS = 0.004;
+/** Ranges shorter than this are never split across threads, whatever their estimated cost. */
+const MIN_SPLIT_PARAMS = 64;
+
+interface WaitingRange {
+  start: number;
+  end: number;
+  total: number;
+  resolve: (outcome: RangeOutcome) => void;
+  reject: (err: Error) => void;
+}
+
 export class KernelPool {
-  #pool: Piscina<SliceTask, SliceOutcome>;
+  #pool: Piscina<SliceTask | SliceBatch, SliceOutcome | BatchOutcome>;
   #opts: Required<KernelPoolOptions>;
   #closed = false;
+  /** Ranges asked for in this turn of the event loop, scheduled together at its end. */
+  #waiting: WaitingRange[] = [];
+  /** Measured thread seconds per parameter (0 until the first task returns). */
+  #secondsPerParam = 0;
 
   constructor(opts: KernelPoolOptions) {
     if (!Number.isInteger(opts.threads) || opts.threads < 1) {
       throw new RangeError('threads must be a positive integer');
     }
     this.#opts = { simulateWorkMs: 0, ...opts };
-    this.#pool = new Piscina<SliceTask, SliceOutcome>({
+    this.#pool = new Piscina<SliceTask | SliceBatch, SliceOutcome | BatchOutcome>({
       filename: new URL('./thread.js', import.meta.url).href,
       minThreads: opts.threads,
       maxThreads: opts.threads,
@@ -50,18 +71,96 @@ export class KernelPool {
   }
 
   /**
-   * Evaluates the kernel over [start, end) of a sweep of `total`, split over
-   * the threads, and returns the merged statistics with the thread time spent. Rejects if any slice
-   * fails; a partial result is never returned.
+   * Evaluates the kernel over [start, end) of a sweep of `total` and returns
+   * its statistics with the thread time spent. Rejects if any slice of it
+   * fails; a partial result is never returned. Calls made in the same turn
+   * of the event loop share thread tasks (see the file comment).
    */
-  async runRange(start: number, end: number, total: number): Promise<RangeOutcome> {
-    if (this.#closed) throw new Error('the thread pool is closed');
-    const { kernel, impl, simulateWorkMs, threads } = this.#opts;
-    const slices = sliceRange(start, end, threads);
-    const stats = await Promise.all(
-      slices.map((s) => this.#pool.run({ kernel, impl, start: s.start, end: s.end, total, simulateWorkMs })),
-    );
-    return { stats: mergeSlices(stats), threadSeconds: stats.reduce((a, s) => a + s.seconds, 0) };
+  runRange(start: number, end: number, total: number): Promise<RangeOutcome> {
+    if (this.#closed) return Promise.reject(new Error('the thread pool is closed'));
+    return new Promise<RangeOutcome>((resolve, reject) => {
+      if (this.#waiting.length === 0) queueMicrotask(() => this.#schedule());
+      this.#waiting.push({ start, end, total, resolve, reject });
+    });
+  }
+
+  /** Turns the ranges asked for into thread tasks: big ones split over the threads, small ones batched. */
+  #schedule(): void {
+    const waiting = this.#waiting;
+    this.#waiting = [];
+    const { threads } = this.#opts;
+    const spp = this.#secondsPerParam;
+    const small: WaitingRange[] = [];
+    for (const w of waiting) {
+      const length = w.end - w.start;
+      const parts = spp > 0 ? Math.min(threads, Math.ceil((length * spp) / TASK_SECONDS)) : threads;
+      if (threads > 1 && parts > 1 && length >= MIN_SPLIT_PARAMS * parts) this.#runSplit(w, parts);
+      else small.push(w);
+    }
+    if (small.length === 0) return;
+    // Small ranges: batches of about TASK_SECONDS each, and at least one per thread while there are enough.
+    const params = small.reduce((a, w) => a + (w.end - w.start), 0);
+    const perTask = Math.max(1, Math.min(spp > 0 ? TASK_SECONDS / spp : Infinity, Math.ceil(params / threads)));
+    let batch: WaitingRange[] = [];
+    let batchParams = 0;
+    for (const w of small) {
+      batch.push(w);
+      batchParams += w.end - w.start;
+      if (batchParams >= perTask) {
+        this.#runBatch(batch);
+        batch = [];
+        batchParams = 0;
+      }
+    }
+    if (batch.length) this.#runBatch(batch);
+  }
+
+  #taskBase(total: number) {
+    const { kernel, impl, simulateWorkMs } = this.#opts;
+    return { kernel, impl, total, simulateWorkMs };
+  }
+
+  #learn(params: number, seconds: number): void {
+    if (params <= 0) return;
+    const spp = seconds / params;
+    this.#secondsPerParam = this.#secondsPerParam === 0 ? spp : 0.7 * this.#secondsPerParam + 0.3 * spp;
+  }
+
+  #runSplit(w: WaitingRange, parts: number): void {
+    const slices = sliceRange(w.start, w.end, parts);
+    Promise.all(slices.map((s) => this.#pool.run({ ...this.#taskBase(w.total), start: s.start, end: s.end }) as Promise<SliceOutcome>))
+      .then((stats) => {
+        const threadSeconds = stats.reduce((a, s) => a + s.seconds, 0);
+        this.#learn(w.end - w.start, threadSeconds);
+        w.resolve({ stats: mergeSlices(stats), threadSeconds });
+      }, (err: unknown) => w.reject(err instanceof Error ? err : new Error(String(err))));
+  }
+
+  #runBatch(batch: WaitingRange[]): void {
+    // One total per task (a pool serves one sweep, but nothing here relies on it).
+    const total = batch[0]!.total;
+    const mine = batch.filter((w) => w.total === total);
+    const others = batch.filter((w) => w.total !== total);
+    if (others.length) this.#runBatch(others);
+    const ranges: number[] = [];
+    for (const w of mine) ranges.push(w.start, w.end);
+    (this.#pool.run({ ...this.#taskBase(total), ranges }, { name: 'runSlices' }) as Promise<BatchOutcome>).then((outcomes) => {
+      let params = 0;
+      let seconds = 0;
+      mine.forEach((w, i) => {
+        const o = outcomes[i]!;
+        if ('error' in o) {
+          w.reject(new Error(o.error));
+          return;
+        }
+        params += w.end - w.start;
+        seconds += o.seconds;
+        w.resolve({ stats: o, threadSeconds: o.seconds });
+      });
+      this.#learn(params, seconds);
+    }, (err: unknown) => {
+      for (const w of mine) w.reject(err instanceof Error ? err : new Error(String(err)));
+    });
   }
 
   /** Waits for running slices, then stops the threads. */

@@ -1,7 +1,10 @@
 /**
- * Queue mode: the worker loop. Keeps up to PREFETCH chunks in hand, each
- * computed on the shared thread pool and then completed (result published
- * and chunk acknowledged in one backend step). Claims chunks of workers that
+ * Queue mode: the worker loop. Keeps chunks in hand (PREFETCH, or where it is
+ * unset as many as the threads compute in HOLD_SECONDS, so they never wait
+ * for the broker), each computed on the shared thread pool (which batches
+ * small chunks into one thread task) and then completed (result published
+ * and chunk acknowledged in one backend step; backends batch the completions
+ * that arrive together into one round trip). Claims chunks of workers that
  * stopped answering, keeps its own chunks alive with heartbeats, retries or
  * dead-letters chunks that fail, and exits when the sweep is settled or
  * nothing has come for IDLE_TIMEOUT_SECONDS.
@@ -14,6 +17,11 @@ import { toChunkStats } from './stats.js';
 import { BrokerUnavailableError, SimulatedFaultError, TtgError } from '../core/errors.js';
 import type { FailureOutcome, MetricsSource, WorkerMetrics } from './metrics.js';
 import type { Probe } from './http.js';
+
+/** Work in hand, in seconds of this worker's measured rate, when PREFETCH is unset: covers a take's round trip many times over. */
+const HOLD_SECONDS = 0.05;
+/** Most chunks in hand when PREFETCH is unset, and most asked for in one take(). */
+const MAX_IN_HAND = 4096;
 
 export type WorkerStatus = 'completed' | 'interrupted' | 'idle_timeout';
 
@@ -55,6 +63,10 @@ export class QueueWorker implements MetricsSource {
   #chunksRecovered = 0;
   #chunksFailed = 0;
   #started = performance.now();
+  /** Resolved (and replaced) whenever a chunk in hand is done: one wait for the loop, whatever is in hand. */
+  #changed = deferred();
+  /** When this worker first took chunks, for its rate (chunks done per second) that sizes the work in hand. */
+  #firstTakeAt = 0;
 
   constructor(opts: QueueWorkerOptions) {
     this.#opts = opts;
@@ -135,7 +147,8 @@ export class QueueWorker implements MetricsSource {
     let drainedWhileBusy = true;
     try {
       while (!this.#stopping && this.#fatal === null) {
-        let capacity = config.prefetch - this.#inHand.size;
+        const target = this.#inHandTarget();
+        let capacity = target - this.#inHand.size;
         if (capacity > 0 && Date.now() >= nextStaleCheck) {
           nextStaleCheck = Date.now() + staleEveryMs;
           const claimed = await backend.claimStale(capacity, config.staleThresholdMs);
@@ -146,22 +159,22 @@ export class QueueWorker implements MetricsSource {
           if (claimed.length > 0) lastWorkAt = Date.now();
           capacity -= claimed.length;
         }
-        if (capacity <= 0) {
-          await Promise.race(this.#inHand.values());
-          continue;
-        }
         if (this.#inHand.size > 0) {
-          // Busy: top up without blocking, then wait for a chunk to finish (or the next poll), so a
-          // blocked read never holds the loop after the last chunk in hand is done.
+          // Busy: top up without blocking once half the target is free (one take per batch, not per
+          // chunk), then wait for a chunk to finish (or the next poll), so a blocked read never holds
+          // the loop after the last chunk in hand is done.
           lastWorkAt = Date.now();
-          const taken = await backend.take(capacity, 0);
-          this.#startAll(taken);
-          if (taken.length === 0) {
-            drainedWhileBusy = true;
+          let taken: Delivery[] = [];
+          if (capacity > 0 && capacity * 2 >= target) {
+            taken = await backend.take(capacity, 0);
+            this.#startAll(taken);
+          }
+          if (taken.length === 0 && this.#inHand.size > 0) {
+            if (capacity > 0 && capacity * 2 >= target) drainedWhileBusy = true;
             // The timer is cleared once a chunk finishes first: a pending poll timer would keep a
             // finished process alive for up to pollMs.
             const poll = timer(Math.max(1, Math.min(pollMs, nextStaleCheck - Date.now())));
-            await Promise.race([...this.#inHand.values(), poll.elapsed]).finally(poll.cancel);
+            await Promise.race([this.#changed.promise, poll.elapsed]).finally(poll.cancel);
           }
           continue;
         }
@@ -213,7 +226,20 @@ export class QueueWorker implements MetricsSource {
     };
   }
 
+  /**
+   * Chunks to hold: PREFETCH when set; else HOLD_SECONDS of this worker's rate so far (chunks done
+   * per second since its first take), at least the default PREFETCH and at most MAX_IN_HAND.
+   */
+  #inHandTarget(): number {
+    const { config } = this.#opts;
+    if (!config.prefetchAuto) return config.prefetch;
+    const seconds = (performance.now() - this.#firstTakeAt) / 1000;
+    const rate = this.#firstTakeAt > 0 && seconds > 0 ? (this.#chunksProcessed + this.#chunksFailed) / seconds : 0;
+    return Math.max(config.prefetch, Math.min(MAX_IN_HAND, Math.ceil(rate * HOLD_SECONDS)));
+  }
+
   #startAll(deliveries: Delivery[]): void {
+    if (deliveries.length > 0 && this.#firstTakeAt === 0) this.#firstTakeAt = performance.now();
     for (const d of deliveries) {
       // Brokers that redeliver by themselves (RabbitMQ) mark a dead consumer's chunks as recovered.
       if (d.recovered) this.#opts.log.warn(`FAULT RECOVERY: chunk ${d.chunkId} redelivered after its worker stopped`, { chunk_id: d.chunkId });
@@ -222,7 +248,12 @@ export class QueueWorker implements MetricsSource {
   }
 
   #start(delivery: Delivery): void {
-    const work = this.#process(delivery).finally(() => this.#inHand.delete(delivery));
+    const work = this.#process(delivery).finally(() => {
+      this.#inHand.delete(delivery);
+      const changed = this.#changed;
+      this.#changed = deferred();
+      changed.resolve();
+    });
     this.#inHand.set(delivery, work);
   }
 
@@ -294,6 +325,14 @@ export class QueueWorker implements MetricsSource {
       }
     }
   }
+}
+
+function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => {
+    resolve = r;
+  });
+  return { promise, resolve };
 }
 
 /** A wait that can be called off, so no timer outlives what it waited for. */

@@ -77,6 +77,27 @@ function finish(task: SliceTask, t0: number, stats: SliceStats): SliceOutcome {
   return { ...stats, seconds: (performance.now() - t0) / 1000 };
 }
 
+/** Several slices in one task (engine/pool.ts batches small chunks so a thread task pays for its round trip). */
+export interface SliceBatch extends Omit<SliceTask, 'start' | 'end'> {
+  /** Flat [start, end, start, end, ...] of the slices, each evaluated on its own. */
+  ranges: number[];
+}
+
+/** Per slice, its outcome or why it failed: one kernel error fails that slice only, not its batch neighbours. */
+export type BatchOutcome = Array<SliceOutcome | { error: string }>;
+
+export async function runSlices(batch: SliceBatch): Promise<BatchOutcome> {
+  const out: BatchOutcome = [];
+  for (let i = 0; i + 1 < batch.ranges.length; i += 2) {
+    try {
+      out.push(await runSlice({ ...batch, start: batch.ranges[i]!, end: batch.ranges[i + 1]! }));
+    } catch (err) {
+      out.push({ error: err instanceof Error ? err.message : String(err) });
+    }
+  }
+  return out;
+}
+
 export default function runSlice(task: SliceTask): SliceOutcome | Promise<SliceOutcome> {
   const t0 = performance.now();
   const { kernel } = task;

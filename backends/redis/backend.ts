@@ -18,17 +18,21 @@ import type { RedisConnection } from './options.js';
 import type {
   BackendOptions, ChunkResult, ConnectionState, DeadLetter, Delivery, InitOutcome, QueueBackend, QueueStats, SweepSettings,
 } from '../types.js';
-import { parseTaskFields, resultFields, taskFields } from '../messages.js';
+import { taskFields } from '../messages.js';
 import { chunkCount, chunkIdWidth, kernelField } from '../../core/sweep.js';
 import type { FailOutcome } from '../../core/outcomes.js';
 import { TtgError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import { redisKeys, type Keys } from './keys.js';
 import { outcomeOf } from './scripts.js';
-import { entriesOf, readGroupEntries, type Fields, type StreamEntry } from './replies.js';
+import { entriesOf, readGroupEntries, type StreamEntry } from './replies.js';
 import { RedisLinks, type Link } from './connection.js';
+import type { Redis } from 'ioredis';
 import { ConsumerNameLease } from './lease.js';
 import { RedisReader } from './reader.js';
+import { SettleSignal } from './settle-signal.js';
+import { Batcher } from '../../core/batch.js';
+import { COMPLETIONS_PER_CALL, sendCompletions, toDeliveries, type Completion, type RedisHandle } from './deliveries.js';
 
 /**
  * Idle time given to released entries: above any STALE_THRESHOLD_MS (at most
@@ -40,14 +44,6 @@ const RELEASED_IDLE_MS = 30 * 86_400_000;
 const TASKS_PER_INIT_CALL = 50_000;
 /** How often a worker looks for retries whose delay is over (they come back at most this late). */
 const PROMOTE_EVERY_MS = 200;
-
-
-/** Broker bookkeeping of a delivery: opaque to the engine. */
-interface RedisHandle {
-  readonly entryId: string;
-  /** The entry's fields as read, kept for dead letters of malformed entries. */
-  readonly fields: Fields;
-}
 
 function handleOf(delivery: Delivery): RedisHandle {
   const handle = delivery.handle as Partial<RedisHandle> | null;
@@ -77,6 +73,11 @@ export class RedisBackend implements QueueBackend {
   /** Where the next XAUTOCLAIM scan of the pending list starts. */
   #claimCursor = '0-0';
   #closed = false;
+  /** Completions that arrive together go to Redis in one complete-5.lua call. */
+  readonly #completions = new Batcher<Completion, boolean>(
+    (items) => sendCompletions(this.#links, this.#keys, this.#consumer, this.#opts.queuePrefix, this.#log, items), COMPLETIONS_PER_CALL);
+  /** Cuts a waiting take() short when the sweep settles. */
+  readonly #settleSignal: SettleSignal;
 
   constructor(opts: BackendOptions<RedisConnection>) {
     this.#opts = opts;
@@ -89,6 +90,7 @@ export class RedisBackend implements QueueBackend {
     });
     this.#reader = new RedisReader(this.#links, this.#keys, opts.queuePrefix, opts.log);
     this.#lease = new ConsumerNameLease(this.#links, this.#keys, opts.queuePrefix, opts.log);
+    this.#settleSignal = new SettleSignal(this.#links, this.#keys.events, () => this.isSettled(), opts.log);
   }
 
   get connectionState(): ConnectionState {
@@ -108,6 +110,9 @@ export class RedisBackend implements QueueBackend {
   // ------------------------------------------------------------ lifecycle
 
   async init(settings: SweepSettings): Promise<InitOutcome> {
+    // Both connections open at once: the blocking one is needed right after.
+    const blocking = this.#links.blocking();
+    blocking.catch(() => {});
     const link = await this.#links.commands();
     const k = this.#keys;
     const totalChunks = chunkCount(settings);
@@ -125,11 +130,12 @@ export class RedisBackend implements QueueBackend {
       if (added! >= storedChunks!) break;
     }
     this.#settings = settings;
+    if (created) this.#settleSignal.rearm();
     if (!this.#consumer) {
       this.#consumer = await this.#lease.chooseName(`worker-${this.#workerId}`, this.#opts.hostName);
       this.#resumable = await this.#reader.ownPending(link, this.#consumer);
     }
-    await this.#links.blocking();
+    await blocking;
     this.#log.debug(created ? 'created the sweep in Redis' : 'joined the sweep in Redis', {
       tasks: k.tasks, chunks: totalChunks, consumer: this.#consumer,
     });
@@ -158,6 +164,7 @@ export class RedisBackend implements QueueBackend {
     } while (cursor !== '0');
     this.#resumable = [];
     this.#claimCursor = '0-0';
+    this.#settleSignal.rearm();
   }
 
   // ------------------------------------------------------------ taking and settling tasks
@@ -168,18 +175,24 @@ export class RedisBackend implements QueueBackend {
     const k = this.#keys;
     try {
       while (this.#resumable.length) {
-        const own = await this.#toDeliveries(this.#resumable.splice(0, max), true);
+        const own = await this.#deliveries(this.#resumable.splice(0, max), true);
         if (own.length) return own;
       }
       // Retries whose delay is over go back to the stream first; a blocked read wakes up for the next one due.
       const nextDueMs = await this.#promoteDue();
       const wait = Math.min(waitMs, Math.max(1, nextDueMs));
       const link = await this.#links.blocking();
-      // BLOCK 0 would wait forever: no wait means no BLOCK.
-      const block = wait > 0 ? ['BLOCK', Math.ceil(wait)] : [];
-      const reply = await this.#links.run(link, (c) =>
-        c.call('XREADGROUP', 'GROUP', k.group, this.#consumer, 'COUNT', max, ...block, 'STREAMS', k.tasks, '>'));
-      return await this.#toDeliveries(readGroupEntries(reply), false);
+      const read = (block: (string | number)[]) => (c: Redis) =>
+        c.call('XREADGROUP', 'GROUP', k.group, this.#consumer, 'COUNT', max, ...block, 'STREAMS', k.tasks, '>');
+      // BLOCK 0 would wait forever: no wait means no BLOCK. A blocking read ends early when the sweep settles.
+      let reply: unknown;
+      if (wait > 0) {
+        this.#settleSignal.arm();
+        reply = await this.#settleSignal.blockingRead(link, read(['BLOCK', Math.ceil(wait)]));
+      } else {
+        reply = await this.#links.run(link, read([]));
+      }
+      return await this.#deliveries(readGroupEntries(reply), false);
     } catch (err) {
       if (this.#closed) return [];
       throw err;
@@ -193,15 +206,7 @@ export class RedisBackend implements QueueBackend {
     if (result.chunkId !== delivery.task.chunkId) {
       throw new TtgError(`result of chunk ${result.chunkId} given for the delivery of chunk ${delivery.task.chunkId}`);
     }
-    const k = this.#keys;
-    const link = await this.#links.commands();
-    const reply = await this.#links.script(link, 'complete', [k.tasks, k.results, k.done, k.deadChunks, k.meta], [
-      k.group, this.#consumer, handle.entryId, delivery.task.chunkId, ...Object.entries(resultFields(result)).flat(),
-    ]);
-    const outcome = outcomeOf('complete', reply, { prefix: this.#opts.queuePrefix });
-    if (outcome === 'duplicate') this.#log.debug('chunk already had a result; published a duplicate', { chunk: delivery.chunkId });
-    if (outcome === 'sweep-gone') this.#log.warn('the sweep was removed from Redis while this chunk was worked on', { chunk: delivery.chunkId });
-    return outcome === 'published' || outcome === 'duplicate';
+    return this.#completions.add({ entryId: handle.entryId, chunkId: delivery.task.chunkId, result });
   }
 
   async fail(delivery: Delivery, reason: string): Promise<FailOutcome> {
@@ -219,6 +224,8 @@ export class RedisBackend implements QueueBackend {
     const outcome = outcomeOf('fail', reply, { prefix: this.#opts.queuePrefix }) as FailOutcome;
     // This worker looks for its own retry when it is due, not a check later.
     if (outcome === 'retried') this.#promoteAt = Math.min(this.#promoteAt, Date.now() + this.#opts.retryDelayMs);
+    // A dead letter may settle the sweep's last chunk: wake the workers waiting for tasks, as complete-5.lua does.
+    if (outcome === 'dead-lettered' && (await this.isSettled())) await this.#links.run(link, (c) => c.publish(k.events, 'settled'));
     return outcome;
   }
 
@@ -262,7 +269,7 @@ export class RedisBackend implements QueueBackend {
       claimed.push(...entriesOf(entries).filter((entry) => entry.fields !== null));
     } while (claimed.length < max && cursor !== '0-0');
     this.#claimCursor = cursor;
-    return this.#toDeliveries(claimed, true);
+    return this.#deliveries(claimed, true);
   }
 
   // ------------------------------------------------------------ progress
@@ -296,9 +303,6 @@ export class RedisBackend implements QueueBackend {
     const heldByOthers = Object.entries(consumers).some(([name, n]) => name !== this.#consumer && n > 0);
     return heldByOthers || (await this.#reader.ready(link)) > 0;
   }
-
-
-
 
   async stats(): Promise<QueueStats> {
     const k = this.#keys;
@@ -335,37 +339,9 @@ export class RedisBackend implements QueueBackend {
     return this.#settings;
   }
 
-  /**
-   * Parses entries into deliveries, with each chunk's failure count. Entries
-   * of chunks that already have a result (a recovered duplicate) are
-   * acknowledged and dropped: nobody needs to compute them again.
-   */
-  async #toDeliveries(entries: StreamEntry[], recovered: boolean): Promise<Delivery[]> {
-    if (!entries.length) return [];
-    const settings = this.#requireInit('take');
-    const k = this.#keys;
-    const link = await this.#links.commands();
-    const parsed = entries.map((entry) => ({ entry, parsed: parseTaskFields(entry.fields!, settings) }));
-    const ids = parsed.map(({ parsed: p }) => (p.ok ? p.task.chunkId : p.chunkId));
-    const [attempts, done] = await this.#links.run(link, (c) => Promise.all([c.hmget(k.attempts, ...ids), c.hmget(k.done, ...ids)]));
-    const deliveries: Delivery[] = [];
-    const settled: string[] = [];
-    parsed.forEach(({ entry, parsed: p }, i) => {
-      if (p.ok && done[i] !== null) {
-        settled.push(entry.id);
-        return;
-      }
-      const handle: RedisHandle = { entryId: entry.id, fields: entry.fields! };
-      const attempt = p.ok ? Number(attempts[i] ?? 0) : 0;
-      deliveries.push(p.ok
-        ? { task: p.task, chunkId: p.task.chunkId, attempt, recovered, handle }
-        : { task: null, malformed: p.reason, chunkId: p.chunkId, attempt, recovered, handle });
-    });
-    if (settled.length) {
-      await this.#links.run(link, (c) => c.xack(k.tasks, k.group, ...settled));
-      this.#log.debug(`acknowledged ${settled.length} entries of chunks that already have a result`);
-    }
-    return deliveries;
+  /** Deliveries of entries read or claimed (see completions.ts). */
+  #deliveries(entries: StreamEntry[], recovered: boolean): Promise<Delivery[]> {
+    return toDeliveries(this.#links, this.#keys, this.#log, this.#requireInit('take'), entries, recovered);
   }
 
   /**
@@ -385,14 +361,10 @@ export class RedisBackend implements QueueBackend {
     return wait;
   }
 
-
   async #touch(link: Link, deliveries: Delivery[], idleMs: number): Promise<number> {
     const k = this.#keys;
     const ids = deliveries.map((d) => handleOf(d).entryId);
     return Number(await this.#links.script(link, 'touch', [k.tasks], [k.group, this.#consumer, idleMs, ...ids]));
   }
-
-
-
 
 }

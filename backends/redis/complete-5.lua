@@ -1,8 +1,10 @@
 --[[
-  Publishes a chunk's result and acknowledges its task entry, as one step,
-  only while this consumer still owns the entry. A worker whose entry was
-  taken over by stale recovery publishes nothing, so the chunk is counted
-  from whoever holds it now.
+  Publishes chunk results and acknowledges their task entries, each as one
+  step, only while this consumer still owns the entry. A worker whose entry
+  was taken over by stale recovery publishes nothing for it, so the chunk is
+  counted from whoever holds it now. Several chunks travel in one call (the
+  worker batches the completions that are ready together); each is checked
+  and settled on its own, exactly as if it came alone.
 
   KEYS[1] task stream    (<p>:tasks)
   KEYS[2] result stream  (<p>:results)
@@ -12,11 +14,10 @@
 
   ARGV[1] consumer group name
   ARGV[2] consumer name
-  ARGV[3] task entry id
-  ARGV[4] chunk id
-  ARGV[5..] result fields and values, alternating
+  ARGV[3] pub/sub channel told 'settled' when this call settles the sweep's last chunk
+  ARGV[4..] per chunk: task entry id, chunk id, n, then n result fields and values, alternating
 
-  Returns
+  Returns one code per chunk, in order:
      1  published; the first result of this chunk
      2  published; the chunk already had a result (a duplicate)
     -1  this consumer does not own the entry: nothing published
@@ -25,33 +26,52 @@
 local tasks = KEYS[1]
 local group = ARGV[1]
 local consumer = ARGV[2]
-local entryId = ARGV[3]
-local chunkId = ARGV[4]
-
--- XPENDING fails when the group was deleted (reset): not ours any more either.
-local pending = redis.pcall('XPENDING', tasks, group, entryId, entryId, 1, consumer)
-if type(pending) ~= 'table' or pending.err or #pending == 0 then
-  return -1
-end
+local codes = {}
 
 local sweep = redis.call('HMGET', KEYS[5], 'total_chunks', 'chunk_id_width')
-if not sweep[1] then
-  return -3
+local totalChunks = tonumber(sweep[1])
+local idWidth = tonumber(sweep[2])
+local newlyDone = 0
+
+local i = 4
+while i <= #ARGV do
+  local entryId = ARGV[i]
+  local chunkId = ARGV[i + 1]
+  local n = tonumber(ARGV[i + 2])
+  local first = i + 3
+  i = first + n
+  local code
+  -- XPENDING fails when the group was deleted (reset): not ours any more either.
+  local pending = redis.pcall('XPENDING', tasks, group, entryId, entryId, 1, consumer)
+  if type(pending) ~= 'table' or pending.err or #pending == 0 then
+    code = -1
+  elseif not totalChunks then
+    code = -3
+  else
+    redis.call('XACK', tasks, group, entryId)
+    redis.call('XADD', KEYS[2], '*', unpack(ARGV, first, i - 1))
+    -- Only a canonical id of this sweep counts towards completion, so a
+    -- hand-made entry named 'abc' or '99999' cannot make the sweep look settled.
+    local isChunk = #chunkId == idWidth and string.match(chunkId, '^%d+$') ~= nil
+      and tonumber(chunkId) < totalChunks
+    if not isChunk then
+      code = 1
+    else
+      -- A chunk that has a result is no longer dead, whatever happened before.
+      redis.call('HDEL', KEYS[4], chunkId)
+      if redis.call('HSETNX', KEYS[3], chunkId, '1') == 1 then
+        code = 1
+        newlyDone = newlyDone + 1
+      else
+        code = 2
+      end
+    end
+  end
+  codes[#codes + 1] = code
 end
 
-redis.call('XACK', tasks, group, entryId)
-redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5))
-
--- Only a canonical id of this sweep counts towards completion, so a
--- hand-made entry named 'abc' or '99999' cannot make the sweep look settled.
-local isChunk = #chunkId == tonumber(sweep[2]) and string.match(chunkId, '^%d+$') ~= nil
-  and tonumber(chunkId) < tonumber(sweep[1])
-if not isChunk then
-  return 1
+-- Wake the workers waiting for tasks: the sweep is over, they can leave now.
+if newlyDone > 0 and redis.call('HLEN', KEYS[3]) + redis.call('HLEN', KEYS[4]) >= totalChunks then
+  redis.call('PUBLISH', ARGV[3], 'settled')
 end
--- A chunk that has a result is no longer dead, whatever happened before.
-redis.call('HDEL', KEYS[4], chunkId)
-if redis.call('HSETNX', KEYS[3], chunkId, '1') == 1 then
-  return 1
-end
-return 2
+return codes

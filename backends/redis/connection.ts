@@ -19,7 +19,7 @@ const RECONNECT_BACKOFF = { initialMs: 100, maxMs: 2000 } as const;
 /** One ioredis connection and what we know about its outage, if any. */
 export interface Link {
   client: Redis;
-  role: 'commands' | 'blocking';
+  role: 'commands' | 'blocking' | 'events';
   /** When the connection went down (or started connecting); null while it is up. */
   downSince: number | null;
   lastError: Error | null;
@@ -141,6 +141,11 @@ export class RedisLinks {
 
   blocking(): Promise<Link> {
     return this.#link('blocking');
+  }
+
+  /** The pub/sub connection (subscribed to the sweep's events), opened on first use. */
+  events(): Promise<Link> {
+    return this.#link('events');
   }
 
   /** The connection for `role`, opened on first use; a failed open is forgotten so the next call retries. */

@@ -5,7 +5,7 @@
  * `<p>:dead-chunks` (chunk id → 1: what is settled), `<p>:attempts` (chunk
  * id → failures), `<p>:delayed` (retries waiting out their delay), `<p>:dead`
  * (dead-letter stream) and `<p>:consumer:worker-<id>` (the lease on a
- * consumer name).
+ * consumer name); and the pub/sub channel `<p>:events`.
  */
 export function redisKeys(prefix: string) {
   return {
@@ -18,6 +18,8 @@ export function redisKeys(prefix: string) {
     deadChunks: `${prefix}:dead-chunks`,
     attempts: `${prefix}:attempts`,
     delayed: `${prefix}:delayed`,
+    /** Pub/sub channel (not a key): told `settled` when the sweep's last chunk settles, so waiting workers leave at once. */
+    events: `${prefix}:events`,
     lease: (consumer: string) => `${prefix}:consumer:${consumer}`,
     /** SCAN pattern of the lease keys (the prefix's characters are never glob syntax, see config). */
     leasePattern: `${prefix}:consumer:*`,

@@ -1,0 +1,97 @@
+/**
+ * Waking a worker blocked in XREADGROUP when the sweep settles. The
+ * completion that settles the last chunk (complete-5.lua, or a dead letter)
+ * publishes `settled` on `<p>:events`; each worker that waits for tasks is
+ * subscribed there on a connection of its own and, on the message, cuts its
+ * blocked read short with CLIENT UNBLOCK, so it leaves within a round trip
+ * instead of after its poll. A settle that happened before the subscription
+ * is seen by the check made right after subscribing.
+ */
+import type { Redis } from 'ioredis';
+import type { Logger } from '../../core/log.js';
+import type { Link, RedisLinks } from './connection.js';
+
+/** A blocked read in progress: its connection's client id (asked for in the same write), and whether it returned. */
+interface BlockedRead {
+  id: Promise<unknown>;
+  done: boolean;
+}
+
+export class SettleSignal {
+  readonly #links: RedisLinks;
+  readonly #channel: string;
+  readonly #isSettled: () => Promise<boolean>;
+  readonly #log: Logger;
+  #armed: Promise<void> | null = null;
+  #fired = false;
+  #reading: BlockedRead | null = null;
+
+  constructor(links: RedisLinks, channel: string, isSettled: () => Promise<boolean>, log: Logger) {
+    this.#links = links;
+    this.#channel = channel;
+    this.#isSettled = isSettled;
+    this.#log = log;
+  }
+
+  /** The sweep was seen to settle: a blocking read would wait for nothing. */
+  get fired(): boolean {
+    return this.#fired;
+  }
+
+  /** Subscribes, once (in the background: the first blocking read does not wait for it). */
+  arm(): void {
+    this.#armed ??= (async () => {
+      const link = await this.#links.events();
+      link.client.on('message', (channel: string) => {
+        if (channel === this.#channel) this.fire();
+      });
+      await this.#links.run(link, (c) => c.subscribe(this.#channel));
+      if (await this.#isSettled()) this.fire();
+    })().catch((err: unknown) => {
+      this.#armed = null;
+      this.#log.debug('could not subscribe to the sweep\'s events; idle workers leave after a poll', { error: String(err) });
+    });
+  }
+
+  /** A new sweep under the prefix (reset, or created again): not settled until told again. */
+  rearm(): void {
+    this.#fired = false;
+  }
+
+  /** Runs a blocking read on `link`, which fire() cuts short; null when the sweep has settled already. */
+  async blockingRead<T>(link: Link, read: (client: Redis) => Promise<T>): Promise<T | null> {
+    if (this.#fired) return null;
+    // Sent before the read on the same connection, so its answer comes while the read blocks.
+    const id = link.client.client('ID');
+    id.catch(() => {});
+    const reading: BlockedRead = { id, done: false };
+    this.#reading = reading;
+    try {
+      return await this.#links.run(link, read);
+    } finally {
+      reading.done = true;
+      if (this.#reading === reading) this.#reading = null;
+    }
+  }
+
+  /** The sweep settled: unblock the read in progress (it may not have reached Redis yet: try until it returns). */
+  fire(): void {
+    if (this.#fired) return;
+    this.#fired = true;
+    const reading = this.#reading;
+    if (reading) void this.#unblock(reading);
+  }
+
+  async #unblock(reading: BlockedRead): Promise<void> {
+    try {
+      const id = Number(await reading.id);
+      const link = await this.#links.commands();
+      while (!reading.done) {
+        if (Number(await link.client.client('UNBLOCK', id)) === 1) return;
+        await new Promise((resolve) => setTimeout(resolve, 2));
+      }
+    } catch (err) {
+      this.#log.debug('could not unblock the waiting read; it ends at its poll', { error: String(err) });
+    }
+  }
+}

@@ -390,10 +390,31 @@ async function cmdMonitor(args: string[]): Promise<number> {
   }
 }
 
+/** Asks a yes/no question on the terminal; anything but y/yes is no. */
+async function confirm(question: string): Promise<boolean> {
+  const { createInterface } = await import('node:readline/promises');
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    return /^y(es)?$/i.test((await rl.question(question)).trim());
+  } finally {
+    rl.close();
+  }
+}
+
 async function cmdReset(args: string[]): Promise<number> {
-  parseFlags(args, {});
+  const flags = parseFlags(args, { yes: 'bool' });
   const { config, backend, log } = await readerBackend('reset');
   try {
+    // At a terminal, a sweep's results are not deleted on a slip of the keyboard; scripts (no TTY) and --yes are not asked.
+    if (!flags['yes'] && process.stdin.isTTY && process.stderr.isTTY) {
+      const settings = await backend.readSettings();
+      const what = settings === null ? 'whatever ttg state is there'
+        : `a sweep of ${settings.totalParams.toLocaleString('en-US')} params (kernel ${settings.kernel}) with its results`;
+      if (!(await confirm(`Delete ${what} under QUEUE_PREFIX=${config.queuePrefix} on ${config.queueBackend}? [y/N] `))) {
+        log.info('nothing deleted');
+        return 1;
+      }
+    }
     await backend.reset();
     log.info(`deleted the sweep's queue state on ${config.queueBackend} under QUEUE_PREFIX=${config.queuePrefix}`);
     return 0;

@@ -60,9 +60,9 @@ export const COMMAND_HELP: Record<string, CommandHelp> = {
     notes: 'The broker\'s address comes from the environment, as for ttg aggregate.',
   },
   reset: {
-    usage: 'ttg reset',
+    usage: 'ttg reset [--yes]',
     summary: 'delete the sweep\'s queue state (tasks, results, dead letters, settings) on the configured backend',
-    flags: [],
+    flags: [['--yes', 'do not ask (at a terminal, ttg reset asks before deleting; scripts are never asked)']],
   },
   bench: {
     usage: 'ttg bench [--quick] [--only kernels,user,engine,brokers,queue] [--kernel NAME.ts]',

@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { COMMAND_HELP } from '../engine/help.js';
-import { CLI, golden, lastJsonLine, ROOT, runTtg, testEnv } from './helpers.js';
+import { CLI, golden, lastJsonLine, randomPrefix, requireRedis, ROOT, runTtg, testEnv } from './helpers.js';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'ttg-cli-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -138,4 +138,43 @@ test('a worker names a misspelt variable and echoes the settings it really runs 
   assert.match(r.stderr, /CHUNKSIZE is not a ttg variable and is ignored: did you mean CHUNK_SIZE\?/);
   assert.match(r.stderr, /starting: static mode, worker 0 of 1: 10,000 params in chunks of 100, kernel placeholder/);
   assert.equal(lastJsonLine(r.stdout)['params_processed'], 10000, 'the defaults ran, as the warning said');
+});
+
+/** Runs `ttg <args>` at a terminal (a pty from util-linux's script), typing `answer`. */
+async function atTerminal(args: string[], env: NodeJS.ProcessEnv, answer: string): Promise<{ code: number | null; output: string }> {
+  const command = [process.execPath, CLI, ...args].map((a) => `'${a}'`).join(' ');
+  const child = spawn('script', ['-qec', command, '/dev/null'], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout.on('data', (b: Buffer) => {
+    output += b.toString();
+    // Answer once the question is on the screen, as a person would.
+    if (/\[y\/N\]/.test(output) && !child.stdin.writableEnded) child.stdin.end(answer + '\n');
+  });
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  return { code, output };
+}
+
+test('ttg reset asks at a terminal before deleting a sweep; --yes and scripts are not asked', async () => {
+  await requireRedis();
+  const prefix = randomPrefix('reset-ask');
+  const env = testEnv({ USE_QUEUE: 'true', QUEUE_BACKEND: 'redis', QUEUE_PREFIX: prefix, TOTAL_PARAMS: 1000, CHUNK_SIZE: 100 });
+  try {
+    assert.equal((await runTtg(['worker'], env)).code, 0);
+    const no = await atTerminal(['reset'], env, 'n');
+    assert.match(no.output, /Delete a sweep of 1,000 params \(kernel placeholder\) with its results under QUEUE_PREFIX=\S+ on redis\? \[y\/N\]/);
+    assert.equal(no.code, 1);
+    assert.match(no.output, /nothing deleted/);
+    assert.equal((await runTtg(['aggregate', '--json'], env)).code, 0, 'the sweep is still there');
+    const yes = await atTerminal(['reset'], env, 'y');
+    assert.equal(yes.code, 0, yes.output);
+    assert.match((await runTtg(['aggregate'], env)).stderr, /no sweep found/, 'deleted');
+    // Scripts (no terminal) and --yes go straight ahead.
+    assert.equal((await runTtg(['worker'], env)).code, 0);
+    const forced = await atTerminal(['reset', '--yes'], env, 'n');
+    assert.equal(forced.code, 0, forced.output);
+    assert.doesNotMatch(forced.output, /\[y\/N\]/);
+    assert.match((await runTtg(['aggregate'], env)).stderr, /no sweep found/);
+  } finally {
+    await runTtg(['reset'], env);
+  }
 });

@@ -6,20 +6,17 @@
  */
 import { describeSettings, loadConfig, misspeltVariableWarnings, type Config, type QueueBackendName, QUEUE_BACKENDS } from './config.js';
 import { ConfigError, TtgError } from '../core/errors.js';
-import { createLogger, redact, type Logger } from '../core/log.js';
+import { createLogger, LOG_LEVELS, redact, type Logger, type LogLevel } from '../core/log.js';
 import { KernelPool } from './pool.js';
 import { QueueWorker } from './queue-worker.js';
-import { StaticWorker } from './static-worker.js';
-import { buildReport, buildStaticReport, formatReport, staticSummariesIn, type AggregateReport } from './aggregate.js';
+import type { AggregateReport } from './aggregate.js';
 import { commandHelp, usage } from './help.js';
-import { cmdKernel } from './kernel-command.js';
 import { withResolvedKernel } from './user-kernel.js';
-import { runMonitor } from './monitor.js';
-import { WebMonitor } from './web-monitor.js';
+import type { WebMonitor } from './web-monitor.js';
 import { createBackend } from './backend.js';
 import type { QueueBackend } from '../backends/types.js';
-import { WorkerMetrics } from './metrics.js';
-import { WorkerEndpoints, type Probe } from './http.js';
+import type { WorkerMetrics } from './metrics.js';
+import type { Probe } from './http.js';
 import { existsSync, readFileSync } from 'node:fs';
 import { text as readStream } from 'node:stream/consumers';
 
@@ -28,9 +25,16 @@ const VERSION: string = JSON.parse(readFileSync(new URL('../../package.json', im
 /** Exit status of `ttg aggregate` and `ttg run` when the sweep has chunks missing (README). */
 const EXIT_INCOMPLETE = 3;
 
+/**
+ * What only some commands need is loaded when they run, so `ttg worker` starts
+ * without the monitor, the aggregator, the kernel compiler or prom-client
+ * (when METRICS_PORT=0).
+ */
+const aggregate = () => import('./aggregate.js');
+
 /** Prints the report; its exit status says whether the sweep is complete. */
-function printReport(report: AggregateReport, json: boolean): number {
-  process.stdout.write((json ? JSON.stringify(report) : formatReport(report)) + '\n');
+async function printReport(report: AggregateReport, json: boolean): Promise<number> {
+  process.stdout.write((json ? JSON.stringify(report) : (await aggregate()).formatReport(report)) + '\n');
   return report.complete ? 0 : EXIT_INCOMPLETE;
 }
 
@@ -83,6 +87,7 @@ async function startWebMonitor(opts: {
   config: Config; log: Logger; port: number; host?: string; intervalMs?: number; announce?: (line: string) => void;
 }): Promise<WebMonitor> {
   const { source, config, log, port, host, intervalMs } = opts;
+  const { WebMonitor } = await import('./web-monitor.js');
   const monitor = new WebMonitor({
     ...source, kind: config.queueBackend, queuePrefix: config.queuePrefix, port, log,
     ...(host ? { host } : {}), ...(intervalMs ? { intervalMs } : {}),
@@ -131,15 +136,17 @@ function onSignals(first: () => void, second: () => void): () => void {
  * probes ask `probes()` at each request, so they can follow workers made later.
  */
 async function serveEndpoints(config: Config, log: Logger, mode: 'static' | 'queue', probes: () => { health: Probe; ready: Probe }) {
-  const metrics = new WorkerMetrics({
+  if (config.metricsPort === 0) return { metrics: undefined as WorkerMetrics | undefined, close: async () => {} };
+  const [{ WorkerMetrics }, { WorkerEndpoints }] = await Promise.all([import('./metrics.js'), import('./http.js')]);
+  const metrics: WorkerMetrics | undefined = new WorkerMetrics({
     mode, backend: mode === 'static' ? 'none' : config.queueBackend, kernel: config.kernel, impl: config.kernelImpl,
     threads: config.threads, version: VERSION,
   });
-  const endpoints = config.metricsPort === 0 ? null : new WorkerEndpoints({
+  const endpoints = new WorkerEndpoints({
     port: config.metricsPort, metrics, log, health: () => probes().health, readiness: () => probes().ready,
   });
-  await endpoints?.start();
-  return { metrics, close: async () => endpoints?.close() };
+  await endpoints.start();
+  return { metrics, close: async () => endpoints.close() };
 }
 
 /** True when every chunk's result was in before `time` (ms): the sweep was settled before a worker joined it. */
@@ -161,6 +168,7 @@ async function cmdWorker(args: string[]): Promise<number> {
   const { metrics, close: closeEndpoints } = await serveEndpoints(config, log, config.useQueue ? 'queue' : 'static', () => probes());
   try {
     if (!config.useQueue) {
+      const { StaticWorker } = await import('./static-worker.js');
       const worker = new StaticWorker({ config, pool, log, metrics });
       const running: Probe = { ok: true, detail: `static share of worker ${config.workerId}` };
       probes = () => ({ health: running, ready: running });
@@ -288,7 +296,7 @@ async function cmdRun(args: string[]): Promise<number> {
       log.warn(`nothing ran: the sweep under QUEUE_PREFIX=${base.queuePrefix} on ${base.queueBackend} was already settled; ` +
         'this is its earlier report. ttg run --fresh starts it anew');
     }
-    const report = buildReport(await reader.readSettings(), results, await reader.readDeadLetters(), {
+    const report = (await aggregate()).buildReport(await reader.readSettings(), results, await reader.readDeadLetters(), {
       verbose: Boolean(flags['verbose']),
     });
     report.command_seconds = Math.round(process.uptime() * 1000) / 1000;
@@ -326,6 +334,7 @@ async function cmdAggregate(args: string[]): Promise<number> {
   }
   if (isStatic) {
     const summaries = [];
+    const { staticSummariesIn, buildStaticReport } = await aggregate();
     if (files.length === 0) summaries.push(...staticSummariesIn(await readStream(process.stdin), 'stdin'));
     for (const file of files) {
       let text: string;
@@ -346,7 +355,7 @@ async function cmdAggregate(args: string[]): Promise<number> {
     if (settings === null) {
       throw new TtgError(`no sweep found on ${config.queueBackend} under QUEUE_PREFIX=${config.queuePrefix}: start workers first, or check QUEUE_BACKEND / QUEUE_PREFIX`);
     }
-    const report = buildReport(settings, await backend.readResults(), await backend.readDeadLetters(), { verbose: Boolean(flags['verbose']) });
+    const report = (await aggregate()).buildReport(settings, await backend.readResults(), await backend.readDeadLetters(), { verbose: Boolean(flags['verbose']) });
     return printReport(report, Boolean(flags['json']));
   } finally {
     await backend.close().catch(() => {});
@@ -382,6 +391,7 @@ async function cmdMonitor(args: string[]): Promise<number> {
     stopNow();
   }, () => process.exit(1));
   try {
+    const { runMonitor } = await import('./monitor.js');
     await runMonitor({ backend, config, intervalSeconds: interval, once: Boolean(flags['once']), shouldStop: () => stop, stopped });
     return 0;
   } finally {
@@ -448,10 +458,29 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   monitor: cmdMonitor,
   reset: cmdReset,
   bench: cmdBench,
-  kernel: (args) => cmdKernel(args, parseFlags),
+  kernel: async (args) => (await import('./kernel-command.js')).cmdKernel(args, parseFlags),
 };
 
+/**
+ * Client libraries that print on their own (ioredis: "[WARN] ... a password was supplied") go
+ * through ttg's logger instead, so that LOG_FORMAT=json stays one JSON object per line and a
+ * password in such a line would be redacted like any other. ttg itself never uses console.
+ */
+function routeConsoleThroughLogger(): void {
+  const env = process.env;
+  const level = (LOG_LEVELS as readonly string[]).includes(env['LOG_LEVEL']?.trim().toLowerCase() ?? '')
+    ? (env['LOG_LEVEL']!.trim().toLowerCase() as LogLevel) : 'info';
+  const format = env['LOG_FORMAT']?.trim().toLowerCase() === 'json' ? 'json' : 'text';
+  const log = createLogger({ level, format, name: 'library' });
+  const text = (args: unknown[]) => args.map((a) => (a instanceof Error ? a.message : typeof a === 'string' ? a : JSON.stringify(a))).join(' ');
+  console.warn = (...args: unknown[]) => log.warn(text(args).replace(/^\[WARN\]\s*/, ''));
+  console.error = (...args: unknown[]) => log.error(text(args));
+  console.info = (...args: unknown[]) => log.info(text(args));
+  console.debug = (...args: unknown[]) => log.debug(text(args));
+}
+
 export async function main(argv: string[]): Promise<number> {
+  routeConsoleThroughLogger();
   const [command, ...args] = argv;
   if (command === '--version' || command === '-V' || command === 'version') {
     process.stdout.write(`ttg ${VERSION}\n`);

@@ -178,3 +178,21 @@ test('ttg reset asks at a terminal before deleting a sweep; --yes and scripts ar
     await runTtg(['reset'], env);
   }
 });
+
+test('with LOG_FORMAT=json every stderr line is JSON, the client library\'s own warnings included', async () => {
+  await requireRedis();
+  const prefix = randomPrefix('json-lines');
+  // A password the server does not need: ioredis prints its own "[WARN] ... a password was supplied".
+  const env = testEnv({ USE_QUEUE: 'true', QUEUE_BACKEND: 'redis', QUEUE_PREFIX: prefix, TOTAL_PARAMS: 1000, REDIS_PASSWORD: 'pw-x9z-unneeded', LOG_FORMAT: 'json' });
+  try {
+    const r = await runTtg(['worker'], env);
+    assert.equal(r.code, 0, r.stderr);
+    const lines = r.stderr.trim().split('\n');
+    for (const line of lines) assert.doesNotThrow(() => JSON.parse(line), `not JSON: ${line}`);
+    assert.ok(lines.map((l) => JSON.parse(l)).some((o) => o.level === 'warn' && o.name === 'library' && /does not require a password/.test(o.msg)),
+      'the library\'s warning came through the logger');
+    assert.doesNotMatch(r.stderr + r.stdout, /pw-x9z-unneeded/);
+  } finally {
+    await runTtg(['reset'], env);
+  }
+});

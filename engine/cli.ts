@@ -300,7 +300,7 @@ async function cmdRun(args: string[]): Promise<number> {
       verbose: Boolean(flags['verbose']),
     });
     report.command_seconds = Math.round(process.uptime() * 1000) / 1000;
-    const status = printReport(report, Boolean(flags['json']));
+    const status = await printReport(report, Boolean(flags['json']));
     if (web) {
       // The page shows the final report too: keep serving it until the user is done looking.
       await web.refresh();

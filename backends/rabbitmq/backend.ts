@@ -47,19 +47,19 @@ import { TtgError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import type { FailOutcome } from '../../core/outcomes.js';
 import { chunkCount } from '../../core/sweep.js';
-import { parseResultFields, parseTaskJson, resultFields } from '../messages.js';
+import { parseTaskJson, resultFields } from '../messages.js';
 import type { Options } from 'amqplib';
 import { TaskConsumer, type TaskHandle } from './consumer.js';
 import { SweepCreation } from './init-lock.js';
-import { attemptsOf, clip, connectionUrl, declareTopology, describe, JSON_TYPE, jsonObject, RABBIT_HEADERS, rabbitNames, type Names } from './names.js';
+import { attemptsOf, clip, connectionUrl, declareTopology, describe, JSON_TYPE, RABBIT_HEADERS, rabbitNames, type Names } from './names.js';
 import type { RabbitConnection } from './options.js';
 import { RabbitSession, type Link } from './session.js';
-import { deadLetterOf, StreamReader } from './stream-reader.js';
+import { StreamReader } from './stream-reader.js';
 
 export { rabbitNames, RABBIT_HEADERS } from './names.js';
 
 /** Pause between attempts at the init lock while another worker creates the sweep. */
-const LOCK_RETRY_MS = 150;
+const LOCK_RETRY_MS = 25;
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
@@ -79,6 +79,8 @@ export class RabbitBackend implements QueueBackend {
   /** Set once init() has joined the sweep: reconnections check the sweep is still there, unchanged. */
   #joined = false;
   #settings: SweepSettings | null = null;
+  /** The follower of the results saw every chunk settle: a waiting take() returns at once. */
+  #settledSeen = false;
 
   constructor(opts: BackendOptions<RabbitConnection>) {
     this.#opts = opts;
@@ -171,7 +173,17 @@ export class RabbitBackend implements QueueBackend {
   async take(max: number, waitMs: number): Promise<Delivery[]> {
     this.#assertUsable();
     if (!this.#joined || this.#settings === null) throw new Error('take() called before init()');
-    const handles = await this.#consumer.take(max, Date.now() + Math.max(0, waitMs), () => this.#closed);
+    // A worker about to wait follows the results, so it is woken the moment the sweep settles.
+    if (waitMs > 0 && !this.#settledSeen) {
+      const link = this.#session.current;
+      if (link) {
+        this.#reader.follow(link, this.#settings, () => {
+          this.#settledSeen = true;
+          this.#session.wake();
+        }).catch((err: unknown) => this.#log.debug(`could not follow the results (${describe(err)}); idle workers leave after a poll`));
+      }
+    }
+    const handles = await this.#consumer.take(max, Date.now() + Math.max(0, waitMs), () => this.#closed || this.#settledSeen);
     return handles.map((h) => this.#toDelivery(h));
   }
 
@@ -254,28 +266,12 @@ export class RabbitBackend implements QueueBackend {
 
   async readResults(): Promise<ChunkResult[]> {
     this.#assertUsable();
-    return this.#session.withLink(async (s) => {
-      const out: ChunkResult[] = [];
-      await this.#reader.read(s, this.#names.results, 0, 'marker', (msg) => {
-        const fields = jsonObject(msg.content);
-        const result = fields ? parseResultFields(fields) : null;
-        if (result) out.push(result);
-        else this.#log.warn(`ignoring an entry of ${this.#names.results} that is not a chunk result`);
-      });
-      return out;
-    });
+    return this.#session.withLink((s) => this.#reader.results(s, this.#log));
   }
 
   async readDeadLetters(): Promise<DeadLetter[]> {
     this.#assertUsable();
-    return this.#session.withLink(async (s) => {
-      const settings = this.#settings ?? (await this.#reader.settings(s));
-      const out: DeadLetter[] = [];
-      await this.#reader.read(s, this.#names.dlq, 0, 'marker', (msg) => {
-        out.push(deadLetterOf(msg, settings));
-      });
-      return out;
-    });
+    return this.#session.withLink(async (s) => this.#reader.deadLetters(s, this.#settings ?? (await this.#reader.settings(s))));
   }
 
   async isSettled(): Promise<boolean> {
@@ -365,6 +361,7 @@ export class RabbitBackend implements QueueBackend {
       await this.#session.probe(s, (ch) => ch.deleteExchange(n.exchange)).catch(() => {});
     });
     this.#settings = null;
+    this.#settledSeen = false;
     this.#reader.forget();
     this.#log.debug(`deleted the sweep's queues and exchanges (QUEUE_PREFIX=${this.#opts.queuePrefix})`);
   }

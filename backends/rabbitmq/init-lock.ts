@@ -19,7 +19,7 @@ import type { Link, RabbitSession } from './session.js';
 import type { StreamReader } from './stream-reader.js';
 
 /** Tasks published per batch of confirms when a sweep is created. */
-const PUBLISH_BATCH = 1000;
+const PUBLISH_BATCH = 10_000;
 
 export class SweepCreation {
   readonly #session: RabbitSession;

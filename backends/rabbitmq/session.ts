@@ -278,7 +278,11 @@ export class RabbitSession {
     const address = this.#opts.address;
     let conn: ChannelModel;
     try {
-      conn = await connect(this.#opts.url, { timeout: timeoutMs, clientProperties: { connection_name: this.#opts.connectionName() } });
+      // noDelay: without it Nagle's algorithm holds small frames (acks, confirms, results) for up to
+      // 40 ms waiting for the peer's delayed ACK, and a worker's round trips stall by that much.
+      conn = await connect(this.#opts.url, {
+        timeout: timeoutMs, noDelay: true, clientProperties: { connection_name: this.#opts.connectionName() },
+      });
     } catch (err) {
       const text = describe(err);
       // The irrecoverable ones: retrying will not change the answer.

@@ -12,13 +12,17 @@
  * before the read began lies before it. Markers are skipped by every reader
  * and counted nowhere. Polling readers (isSettled, stats, every few
  * seconds) write nothing: they read on from a cached offset until the
- * stream is quiet for a moment, so they may lag but never over-count.
+ * stream is quiet for a moment, so they may lag but never over-count. A
+ * worker waiting for tasks follows the streams instead (follow()): its
+ * progress is then current without a quiet spell, and it is told the
+ * moment the last chunk settles, so it leaves at once.
  */
 import { randomUUID } from 'node:crypto';
 import type { ConsumeMessage } from 'amqplib';
 import { TtgError } from '../../core/errors.js';
+import type { Logger } from '../../core/log.js';
 import {
-  chunkCount, chunkIndexOf, settingsFromRecord, unreadableSettingsMessage, type DeadLetter, type SweepSettings,
+  chunkCount, chunkIndexOf, settingsFromRecord, unreadableSettingsMessage, type ChunkResult, type DeadLetter, type SweepSettings,
 } from '../../core/sweep.js';
 import { parseResultFields, parseTaskJson } from '../messages.js';
 import {
@@ -68,12 +72,35 @@ export function deadLetterOf(msg: ConsumeMessage, settings: SweepSettings | null
   };
 }
 
+/** A result entry: counted, and its chunk done, if it is a well-formed result of a chunk of the sweep. */
+function countResult(p: Progress, msg: ConsumeMessage, total: number): void {
+  const fields = jsonObject(msg.content);
+  const result = fields ? parseResultFields(fields) : null;
+  if (!result) return;
+  p.results++;
+  if (chunkIndexOf(result.chunkId, total) !== null) {
+    p.done.add(result.chunkId);
+    p.settled.add(result.chunkId);
+  }
+}
+
+/**
+ * Only a dead letter of the chunk's genuine task settles it: deadLetterOf parses with the sweep's
+ * settings, so a task that is not exactly a chunk comes back null.
+ */
+function countDeadLetter(p: Progress, msg: ConsumeMessage, settings: SweepSettings): void {
+  const dead = deadLetterOf(msg, settings);
+  if (dead.task) p.settled.add(dead.task.chunkId);
+}
+
 export class StreamReader {
   readonly #session: RabbitSession;
   readonly #names: Names;
   readonly #prefix: string;
   #progress: Progress = freshProgress(0);
   #progressChain: Promise<unknown> = Promise.resolve();
+  /** The channel following the streams on connection `gen`, if any (see follow()). */
+  #following: { gen: number; closing: () => void } | null = null;
 
   constructor(session: RabbitSession, names: Names, prefix: string) {
     this.#session = session;
@@ -83,7 +110,61 @@ export class StreamReader {
 
   /** Forgets what was polled (after a reset). */
   forget(): void {
+    this.#following?.closing();
+    this.#following = null;
     this.#progress = freshProgress(-1);
+  }
+
+  /**
+   * Follows the results and dead letters from where the last poll stopped,
+   * keeping the progress current (poll() then answers at once), and calls
+   * `onSettled` when every chunk is accounted for. Ends with its connection.
+   */
+  follow(s: Link, settings: SweepSettings, onSettled: () => void): Promise<void> {
+    if (this.#following?.gen === s.gen) return Promise.resolve();
+    const total = chunkCount(settings);
+    const run = async (): Promise<void> => {
+      if (this.#following?.gen === s.gen || s.lost) return;
+      if (this.#progress.gen !== s.gen) this.#progress = freshProgress(s.gen);
+      const p = this.#progress;
+      const ch = await this.#session.openChannel(s);
+      const following = { gen: s.gen, closing: () => void ch.close().catch(() => {}) };
+      this.#following = following;
+      ch.on('close', () => {
+        if (this.#following === following) this.#following = null;
+      });
+      await ch.prefetch(STREAM_PREFETCH);
+      const settledNow = () => {
+        if (p.settled.size >= total) onSettled();
+      };
+      // Never throw from here: amqplib would take the whole connection down.
+      const onEntry = (stream: 'results' | 'dead') => (msg: ConsumeMessage | null) => {
+        if (msg === null) return;
+        try {
+          ch.ack(msg);
+          const offset = streamOffset(msg);
+          if (headersOf(msg)[RABBIT_HEADERS.marker] !== undefined) return;
+          if (stream === 'results') {
+            if (offset === null || offset < p.resultsNext) return;
+            p.resultsNext = offset + 1;
+            countResult(p, msg, total);
+          } else {
+            if (offset === null || offset < p.deadNext) return;
+            p.deadNext = offset + 1;
+            countDeadLetter(p, msg, settings);
+          }
+          settledNow();
+        } catch {
+          // an entry we cannot read counts for nothing, as in poll()
+        }
+      };
+      await ch.consume(this.#names.results, onEntry('results'), { arguments: { 'x-stream-offset': p.resultsNext } });
+      await ch.consume(this.#names.dlq, onEntry('dead'), { arguments: { 'x-stream-offset': p.deadNext } });
+      settledNow();
+    };
+    const next = this.#progressChain.then(run, run);
+    this.#progressChain = next.catch(() => {});
+    return next;
   }
 
   /** The sweep's settings, or null when there is no sweep (no ready flag). */
@@ -119,26 +200,16 @@ export class StreamReader {
       if (this.#progress.gen !== s.gen) this.#progress = freshProgress(s.gen);
       const p = this.#progress;
       const settled = () => untilSettled && p.settled.size >= total;
-      if (settled()) return p;
+      // Followed: current already.
+      if (settled() || this.#following?.gen === s.gen) return p;
       const quiet = { quietMs: POLL_QUIET_MS };
       const [resultsNext, deadNext] = await Promise.all([
         this.read(s, this.#names.results, p.resultsNext, quiet, (msg) => {
-          const fields = jsonObject(msg.content);
-          const result = fields ? parseResultFields(fields) : null;
-          if (result) {
-            p.results++;
-            if (chunkIndexOf(result.chunkId, total) !== null) {
-              p.done.add(result.chunkId);
-              p.settled.add(result.chunkId);
-            }
-          }
+          countResult(p, msg, total);
           return settled();
         }),
         this.read(s, this.#names.dlq, p.deadNext, quiet, (msg) => {
-          // Only a dead letter of the chunk's genuine task settles it: deadLetterOf parses with the
-          // sweep's settings, so a task that is not exactly a chunk comes back null.
-          const dead = deadLetterOf(msg, settings);
-          if (dead.task) p.settled.add(dead.task.chunkId);
+          countDeadLetter(p, msg, settings);
           return settled();
         }),
       ]);
@@ -225,6 +296,26 @@ export class StreamReader {
     } finally {
       ch.close().catch(() => {});
     }
+  }
+
+  /** Every result entry, duplicates included (entries that are not results are skipped, with a warning). */
+  async results(s: Link, log: Logger): Promise<ChunkResult[]> {
+    const out: ChunkResult[] = [];
+    await this.read(s, this.#names.results, 0, 'marker', (msg) => {
+      const fields = jsonObject(msg.content);
+      const result = fields ? parseResultFields(fields) : null;
+      if (result) out.push(result);
+      else log.warn(`ignoring an entry of ${this.#names.results} that is not a chunk result`);
+    });
+    return out;
+  }
+
+  async deadLetters(s: Link, settings: SweepSettings | null): Promise<DeadLetter[]> {
+    const out: DeadLetter[] = [];
+    await this.read(s, this.#names.dlq, 0, 'marker', (msg) => {
+      out.push(deadLetterOf(msg, settings));
+    });
+    return out;
   }
 
   async queueInfo(s: Link, queue: string): Promise<{ messageCount: number; consumerCount: number }> {

@@ -135,7 +135,17 @@ test('static mode with a user kernel: the shares merge to the reference', async 
   }
   const agg = await runTtg(['aggregate', '--static', '--json', ...files], testEnv({}));
   assert.equal(agg.code, 0, agg.stderr);
-  assertCollatzReport(lastJsonLine(agg.stdout), 'static');
+  const report = lastJsonLine(agg.stdout);
+  assertCollatzReport(report, 'static');
+  assert.equal(report['kernel_sha256'], collatzSha);
+  // A share computed by another module under the same name is not merged.
+  const other = await runTtg(['worker'], sweepEnv({ USE_QUEUE: 'false', TOTAL_WORKERS: 2, WORKER_ID: 1, KERNEL: otherWasm }));
+  assert.equal(other.code, 0, other.stderr);
+  const otherFile = path.join(tmp, 'static-other.json');
+  writeFileSync(otherFile, other.stdout);
+  const mixed = await runTtg(['aggregate', '--static', files[0]!, otherFile], testEnv({}));
+  assert.equal(mixed.code, 1);
+  assert.match(mixed.stderr, new RegExp(`static-other\\.json:1: kernel_sha256 is ${otherSha} but ${collatzSha} in .*different sweeps`));
 });
 
 test('Redis: a kernel that traps fails its chunk, which is retried and dead-lettered naming the parameter; the rest completes', async () => {

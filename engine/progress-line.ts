@@ -18,8 +18,10 @@ export interface ProgressFigures {
 
 export function progressBar(done: number, total: number, width = 30): string {
   const frac = total > 0 ? Math.min(1, Math.max(0, done / total)) : 0;
+  const pct = `${(frac * 100).toFixed(1)}%`;
+  if (width <= 0) return pct;
   const filled = Math.round(frac * width);
-  return `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${(frac * 100).toFixed(1).padStart(5)}%`;
+  return `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${pct}`;
 }
 
 export function formatDuration(seconds: number): string {
@@ -34,16 +36,26 @@ export function formatDuration(seconds: number): string {
  * the sweep's chunks and dead-lettered to the settled ones, whatever a
  * backend reports (dead letters of messages that were never chunks, say).
  */
-export function progressLine(f: ProgressFigures): string {
+export function progressLine(f: ProgressFigures, barWidth = 30): string {
   const total = Math.max(0, f.totalChunks);
   const settled = Math.min(total, Math.max(0, f.settledChunks));
   const dead = Math.min(settled, Math.max(0, f.deadLettered));
   const left = total - settled;
   const known = (n: number) => (n < 0 ? '?' : String(n));
   const eta = left === 0 ? 'done' : f.rate !== null && f.rate > 0 ? formatDuration(left / f.rate) : '?';
-  return `${progressBar(settled, total)}  ${settled}/${total} chunks  ` +
-    `${f.rate === null ? '-' : f.rate.toFixed(1)} chunks/s  eta ${eta}  ` +
-    `in flight ${known(f.inFlight)}  retrying ${known(f.retrying)}  dead-lettered ${dead}`;
+  // A comma list, so that every figure fits an 80-column terminal whole for sweeps of up to 999 chunks.
+  return `${progressBar(settled, total, barWidth)} ${settled}/${total} chunks, ${f.rate === null ? '-' : f.rate.toFixed(1)}/s, ` +
+    `eta ${eta}, in flight ${known(f.inFlight)}, retrying ${known(f.retrying)}, dead-lettered ${dead}`;
+}
+
+/**
+ * The line for a terminal `columns` wide: the bar shrinks (down to none) so
+ * that the figures themselves are never cut off.
+ */
+export function fitProgressLine(f: ProgressFigures, columns: number): string {
+  const bare = progressLine(f, 0).length;
+  const room = (columns || 80) - 1 - bare - 3;
+  return progressLine(f, room >= 10 ? Math.min(30, room) : 0);
 }
 
 /** Where the monitor writes: a terminal (redraw in place) or anything else (plain lines). */
@@ -73,10 +85,16 @@ export class ProgressWriter {
     return Boolean(this.#out.isTTY);
   }
 
+  /** The terminal's width (0 when unknown or not a terminal). */
+  get columns(): number {
+    return this.#out.columns ?? 0;
+  }
+
   /** The current progress: redrawn in place on a TTY, a new plain line otherwise. */
   update(line: string, now = new Date()): void {
     if (this.isTTY) {
-      const width = Math.max(20, (this.#out.columns ?? 80) - 1);
+      // A pty without a size (under script(1), some CI runners) reports 0 columns: assume 80.
+      const width = Math.max(20, (this.#out.columns || 80) - 1);
       this.#out.write(REDRAW + (line.length > width ? line.slice(0, width - 1) + '…' : line));
       this.#open = true;
     } else {

@@ -73,8 +73,17 @@ export function resultFields(result: ChunkResult): Record<string, string> {
     duration_seconds: String(result.durationSeconds),
     completed_at: result.completedAt,
     ...(result.startedAt ? { started_at: result.startedAt } : {}),
+    // Optional, so that readers of any age parse both kinds of result.
+    ...(result.recovered ? { recovered: 'true' } : {}),
+    ...(result.attempts ? { attempts: String(result.attempts) } : {}),
     result_data: JSON.stringify(result.stats),
   };
+}
+
+/** A result's `attempts` field as a count; 0 when absent or not a count (it is informative only). */
+function attemptsOf(value: unknown): number {
+  const n = typeof value === 'number' ? value : typeof value === 'string' && /^\d{1,7}$/.test(value) ? Number(value) : 0;
+  return Number.isSafeInteger(n) && n > 0 ? n : 0;
 }
 
 /** Parses result fields; returns null for an entry that is not a well-formed result (it is then ignored and reported). */
@@ -94,6 +103,8 @@ export function parseResultFields(fields: Record<string, unknown>): ChunkResult 
       durationSeconds: Number(fields['duration_seconds'] ?? 0),
       completedAt: String(fields['completed_at'] ?? ''),
       ...(typeof fields['started_at'] === 'string' ? { startedAt: fields['started_at'] } : {}),
+      ...(fields['recovered'] === 'true' || fields['recovered'] === true ? { recovered: true } : {}),
+      ...(attemptsOf(fields['attempts']) > 0 ? { attempts: attemptsOf(fields['attempts']) } : {}),
       stats: {
         count: stats.count, sum: stats.sum, min: stats.min, max: stats.max, argmin: stats.argmin!, argmax: stats.argmax!,
         avg: typeof stats.avg === 'number' ? stats.avg : stats.sum / stats.count,

@@ -73,6 +73,15 @@ export interface ChunkResult {
   completedAt: string;
   /** ISO-8601 time the chunk was handed to the threads (wire field `started_at`, beyond docs/design.md's list). */
   startedAt?: string;
+  /**
+   * True when the worker took the chunk over from one that stopped answering
+   * (wire field `recovered`, only when true; beyond docs/design.md's list, so
+   * results of older workers simply lack it). The web monitor names, per
+   * worker, the chunks it recovered.
+   */
+  recovered?: boolean;
+  /** Failed attempts before this one (wire field `attempts`, only when above 0). */
+  attempts?: number;
   stats: ChunkStats;
 }
 

@@ -278,6 +278,9 @@ export class QueueWorker implements MetricsSource {
         durationSeconds: round6(durationSeconds),
         completedAt: new Date().toISOString(),
         startedAt,
+        // Said in the result so a monitor can name the chunks each worker recovered, and the retried ones.
+        ...(delivery.recovered ? { recovered: true } : {}),
+        ...(delivery.attempt > 0 ? { attempts: delivery.attempt } : {}),
         stats: toChunkStats(stats),
       };
       let committed: boolean;

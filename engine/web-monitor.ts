@@ -112,9 +112,6 @@ const RATE_WINDOW_MS = 15_000;
 const MAX_BUCKETS = 240;
 const MAX_LISTED = 50;
 
-/** Optional fields a result may carry beyond docs/design.md's list (older workers leave them out). */
-type ResultExtras = { recovered?: boolean; attempts?: number };
-
 /** Turns one poll's reading into the page's snapshot. Pure: `now` and the earlier samples are given. */
 export function describeSweep(
   reading: SweepReading,
@@ -165,7 +162,6 @@ export function describeSweep(
   let retriedAttempts = 0;
   for (const r of counted.values()) {
     const row = rowOf(r.workerId);
-    const extras = r as ChunkResult & ResultExtras;
     row.chunks++;
     row.params += r.stats.count;
     const end = Date.parse(r.completedAt);
@@ -174,10 +170,11 @@ export function describeSweep(
       row.firstStart = Math.min(row.firstStart, Number.isFinite(start) ? start : end);
       row.lastEnd = Math.max(row.lastEnd, end);
     }
-    if (extras.recovered === true) row.recovered.push(r.chunkId);
-    if (typeof extras.attempts === 'number' && extras.attempts > 0) {
+    // Optional result fields: results of older workers lack them, and count as neither.
+    if (r.recovered === true) row.recovered.push(r.chunkId);
+    if (typeof r.attempts === 'number' && r.attempts > 0) {
       row.retried++;
-      retriedAttempts += extras.attempts;
+      retriedAttempts += r.attempts;
     }
   }
   // Chunks in hand: the broker knows consumer names (`worker-<id>`, or `worker-<id>-<host>-<pid>` when a name was taken).

@@ -124,6 +124,47 @@ test('the page follows a Redis sweep live to 100%: exact grand sum, worker rows,
   process.stdout.write(`# screenshots: ${dir}\n`);
 });
 
+test('a worker SIGKILLed mid-sweep: the page shows the survivor recovering its chunks, by id, and the exact sum', async () => {
+  await requireRedis();
+  const { context, close } = await launchBrowser();
+  cleanups.push(close);
+  const ref = golden().placeholder.find((g) => g.start === 0 && g.end === 10000)!;
+  const env = testEnv({
+    USE_QUEUE: 'true', QUEUE_BACKEND: 'redis', QUEUE_PREFIX: randomPrefix('web-kill'), TOTAL_PARAMS: 10000, CHUNK_SIZE: 250,
+    SIMULATE_WORK_MS: 1, PREFETCH: 2, IDLE_TIMEOUT_SECONDS: 20, STALE_THRESHOLD_MS: 1500, STALE_CHECK_INTERVAL_SECONDS: 1,
+  });
+  cleanups.push(() => runTtg(['reset'], env, 20_000));
+  const { url } = await startWebMonitor(env);
+  const page = await context.newPage();
+  await page.goto(url);
+  const [survivor, victim] = [0, 1].map((id) => startTtg(['worker'], { ...env, WORKER_ID: String(id) })) as [TtgProcess, TtgProcess];
+  for (const w of [survivor, victim]) cleanups.push(async () => w.child.kill('SIGKILL'));
+
+  // Kill the victim when the page shows it holding chunks, as a person watching would see it.
+  const row = (worker: string) => page.locator(`#workers tbody tr[data-worker="${worker}"] td`);
+  await until(page, 'worker-1 with chunks done and in hand', async () => {
+    if ((await row('1').count()) === 0) return false;
+    const cells = await row('1').allInnerTexts();
+    return Number(cells[1]) >= 2 && Number(cells[3]) >= 1;
+  });
+  victim.child.kill('SIGKILL');
+  assert.equal(await victim.exited, 'SIGKILL');
+
+  await until(page, '100% after the recovery', async () => (await text(page, '#progress-pct')) === '100%', 40_000);
+  assert.equal(await survivor.exited, 0, survivor.stderr());
+  await until(page, 'the report', async () => (await text(page, '#grand-sum')) !== '');
+  assert.equal(await text(page, '#grand-sum'), String(ref.sum), 'exact, each chunk counted once');
+  assert.equal(await text(page, '#missing'), '0');
+
+  // The survivor's row names the chunks it recovered: exactly those its log says it claimed.
+  const claimed = [...survivor.stderr().matchAll(/FAULT RECOVERY: claimed chunk (\d+)/g)].map((m) => m[1]!).sort();
+  assert.ok(claimed.length >= 1, `the survivor recovered something: ${survivor.stderr()}`);
+  const cell = (await row('0').allInnerTexts())[5]!;
+  assert.equal(cell, `${claimed.length}: ${claimed.join(', ')}`);
+  assert.equal((await row('1').allInnerTexts())[5], '–', 'the victim recovered nothing');
+  await page.screenshot({ path: path.join(testOutputDir('web-monitor'), 'worker-killed.png'), fullPage: true });
+});
+
 test('the page says plainly when the broker is unreachable, and recovers when it is back', async () => {
   await requireRedis();
   const { context, close } = await launchBrowser();

@@ -75,6 +75,11 @@ if check kubectl config get-contexts "$CONTEXT"; then
     run kubectl --context "$CONTEXT" delete scaledjobs.keda.sh,triggerauthentications.keda.sh \
       -l "$SELECTOR" --ignore-not-found --wait=true
   fi
+  # The PodMonitor (k8s/grafana), where prometheus-operator is installed.
+  if check kubectl --context "$CONTEXT" get crd podmonitors.monitoring.coreos.com; then
+    run kubectl --context "$CONTEXT" delete podmonitors.monitoring.coreos.com \
+      -l "$SELECTOR" --ignore-not-found --wait=true
+  fi
 else
   say "no kubectl context $CONTEXT: no ttg objects to delete"
 fi

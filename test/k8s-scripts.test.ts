@@ -219,9 +219,10 @@ test('cleanup.sh --dry-run deletes ttg\'s objects by label only; --all also dele
   const kinds = new Set(deletes.flatMap((l) => l.split(' ')[5]!.split(',')));
   const plural: Record<string, string> = {
     Job: 'job', Pod: 'pod', Service: 'service', ConfigMap: 'configmap', Secret: 'secret', PersistentVolumeClaim: 'persistentvolumeclaim',
-    ScaledJob: 'scaledjobs.keda.sh', TriggerAuthentication: 'triggerauthentications.keda.sh',
+    ScaledJob: 'scaledjobs.keda.sh', TriggerAuthentication: 'triggerauthentications.keda.sh', PodMonitor: 'podmonitors.monitoring.coreos.com',
   };
-  const created = [...renderKustomization(K8S_DIR), ...renderKustomization(path.join(K8S_DIR, 'keda'))].map((m) => m.object.kind as string);
+  const created = [...renderKustomization(K8S_DIR), ...renderKustomization(path.join(K8S_DIR, 'keda')), ...renderKustomization(path.join(K8S_DIR, 'grafana'))]
+    .map((m) => m.object.kind as string);
   for (const kind of new Set(created)) assert.ok(kinds.has(plural[kind] ?? `?${kind}`), `cleanup deletes ${kind}`);
 
   const all = script('cleanup.sh', ['--all', '--dry-run']);

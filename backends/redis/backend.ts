@@ -184,14 +184,14 @@ export class RedisBackend implements QueueBackend {
       const link = await this.#links.blocking();
       const read = (block: (string | number)[]) => (c: Redis) =>
         c.call('XREADGROUP', 'GROUP', k.group, this.#consumer, 'COUNT', max, ...block, 'STREAMS', k.tasks, '>');
-      // BLOCK 0 would wait forever: no wait means no BLOCK. A blocking read ends early when the sweep settles.
-      let reply: unknown;
-      if (wait > 0) {
-        this.#settleSignal.arm();
-        reply = await this.#settleSignal.blockingRead(link, read(['BLOCK', Math.ceil(wait)]));
-      } else {
-        reply = await this.#links.run(link, read([]));
-      }
+      // BLOCK 0 would wait forever: no wait means no BLOCK. A blocking read ends early when the sweep
+      // settles; once it has, reads still look (entries that are not chunks may be left) but never wait.
+      const block = wait > 0 && !this.#settleSignal.fired;
+      if (block) this.#settleSignal.arm();
+      let reply = block
+        ? await this.#settleSignal.blockingRead(link, read(['BLOCK', Math.ceil(wait)]))
+        : await this.#links.run(link, read([]));
+      if (block && reply === null && this.#settleSignal.fired) reply = await this.#links.run(link, read([]));
       return await this.#deliveries(readGroupEntries(reply), false);
     } catch (err) {
       if (this.#closed) return [];

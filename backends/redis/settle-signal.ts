@@ -60,7 +60,7 @@ export class SettleSignal {
 
   /** Runs a blocking read on `link`, which fire() cuts short; null when the sweep has settled already. */
   async blockingRead<T>(link: Link, read: (client: Redis) => Promise<T>): Promise<T | null> {
-    if (this.#fired) return null;
+    if (this.#fired) return null; // callers read without blocking once fired; a settle between the two lands here
     // Sent before the read on the same connection, so its answer comes while the read blocks.
     const id = link.client.client('ID');
     id.catch(() => {});

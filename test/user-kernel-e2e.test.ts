@@ -10,7 +10,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { exactSum } from '../kernel/exact-sum.js';
+import { exactSum, roundPartials } from '../kernel/exact-sum.js';
+import { UserWasmKernel } from '../kernel/user-wasm.js';
 import { buildUserKernel } from '../kernel/user-build.js';
 import { lastJsonLine, randomPrefix, requireRedis, ROOT, runTtg, startTtg, testEnv } from './helpers.js';
 
@@ -174,4 +175,35 @@ test('Redis: a kernel that traps fails its chunk, which is retried and dead-lett
   assert.equal(dead[0]!.attempts, 2);
   assert.match(dead[0]!.reason, /kernel trapper trapped at parameter 45678/);
   assert.equal(report['total_params'], 90_000);
+});
+
+test('every example gives the same report through ttg run and through Redis workers, as WASM and as its JS twin', async () => {
+  await requireRedis();
+  const total = 100_000;
+  for (const name of ['himmelblau', 'monte-carlo-pi', 'collatz', 'placeholder-formula']) {
+    const built = await buildUserKernel(path.join(ROOT, 'examples', `${name}.ts`), path.join(tmp, 'examples', `${name}.wasm`));
+    // What the sweep must report: the module swept directly over the whole range, in this process.
+    const direct = UserWasmKernel.fromFile(built.wasmPath).sweep(0, total, total);
+    const expected = {
+      total_params: total, grand_sum: roundPartials(direct.partials), global_min: direct.min, argmin: direct.argmin,
+      global_max: direct.max, argmax: direct.argmax, kernel: name, kernel_sha256: built.sha256,
+    };
+    for (const impl of ['wasm', 'js']) {
+      const kernelEnv = { KERNEL: built.wasmPath, KERNEL_IMPL: impl, KERNEL_JS: path.join(ROOT, 'examples', `${name}.js`), TOTAL_PARAMS: total, CHUNK_SIZE: 7_000 };
+      const run = await runTtg(['run', '--json'], sweepEnv({ ...kernelEnv, THREADS: 2 }), 120_000);
+      assert.equal(run.code, 0, run.stderr);
+      const prefix = randomPrefix(`ex-${impl}`);
+      prefixes.push(prefix);
+      const env = sweepEnv({ ...kernelEnv, USE_QUEUE: 'true', QUEUE_BACKEND: 'redis', QUEUE_PREFIX: prefix, IDLE_TIMEOUT_SECONDS: 3 });
+      const worker = await runTtg(['worker'], env, 120_000);
+      assert.equal(worker.code, 0, worker.stderr);
+      const agg = await runTtg(['aggregate', '--json'], env);
+      assert.equal(agg.code, 0, agg.stderr);
+      for (const [how, out] of [['ttg run', run.stdout], ['redis', agg.stdout]] as const) {
+        const report = lastJsonLine(out);
+        const got = Object.fromEntries(Object.keys(expected).map((k) => [k, report[k]]));
+        assert.deepEqual(got, expected, `${name} ${impl} ${how}`);
+      }
+    }
+  }
 });

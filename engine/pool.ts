@@ -144,7 +144,7 @@ export class KernelPool {
     if (others.length) this.#runBatch(others);
     const ranges: number[] = [];
     for (const w of mine) ranges.push(w.start, w.end);
-    (this.#pool.run({ ...this.#taskBase(total), ranges }, { name: 'runSlices' }) as Promise<BatchOutcome>).then((outcomes) => {
+    (this.#pool.run({ ...this.#taskBase(total), ranges }) as Promise<BatchOutcome>).then((outcomes) => {
       let params = 0;
       let seconds = 0;
       mine.forEach((w, i) => {

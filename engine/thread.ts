@@ -98,7 +98,17 @@ export async function runSlices(batch: SliceBatch): Promise<BatchOutcome> {
   return out;
 }
 
-export default function runSlice(task: SliceTask): SliceOutcome | Promise<SliceOutcome> {
+/**
+ * The thread's one handler: a slice, or a batch of slices. One handler (not a named second one):
+ * Piscina loads each handler name separately, and two loads of this module racing at a thread's
+ * start (one by require(), one by import()) trip an internal assertion of Node 20
+ * (ERR_INTERNAL_ASSERTION "imported again after being required").
+ */
+export default function runTask(task: SliceTask | SliceBatch): SliceOutcome | Promise<SliceOutcome> | Promise<BatchOutcome> {
+  return 'ranges' in task ? runSlices(task) : runSlice(task);
+}
+
+function runSlice(task: SliceTask): SliceOutcome | Promise<SliceOutcome> {
   const t0 = performance.now();
   const { kernel } = task;
   if (typeof kernel === 'string') return finish(task, t0, runnerFor(task.impl).sweep(kernel, task.start, task.end, task.total));

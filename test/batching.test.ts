@@ -1,0 +1,125 @@
+/**
+ * The batched hot path: completions that travel together to Redis are each
+ * still checked for ownership and counted once; a worker waiting for tasks
+ * is woken when another settles the sweep; the pool batches small ranges
+ * into shared thread tasks without changing a single statistic.
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { RedisBackend } from '../backends/redis/backend.js';
+import type { ChunkResult, Delivery } from '../backends/types.js';
+import { loadConfig } from '../engine/config.js';
+import { backendOptions } from '../engine/backend.js';
+import { KernelPool } from '../engine/pool.js';
+import { toChunkStats } from '../engine/stats.js';
+import { createKernelRunner } from '../kernel/index.js';
+import { Redis } from 'ioredis';
+import { silentLogger } from '../core/log.js';
+import { randomPrefix, REDIS_HOST, REDIS_PORT, requireRedis } from './helpers.js';
+
+const opened: RedisBackend[] = [];
+after(async () => {
+  for (const b of opened) {
+    await b.reset().catch(() => {});
+    await b.close().catch(() => {});
+  }
+});
+
+function redis(prefix: string, workerId: string): RedisBackend {
+  const config = loadConfig({
+    USE_QUEUE: 'true', QUEUE_BACKEND: 'redis', REDIS_HOST, REDIS_PORT: String(REDIS_PORT), QUEUE_PREFIX: prefix,
+    TOTAL_PARAMS: '1000', CHUNK_SIZE: '100', WORKER_ID: workerId, CONNECT_TIMEOUT_SECONDS: '5',
+  });
+  const b = new RedisBackend(backendOptions(config, 'redis', workerId, silentLogger));
+  opened.push(b);
+  return b;
+}
+
+const settings = { totalParams: 1000, chunkSize: 100, kernel: 'placeholder' };
+
+function resultOf(d: Delivery, workerId: string): ChunkResult {
+  const t = d.task!;
+  const count = t.endParam - t.startParam;
+  return {
+    chunkId: t.chunkId, workerId, status: 'completed', durationSeconds: 0, completedAt: new Date().toISOString(),
+    stats: { count, sum: count, min: 1, max: 1, avg: 1, argmin: t.startParam, argmax: t.startParam, partials: [count] },
+  };
+}
+
+test('redis: completions sent in one batch are each checked for ownership; taken-over chunks publish nothing', async () => {
+  await requireRedis();
+  const prefix = randomPrefix('batch-own');
+  const a = redis(prefix, 'a');
+  const b = redis(prefix, 'b');
+  await a.init(settings);
+  await b.init(settings);
+  const held = await a.take(10, 1000);
+  assert.equal(held.length, 10);
+  // b takes over three of them (idle 0 ms counts as stale here), as stale recovery would.
+  const stolen = await b.claimStale(3, 0);
+  assert.equal(stolen.length, 3);
+  // All ten completions of a leave in the same turn, so they travel together.
+  const answers = await Promise.all(held.map((d) => a.complete(d, resultOf(d, 'a'))));
+  const stolenIds = new Set(stolen.map((d) => d.chunkId));
+  held.forEach((d, i) => assert.equal(answers[i], !stolenIds.has(d.chunkId), `chunk ${d.chunkId}`));
+  assert.equal((await a.readResults()).length, 7, 'only the chunks a still owned were published');
+  assert.deepEqual(await Promise.all(stolen.map((d) => b.complete(d, resultOf(d, 'b')))), [true, true, true]);
+  const results = await a.readResults();
+  assert.equal(results.length, 10);
+  assert.equal(new Set(results.map((r) => r.chunkId)).size, 10, 'each chunk counted once');
+  assert.equal(await a.isSettled(), true);
+});
+
+test('redis: a worker blocked waiting for tasks returns as soon as another settles the sweep', async () => {
+  await requireRedis();
+  const prefix = randomPrefix('batch-wake');
+  const busy = redis(prefix, 'busy');
+  const idle = redis(prefix, 'idle');
+  await busy.init(settings);
+  await idle.init(settings);
+  const all = await busy.take(10, 1000);
+  assert.equal(all.length, 10);
+  // idle waits up to 20 s; the sweep settles while it waits.
+  const started = Date.now();
+  const waiting = idle.take(5, 20_000);
+  // Settle only once idle is subscribed and blocked in its read: that wait is the one to cut short.
+  const raw = new Redis({ host: REDIS_HOST, port: REDIS_PORT });
+  try {
+    for (const deadline = Date.now() + 10_000; ; ) {
+      assert.ok(Date.now() < deadline, 'the idle worker subscribed to the sweep\'s events and blocked in its read within 10 s');
+      const [, subscribers] = (await raw.call('PUBSUB', 'NUMSUB', `${prefix}:events`)) as [string, number];
+      const clients = String(await raw.call('CLIENT', 'LIST'));
+      const blocked = clients.split('\n').some((line) => line.includes('name=ttg-blocking-idle') && /flags=\S*b/.test(line));
+      if (Number(subscribers) > 0 && blocked) break;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+  } finally {
+    raw.disconnect();
+  }
+  assert.deepEqual(await Promise.all(all.map((d) => busy.complete(d, resultOf(d, 'busy')))), Array(10).fill(true));
+  assert.deepEqual(await waiting, []);
+  assert.ok(Date.now() - started < 10_000, `woken when the sweep settled, not after its wait (${Date.now() - started} ms)`);
+  assert.equal(await idle.isSettled(), true);
+});
+
+test('the pool batches small ranges into shared thread tasks and splits big ones, with exactly the stats of one range at a time', async () => {
+  const pool = new KernelPool({ threads: 2, kernel: 'placeholder', impl: 'wasm' });
+  try {
+    const runner = createKernelRunner('wasm');
+    const total = 1_000_000;
+    // Many small ranges asked for in one turn (batched), then a big one (split over both threads).
+    const ranges: Array<[number, number]> = [];
+    for (let start = 0; start < 20_000; start += 97) ranges.push([start, Math.min(20_000, start + 97)]);
+    ranges.push([20_000, total]);
+    const outcomes = await Promise.all(ranges.map(([s, e]) => pool.runRange(s, e, total)));
+    outcomes.forEach((o, i) => {
+      const [s, e] = ranges[i]!;
+      // Split ranges merge their slices' partials: another list with the same exact sum.
+      const { partials: _a, ...got } = toChunkStats(o.stats);
+      const { partials: _b, ...want } = toChunkStats(runner.sweep('placeholder', s, e, total));
+      assert.deepEqual(got, want, `range ${s}-${e}`);
+    });
+  } finally {
+    await pool.close();
+  }
+});

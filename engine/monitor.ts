@@ -51,7 +51,9 @@ export async function runMonitor(opts: {
         const rate = last ? ((settled - last.settled) * 1000) / Math.max(1, now - last.at) : null;
         last = { at: now, settled };
         const figures = { ...s, settledChunks: settled, rate };
-        progress.update(progress.isTTY ? fitProgressLine(figures, progress.columns) : progressLine(figures), new Date(now));
+        // A log has room for more: what waits to be taken, and the result entries (duplicates included).
+        progress.update(progress.isTTY ? fitProgressLine(figures, progress.columns)
+          : `${progressLine(figures)}, ready ${s.ready}, results ${s.results}`, new Date(now));
         // Settled only when the backend itself says so: every chunk of the sweep has a result or a dead letter.
         if (settled >= s.totalChunks && s.totalChunks > 0 && (await opts.backend.isSettled())) {
           progress.say('sweep settled: run `ttg aggregate` for the report');

@@ -35,6 +35,8 @@ export async function launchBrowser(): Promise<{ context: BrowserContext; close:
       '--disable-component-update', '--disable-sync',
     ],
     viewport: { width: 1200, height: 1000 },
+    // The page honours it (no progress bar animation): a screenshot shows the figures as they are, not mid-slide.
+    reducedMotion: 'reduce',
     timeout: 30_000,
   });
   return {

@@ -131,7 +131,7 @@ test('a worker SIGKILLed mid-sweep: the page shows the survivor recovering its c
   const ref = golden().placeholder.find((g) => g.start === 0 && g.end === 10000)!;
   const env = testEnv({
     USE_QUEUE: 'true', QUEUE_BACKEND: 'redis', QUEUE_PREFIX: randomPrefix('web-kill'), TOTAL_PARAMS: 10000, CHUNK_SIZE: 250,
-    SIMULATE_WORK_MS: 1, PREFETCH: 2, IDLE_TIMEOUT_SECONDS: 20, STALE_THRESHOLD_MS: 1500, STALE_CHECK_INTERVAL_SECONDS: 1,
+    SIMULATE_WORK_MS: 0.5, PREFETCH: 2, IDLE_TIMEOUT_SECONDS: 20, STALE_THRESHOLD_MS: 1000, STALE_CHECK_INTERVAL_SECONDS: 0.5,
   });
   cleanups.push(() => runTtg(['reset'], env, 20_000));
   const { url } = await startWebMonitor(env);

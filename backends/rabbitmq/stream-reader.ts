@@ -33,6 +33,8 @@ import { SessionLostError, type Link, type RabbitSession } from './session.js';
 const MARKER_BODY = Buffer.from('{"ttg_marker":"end-of-read marker written by a reader; neither a task nor a result"}');
 /** Stream consumers need a prefetch (credit); acks give it back. */
 const STREAM_PREFETCH = 1000;
+/** A follower acknowledges its stream entries this many at a time (well below STREAM_PREFETCH). */
+const FOLLOW_ACK_EVERY = 100;
 /** A polling read stops once its stream has been quiet this long. */
 const POLL_QUIET_MS = 200;
 /** A read that must reach its end gives up after this long without any message. */
@@ -137,11 +139,17 @@ export class StreamReader {
       const settledNow = () => {
         if (p.settled.size >= total) onSettled();
       };
+      // Acks give the stream its credit back: one for many (`allUpTo`, every entry here is read at
+      // once), well within the prefetch, saves a frame and a socket write per result.
+      let unacked = 0;
       // Never throw from here: amqplib would take the whole connection down.
       const onEntry = (stream: 'results' | 'dead') => (msg: ConsumeMessage | null) => {
         if (msg === null) return;
         try {
-          ch.ack(msg);
+          if (++unacked >= FOLLOW_ACK_EVERY) {
+            ch.ack(msg, true);
+            unacked = 0;
+          }
           const offset = streamOffset(msg);
           if (headersOf(msg)[RABBIT_HEADERS.marker] !== undefined) return;
           if (stream === 'results') {

@@ -33,7 +33,10 @@ export interface QueueWorkerSummary {
   params_processed: number;
   chunks_processed: number;
   chunks_recovered: number;
-  chunks_failed: number;
+  /** Failed attempts (a chunk retried twice counts twice), whatever became of the chunk. */
+  failed_attempts: number;
+  /** Chunks this worker gave up on: their last failure here sent them to the dead letters. */
+  chunks_dead_lettered: number;
   duration_seconds: number;
   params_per_second: number;
 }
@@ -62,6 +65,7 @@ export class QueueWorker implements MetricsSource {
   #chunksProcessed = 0;
   #chunksRecovered = 0;
   #chunksFailed = 0;
+  #chunksDeadLettered = 0;
   #started = performance.now();
   /** Resolved (and replaced) whenever a chunk in hand is done: one wait for the loop, whatever is in hand. */
   #changed = deferred();
@@ -75,6 +79,11 @@ export class QueueWorker implements MetricsSource {
   /** The consumer name (the `worker` label of the metrics). */
   get worker(): string {
     return this.#opts.backend.consumerName;
+  }
+
+  /** Chunks committed and chunks dead-lettered by this worker so far (ttg run's progress line). */
+  settled(): { chunks: number; deadLettered: number } {
+    return { chunks: this.#chunksProcessed, deadLettered: this.#chunksDeadLettered };
   }
 
   get chunksInHand(): number {
@@ -220,7 +229,8 @@ export class QueueWorker implements MetricsSource {
       params_processed: this.#paramsProcessed,
       chunks_processed: this.#chunksProcessed,
       chunks_recovered: this.#chunksRecovered,
-      chunks_failed: this.#chunksFailed,
+      failed_attempts: this.#chunksFailed,
+      chunks_dead_lettered: this.#chunksDeadLettered,
       duration_seconds: round3(duration),
       params_per_second: duration > 0 ? Math.round(this.#paramsProcessed / duration) : 0,
     };
@@ -319,8 +329,12 @@ export class QueueWorker implements MetricsSource {
         const outcome = await backend.fail(delivery, reason);
         metrics?.chunkFailed(this.worker, outcome);
         const line = `chunk ${delivery.chunkId} failed (attempt ${delivery.attempt + 1}): ${reason}; ${outcome}`;
-        if (outcome === 'dead-lettered') log.error(line, { chunk_id: delivery.chunkId });
-        else log.warn(line, { chunk_id: delivery.chunkId });
+        if (outcome === 'dead-lettered') {
+          this.#chunksDeadLettered++;
+          log.error(line, { chunk_id: delivery.chunkId });
+        } else {
+          log.warn(line, { chunk_id: delivery.chunkId });
+        }
       } catch (failErr) {
         metrics?.chunkFailed(this.worker, 'unrecorded' satisfies FailureOutcome);
         if (failErr instanceof BrokerUnavailableError) this.#fatal ??= failErr;

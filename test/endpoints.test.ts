@@ -141,7 +141,8 @@ test('metrics of an in-process sweep agree with its results and dead letters; en
     assert.equal(series(text, 'ttg_chunk_duration_seconds_count', w), results.length);
     assert.equal(series(text, 'ttg_chunk_failures_total', { ...w, outcome: 'dead-lettered' }), dead.length);
     const retried = series(text, 'ttg_chunk_failures_total', { ...w, outcome: 'retried' }) ?? 0;
-    assert.equal(retried + dead.length, summary.chunks_failed, 'every failed attempt is counted once, by its outcome');
+    assert.equal(retried + dead.length, summary.failed_attempts, 'every failed attempt is counted once, by its outcome');
+    assert.equal(summary.chunks_dead_lettered, dead.length, 'a one-worker sweep: its dead-lettered chunks are all the dead letters');
     assert.equal(series(text, 'ttg_chunks_in_hand', w), 0);
     assert.equal(series(text, 'ttg_threads'), 1);
     assert.equal(series(text, 'ttg_info', { mode: 'queue', backend: 'memory', kernel: 'placeholder' }), 1);

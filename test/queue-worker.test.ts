@@ -130,7 +130,7 @@ test('a commit the broker refuses is handed back, not failed: no retry attempt i
   assert.deepEqual(backend.ops('fail'), [], 'a refused commit is no kernel failure');
   assert.deepEqual(backend.ops('release'), ['00000'], 'the chunk went back to the queue untouched');
   assert.deepEqual(backend.ops('complete'), ['00000', '00000']);
-  assert.equal(summary.chunks_failed, 0);
+  assert.equal(summary.failed_attempts, 0);
   assert.equal(summary.chunks_processed, 1);
   assert.equal(summary.status, 'completed');
 });
@@ -144,7 +144,7 @@ test('a kernel failure is reported to the backend with its reason and counted', 
   });
   const summary = await new QueueWorker({ config: config(), backend, pool, log: silentLogger, pollMs: 20 }).run();
   assert.deepEqual(backend.calls.filter((c) => c.op === 'fail').map((c) => [c.chunkId, c.detail]), [['00003', 'kernel exploded']]);
-  assert.equal(summary.chunks_failed, 1);
+  assert.equal(summary.failed_attempts, 1);
   assert.equal(summary.chunks_processed, 0);
 });
 

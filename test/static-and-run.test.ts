@@ -55,7 +55,7 @@ test('static mode with mandelbrot and the JS kernel matches the reference', asyn
 
 test('ttg run sweeps on the embedded queue and prints the report', async () => {
   const ref = golden().placeholder.find((g) => g.start === 0 && g.end === 10000)!;
-  const json = await runTtg(['run', '--json', '--workers', '3'], testEnv({ THREADS: 2 }));
+  const json = await runTtg(['run', '--json', '--workers', '3'], testEnv({ THREADS: 2, TOTAL_PARAMS: 10000 }));
   assert.equal(json.code, 0, json.stderr);
   const report = lastJsonLine(json.stdout);
   assert.equal(report['grand_sum'], ref.sum);
@@ -91,4 +91,22 @@ test('ttg: unknown commands and flags are usage errors (exit 2)', async () => {
   const c = await runTtg(['aggregate', '--jsn'], testEnv({}));
   assert.equal(c.code, 2);
   assert.match(c.stderr, /unknown argument "--jsn"/);
+});
+
+test('ttg run with no sweep named (npm start) runs a demo worth watching: 20 mandelbrot grids, with a live progress line', async () => {
+  // 20 passes over the 1000x1000 grid: 20 times the reference sum of one grid.
+  const grid = golden().mandelbrot.find((g) => g.start === 0 && g.end === 1_000_000)!;
+  const r = await runTtg(['run'], testEnv({ THREADS: 2 }), 120_000);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /ttg sweep report \(kernel mandelbrot\)/);
+  assert.match(r.stdout, /Parameters processed : 20,000,000 of 20,000,000/);
+  assert.match(r.stdout, new RegExp(`Grand sum\\s+: ${(20 * grid.sum).toLocaleString('en-US')}\n`));
+  // Piped, the progress line is plain stamped lines on stderr, the last one at 100%.
+  const lines = r.stderr.split('\n').filter((l) => /\d+\/200 chunks/.test(l));
+  assert.ok(lines.length >= 1, r.stderr);
+  assert.match(lines.at(-1)!, /100\.0% 200\/200 chunks/);
+  assert.doesNotMatch(r.stderr, /\x1b\[/, 'no escape codes when piped');
+  // ttg worker keeps the 10,000-parameter defaults.
+  const worker = await runTtg(['worker'], testEnv({ USE_QUEUE: 'false', TOTAL_WORKERS: 1 }));
+  assert.equal(lastJsonLine(worker.stdout)['params_processed'], 10000);
 });

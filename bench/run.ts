@@ -41,9 +41,13 @@ export async function runBenchmarks(opts: {
   queue?: import('./queue.js').QueueBenchOptions;
 } = {}): Promise<void> {
   const started = new Date().toISOString();
+  if (opts.quick) {
+    process.stdout.write('--quick: every section runs briefly, to check that the bench works. These figures are a smoke test:\n' +
+      'too short to quote or to compare (run without --quick for figures).\n\n');
+  }
   const want = (s: BenchSection) => (opts.only ? opts.only.includes(s) : !opts.kernels || s === 'user');
   const kernels = want('kernels') ? await benchKernels(opts) : [];
-  const kernelLines = ['Kernels (one thread)', '  kernel       impl   slice      params/s'];
+  const kernelLines = ['Kernels (one thread, parameters [0, 1,000,000): the engine rows\' sweep)', '  kernel       impl   slice      params/s'];
   for (const k of kernels) kernelLines.push(`  ${k.kernel.padEnd(12)} ${k.impl.padEnd(6)} ${String(k.sliceSize).padStart(8)} ${mps(k.paramsPerSecond).padStart(12)}`);
   for (const kernel of new Set(kernels.map((k) => k.kernel))) {
     const w = kernels.find((k) => k.kernel === kernel && k.impl === 'wasm');
@@ -61,7 +65,7 @@ export async function runBenchmarks(opts: {
   }
 
   const engine = want('engine') ? await benchEngine(opts) : [];
-  const engineLines = [sweepTable('Engine (embedded queue, whole sweeps)', engine)];
+  const engineLines = [sweepTable('Engine (embedded queue, whole sweeps of mandelbrot over [0, 1,000,000): the kernel rows\' parameters)', engine)];
   for (const r of engine) {
     const one = engine.find((o) => o.threads === 1 && o.chunkSize === r.chunkSize);
     if (one && r !== one) {

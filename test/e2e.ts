@@ -303,6 +303,10 @@ export function workerProcessSuite(kind: 'redis' | 'rabbitmq', requireServer: ()
     }), 30_000);
     assert.equal(down.code, 1, down.stderr);
     assert.match(down.stderr, kind === 'redis' ? /127\.0\.0\.1:1\b/ : /amqp:\/\/127\.0\.0\.1:1\//);
+    // Every failed attempt is said at warn level as it happens, the first one included.
+    const attempts = down.stderr.split('\n').filter((l) => /WARN .*not reachable .*retrying for up to 1 s in all/.test(l));
+    assert.ok(attempts.length >= 1, down.stderr);
+    assert.match(attempts[0]!, /attempt=1\b/);
     assert.doesNotMatch(down.stderr, /guest:guest/);
     const bad = await runTtg(['worker'], env(prefix, { CHUNK_SIZE: 'lots', REDIS_PORT: 1, RABBITMQ_PORT: 1 }), 10_000);
     assert.equal(bad.code, 2);

@@ -259,7 +259,7 @@ export class RabbitSession {
             { cause: err },
           ));
         }
-        this.#opts.log[attempts === 1 ? 'warn' : 'debug'](`RabbitMQ at ${address} not reachable (${describe(err)}); retrying`, { attempt: attempts });
+        this.#opts.log.warn(`RabbitMQ at ${address} not reachable (${describe(err)}); retrying for up to ${this.#opts.connectTimeoutSeconds} s in all`, { attempt: attempts });
         // Woken early by close().
         await this.waitForSignal(Math.min(backoffDelay(attempts, { initialMs: 100, maxMs: 5000, jitter: 0.2 }), limitMs - waited));
       }

@@ -206,9 +206,19 @@ export class RedisLinks {
       }
       link.downSince ??= Date.now();
     });
+    // Every failed attempt to (re)connect is said as it happens, so a wrong REDIS_HOST is seen at
+    // once rather than after CONNECT_TIMEOUT_SECONDS of silence.
+    let failedAttempts = 0;
     link.client.on('error', (err: Error) => {
       link.lastError = err;
-      if (!this.#closed) this.#opts.log.debug('Redis connection error', { error: redact(err.message), connection: role });
+      if (this.#closed) return;
+      if (up) {
+        this.#opts.log.debug('Redis connection error', { error: redact(err.message), connection: role });
+        return;
+      }
+      failedAttempts++;
+      this.#opts.log.warn(`Redis at ${address} not reachable (${redact(err.message)}); retrying for up to ` +
+        `${this.#opts.connectTimeoutSeconds} s in all`, { attempt: failedAttempts, connection: role });
     });
     link.client.on('ready', () => {
       if (lost) {
@@ -217,6 +227,7 @@ export class RedisLinks {
       }
       lost = false;
       up = true;
+      failedAttempts = 0;
       link.downSince = null;
       link.lastError = null;
     });

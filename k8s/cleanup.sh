@@ -33,28 +33,9 @@ for arg in "$@"; do
   esac
 done
 
-# fd 3 is the script's stdout, so that commands shown inside $(...) still print.
-exec 3>&1
-
-say() { printf '==> %s\n' "$*" >&2; }
-
-quote() {
-  if [[ "$1" =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then
-    printf '%s' "$1"
-  else
-    printf "'%s'" "${1//\'/\'\\\'\'}"
-  fi
-}
-
-show() {
-  local line="+" word
-  for word in "$@"; do line+=" $(quote "$word")"; done
-  printf '%s\n' "$line" >&3
-}
-
-run() {
-  if $DRY_RUN; then show "$@"; else "$@"; fi
-}
+# say, quote, show and run (printed instead under --dry-run): shared with run-demo.sh.
+# shellcheck source=k8s/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # Succeeds when the command does; under --dry-run prints it and assumes it would.
 check() {

@@ -123,30 +123,9 @@ fi
 
 # --- running commands ---------------------------------------------------------------
 
-# fd 3 is the script's stdout, so that commands shown inside $(capture ...) still print.
-exec 3>&1
-
-say() { printf '==> %s\n' "$*" >&2; }
-
-# A word as the shell would need it: bare when safe, else in single quotes.
-quote() {
-  if [[ "$1" =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then
-    printf '%s' "$1"
-  else
-    printf "'%s'" "${1//\'/\'\\\'\'}"
-  fi
-}
-
-# The line --dry-run prints for a command: "+ word word ...".
-show() {
-  local line="+" word
-  for word in "$@"; do line+=" $(quote "$word")"; done
-  printf '%s\n' "$line" >&3
-}
-
-run() {
-  if $DRY_RUN; then show "$@"; else "$@"; fi
-}
+# say, quote, show and run (printed instead under --dry-run): shared with cleanup.sh.
+# shellcheck source=k8s/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # capture PLACEHOLDER CMD...: the command's stdout; under --dry-run the command is printed
 # and PLACEHOLDER stands in for its output.

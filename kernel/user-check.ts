@@ -27,8 +27,8 @@ export type CheckOutcome =
   | { ok: true; values: number; ranges: number; stats: SliceStats; statsRange: [number, number] }
   | { ok: false; message: string; parameter: number | null };
 
-/** mulberry32: small, seeded, the same sequence everywhere. */
-function random(seed: number): () => number {
+/** mulberry32: small, seeded, the same sequence everywhere (the tests replay cases with it too). */
+export function random(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;

@@ -146,13 +146,4 @@ export function lastJsonLine(stdout: string): Record<string, unknown> {
 }
 
 /** A small seeded generator (mulberry32), so a failing random case can be replayed from its seed. */
-export function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { random } from '../kernel/user-check.js';

@@ -34,3 +34,9 @@ export class SimulatedFaultError extends TtgError {}
 
 /** The sweep's queue state vanished under a running worker ('ttg reset' while it was busy). */
 export class SweepGoneError extends TtgError {}
+
+/** The same words on every backend when a sweep is reset under a running worker. */
+export function sweepGoneMessage(prefix: string): string {
+  return `the sweep under QUEUE_PREFIX=${prefix} was deleted while this worker ran ('ttg reset'?): stopping, ` +
+    'its chunks in hand are dropped; start workers again for a new sweep';
+}

@@ -14,7 +14,7 @@ import type { Logger } from '../core/log.js';
 import type { KernelPool } from './pool.js';
 import type { ChunkResult, Delivery, QueueBackend } from '../backends/types.js';
 import { toChunkStats } from './stats.js';
-import { BrokerUnavailableError, SimulatedFaultError, TtgError } from '../core/errors.js';
+import { BrokerUnavailableError, SimulatedFaultError, SweepGoneError, TtgError } from '../core/errors.js';
 import type { FailureOutcome, MetricsSource, WorkerMetrics } from './metrics.js';
 import type { Probe } from './http.js';
 
@@ -297,7 +297,7 @@ export class QueueWorker implements MetricsSource {
       try {
         committed = await backend.complete(delivery, result);
       } catch (err) {
-        if (err instanceof BrokerUnavailableError) throw err;
+        if (err instanceof BrokerUnavailableError || err instanceof SweepGoneError) throw err;
         // The kernel did its part: a commit refused by a broker hiccup is no failure of the chunk
         // and must not use up one of its retries. Give it back untouched for another try.
         log.warn(`could not commit chunk ${task.chunkId} (${err instanceof Error ? err.message : String(err)}); ` +
@@ -314,11 +314,12 @@ export class QueueWorker implements MetricsSource {
         if (delivery.recovered) this.#chunksRecovered++;
         metrics?.chunkCompleted(this.worker, stats.count, (performance.now() - taken) / 1000, delivery.recovered);
         log.debug(`chunk ${task.chunkId} done`, { params: stats.count, seconds: round6(durationSeconds) });
-      } else {
-        log.warn(`chunk ${task.chunkId} was taken over by another worker; its result here is dropped`);
+      } else if (this.#fatal === null) {
+        log.warn(`chunk ${task.chunkId} is no longer this worker's (taken over, or its connection was lost); ` +
+          'its result here is dropped and the chunk counts from whoever holds it now');
       }
     } catch (err) {
-      if (err instanceof BrokerUnavailableError) {
+      if (err instanceof BrokerUnavailableError || err instanceof SweepGoneError) {
         this.#fatal ??= err;
         return;
       }

@@ -268,6 +268,32 @@ export function workerProcessSuite(kind: 'redis' | 'rabbitmq', requireServer: ()
     assert.equal(lastJsonLine(run.stdout)['total_chunks'], 10);
   });
 
+  test(`${kind}: ttg reset under a running worker: it says the sweep was deleted, once, and stops with its summary`, async () => {
+    await requireServer();
+    const prefix = fresh('reset-under');
+    const w = startTtg(['worker'], env(prefix, { TOTAL_PARAMS: 10000, CHUNK_SIZE: 100, SIMULATE_WORK_MS: 1, PREFETCH: 2 }));
+    try {
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const r = await runTtg(['aggregate', '--json'], env(prefix), 20_000);
+        if ((r.code === 0 || r.code === 3) && Number(lastJsonLine(r.stdout)['total_chunks']) >= 3) break;
+        assert.ok(Date.now() < deadline, `no chunk committed: ${w.stderr()}`);
+        await new Promise((res) => setTimeout(res, 50));
+      }
+      const reset = await runTtg(['reset'], env(prefix), 20_000);
+      assert.equal(reset.code, 0, reset.stderr);
+      assert.equal(await finish(w), 1, w.stderr());
+      assert.match(w.stderr(), /the sweep under QUEUE_PREFIX=\S+ was deleted while this worker ran \('ttg reset'\?\): stopping/);
+      // No line per chunk in hand that blames another worker or a closed connection.
+      assert.doesNotMatch(w.stderr(), /taken over|no longer this worker's|called after close|could not hand|could not commit/);
+      const summary = lastJsonLine(w.stdout());
+      assert.equal(summary['status'], 'interrupted');
+      assert.match(String(summary['error']), /was deleted while this worker ran/);
+    } finally {
+      w.child.kill('SIGKILL');
+    }
+  });
+
   test(`${kind}: a broker lost for good mid-sweep: exit 1 naming the address, and the summary is still the last stdout line`, async () => {
     await requireServer();
     const relay = new TcpRelay(kind === 'redis' ? REDIS_HOST : RABBIT_HOST, kind === 'redis' ? REDIS_PORT : RABBIT_PORT);

@@ -43,7 +43,7 @@
 import type {
   BackendOptions, ChunkResult, ConnectionState, DeadLetter, Delivery, InitOutcome, QueueBackend, QueueStats, SweepSettings,
 } from '../types.js';
-import { TtgError } from '../../core/errors.js';
+import { SweepGoneError, sweepGoneMessage, TtgError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import type { FailOutcome } from '../../core/outcomes.js';
 import { chunkCount } from '../../core/sweep.js';
@@ -104,7 +104,7 @@ export class RabbitBackend implements QueueBackend {
       if (!this.#joined || !this.#settings) return;
       const current = await this.#reader.settings(link);
       if (current === null) {
-        throw new TtgError(`the sweep was deleted while this worker ran ('ttg reset'?); QUEUE_PREFIX=${opts.queuePrefix}`);
+        throw new SweepGoneError(sweepGoneMessage(opts.queuePrefix));
       }
       this.#creation.check(current, this.#settings);
     });

@@ -86,7 +86,7 @@ export class RedisBackend implements QueueBackend {
     this.#keys = redisKeys(opts.queuePrefix);
     this.#links = new RedisLinks({
       connection: opts.connection, connectTimeoutSeconds: opts.connectTimeoutSeconds, workerId: opts.workerId, log: opts.log,
-      keys: this.#keys,
+      keys: this.#keys, queuePrefix: opts.queuePrefix,
     });
     this.#reader = new RedisReader(this.#links, this.#keys, opts.queuePrefix, opts.log);
     this.#lease = new ConsumerNameLease(this.#links, this.#keys, opts.queuePrefix, opts.log);

@@ -41,12 +41,12 @@ while i <= #ARGV do
   local first = i + 3
   i = first + n
   local code
-  -- XPENDING fails when the group was deleted (reset): not ours any more either.
-  local pending = redis.pcall('XPENDING', tasks, group, entryId, entryId, 1, consumer)
-  if type(pending) ~= 'table' or pending.err or #pending == 0 then
-    code = -1
-  elseif not totalChunks then
+  -- The sweep's meta hash goes with `ttg reset`: say so, rather than "not the owner".
+  local pending = totalChunks and redis.pcall('XPENDING', tasks, group, entryId, entryId, 1, consumer)
+  if not totalChunks then
     code = -3
+  elseif type(pending) ~= 'table' or pending.err or #pending == 0 then
+    code = -1
   else
     redis.call('XACK', tasks, group, entryId)
     redis.call('XADD', KEYS[2], '*', unpack(ARGV, first, i - 1))

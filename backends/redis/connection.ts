@@ -7,7 +7,7 @@
  */
 import { Redis, type RedisOptions } from 'ioredis';
 import { backoffDelay } from '../../core/backoff.js';
-import { BrokerUnavailableError, SweepGoneError, TtgError } from '../../core/errors.js';
+import { BrokerUnavailableError, SweepGoneError, sweepGoneMessage, TtgError } from '../../core/errors.js';
 import { redact, type Logger } from '../../core/log.js';
 import type { RedisConnection } from './options.js';
 import { isRedisError } from './replies.js';
@@ -51,6 +51,7 @@ export interface RedisLinksOptions {
   log: Logger;
   /** Named in the error when the sweep's stream or group is gone. */
   keys: { tasks: string; group: string };
+  queuePrefix: string;
 }
 
 export class RedisLinks {
@@ -129,8 +130,8 @@ export class RedisLinks {
     }
     if (isRedisError(err, 'NOGROUP')) {
       return new SweepGoneError(
-        `the sweep's task stream ${this.#opts.keys.tasks} or its group ${this.#opts.keys.group} is gone from Redis at ${address} ` +
-        `(was 'ttg reset' run while workers were busy?)`, { cause: err });
+        `${sweepGoneMessage(this.#opts.queuePrefix)} (the task stream ${this.#opts.keys.tasks} or its group is gone from Redis at ${address})`,
+        { cause: err });
     }
     return err;
   }

@@ -12,6 +12,7 @@ import type { RedisLinks } from './connection.js';
 import type { Keys } from './keys.js';
 import type { Fields, StreamEntry } from './replies.js';
 import { outcomeOf } from './scripts.js';
+import { SweepGoneError, sweepGoneMessage } from '../../core/errors.js';
 
 /** Most completions in one complete-5.lua call (a few ms of Redis time at most). */
 export const COMPLETIONS_PER_CALL = 500;
@@ -74,10 +75,11 @@ export async function sendCompletions(
   }
   const link = await links.commands();
   const codes = (await links.script(link, 'complete', [k.tasks, k.results, k.done, k.deadChunks, k.meta], args)) as unknown[];
+  const outcomes = items.map((_, i) => outcomeOf('complete', codes[i], { prefix }));
+  // Reset under a running worker: one error that ends it, not a line per chunk in hand.
+  if (outcomes.includes('sweep-gone')) throw new SweepGoneError(sweepGoneMessage(prefix));
   return items.map(({ chunkId }, i) => {
-    const outcome = outcomeOf('complete', codes[i], { prefix });
-    if (outcome === 'duplicate') log.debug('chunk already had a result; published a duplicate', { chunk: chunkId });
-    if (outcome === 'sweep-gone') log.warn('the sweep was removed from Redis while this chunk was worked on', { chunk: chunkId });
-    return outcome === 'published' || outcome === 'duplicate';
+    if (outcomes[i] === 'duplicate') log.debug('chunk already had a result; published a duplicate', { chunk: chunkId });
+    return outcomes[i] === 'published' || outcomes[i] === 'duplicate';
   });
 }

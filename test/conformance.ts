@@ -17,7 +17,7 @@ import { formatStats, runMonitor } from '../engine/monitor.js';
 import { toChunkStats } from '../engine/stats.js';
 import { createBackend } from '../engine/backend.js';
 import type { ChunkResult, Delivery, QueueBackend, SweepSettings } from '../backends/types.js';
-import { golden, randomPrefix } from './helpers.js';
+import { golden, nonEmpty, randomPrefix, waitFor } from './helpers.js';
 import { TcpRelay } from './relay.js';
 
 export interface ConformanceTarget {
@@ -83,14 +83,8 @@ export function conformanceSuite(target: ConformanceTarget): void {
   }
 
   /** Calls `probe` until it returns a non-empty list: the condition waited on, never a sleep. */
-  async function until<T>(probe: () => Promise<T[]>, timeoutMs = 10_000): Promise<T[]> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const got = await probe();
-      if (got.length > 0) return got;
-      assert.ok(Date.now() < deadline, 'the condition never came true');
-      await new Promise((resolve) => setImmediate(resolve)); // let I/O and timers run between probes
-    }
+  function until<T>(probe: () => Promise<T[]>, timeoutMs = 10_000): Promise<T[]> {
+    return waitFor('a non-empty answer', async () => nonEmpty(await probe()), timeoutMs, 0);
   }
 
   function settings(totalParams: number, chunkSize: number): SweepSettings {

@@ -18,7 +18,7 @@ import { WorkerEndpoints } from '../engine/http.js';
 import { createBackend } from '../engine/backend.js';
 import {
   golden, lastJsonLine, RABBIT_HOST, RABBIT_PORT, random, randomPrefix, REDIS_HOST, REDIS_PORT, requireRabbit, requireRedis,
-  runTtg, startTtg, testEnv,
+  runTtg, startTtg, testEnv, waitFor,
 } from './helpers.js';
 import { freePort, TcpRelay } from './relay.js';
 
@@ -34,11 +34,7 @@ async function get(port: number, path: string, method = 'GET'): Promise<{ status
 
 /** Polls `probe` (as the kubelet would) until it holds; fails naming `what` after `timeoutMs`. */
 async function until(what: string, probe: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await probe())) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
+  await waitFor(what, probe, timeoutMs, 25);
 }
 
 /** The value of one series in Prometheus text, or undefined when absent. */

@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
+import assert from 'node:assert/strict';
 
 /** The package root (tests run from dist/test/). */
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -147,3 +148,24 @@ export function lastJsonLine(stdout: string): Record<string, unknown> {
 
 /** A small seeded generator (mulberry32), so a failing random case can be replayed from its seed. */
 export { random } from '../kernel/user-check.js';
+
+/**
+ * Polls `probe` until it gives a truthy value, and returns that value: the
+ * tests wait on a condition, never on a fixed sleep. Fails naming `what`
+ * after `timeoutMs`. Between probes it yields for `pollMs` (0: one turn of
+ * the event loop, so I/O and timers run).
+ */
+export async function waitFor<T>(what: string, probe: () => T | Promise<T>, timeoutMs = 20_000, pollMs = 10): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const got = await probe();
+    if (got) return got as NonNullable<T>;
+    assert.ok(Date.now() < deadline, `timed out waiting for: ${what}`);
+    await new Promise((resolve) => (pollMs > 0 ? setTimeout(resolve, pollMs) : setImmediate(resolve)));
+  }
+}
+
+/** A non-empty list as a truthy value (for waitFor), else null. */
+export function nonEmpty<T>(list: T[]): T[] | null {
+  return list.length > 0 ? list : null;
+}

@@ -17,7 +17,7 @@ import { BrokerUnavailableError } from '../core/errors.js';
 import { silentLogger } from '../core/log.js';
 import { RabbitBackend, rabbitNames } from '../backends/rabbitmq/backend.js';
 import type { ChunkResult, Delivery, SweepSettings } from '../backends/types.js';
-import { RABBIT_HOST, RABBIT_PORT, randomPrefix, requireRabbit } from './helpers.js';
+import { RABBIT_HOST, RABBIT_PORT, randomPrefix, requireRabbit, waitFor } from './helpers.js';
 import { TcpRelay } from './relay.js';
 
 const RAW_URL = `amqp://guest:guest@${RABBIT_HOST}:${RABBIT_PORT}/`;
@@ -114,14 +114,6 @@ async function publishRaw(queue: string, bodies: string[]): Promise<void> {
   await ch.close();
 }
 
-/** Waits until `condition` holds (polling every 20 ms), failing with `what` after 10 s. */
-async function waitFor(condition: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (!condition()) {
-    assert.ok(Date.now() < deadline, `timed out: ${what}`);
-    await sleep(20);
-  }
-}
 
 function rabbitmqctl(...args: string[]): string {
   try {
@@ -299,7 +291,7 @@ test('results survive a reconnection; deliveries of the lost connection come bac
 
   const reconnectsBefore = w.reconnects;
   assert.ok((await closeBrokerConnections(prefix)) >= 1, 'the backend\'s connection was found');
-  await waitFor(() => w.reconnects > reconnectsBefore, 'the backend noticed the loss and reconnected');
+  await waitFor('the backend noticed the loss and reconnected', () => w.reconnects > reconnectsBefore, 10_000, 20);
   assert.equal(await w.complete(second, resultFor(second, 'w')), false, 'a delivery of a lost connection is not ours any more');
 
   // The backend reconnects by itself; the unacknowledged chunk is redelivered.
@@ -344,7 +336,7 @@ test('a network cut: the worker reconnects with backoff and carries on; cut for 
   assert.ok(first);
 
   await relay.down();
-  await waitFor(() => w.connectionState === 'reconnecting', 'the backend noticed the cut');
+  await waitFor('the backend noticed the cut', () => w.connectionState === 'reconnecting', 10_000, 20);
   // The broker is unreachable meanwhile: the backend keeps retrying, and take() still returns in time.
   assert.deepEqual(await w.take(1, 300), []);
   assert.equal(await w.complete(first, resultFor(first, 'w')), false, 'a delivery of the cut connection is not acknowledged');

@@ -14,7 +14,7 @@ import { loadConfig } from '../engine/config.js';
 import { backendOptions } from '../engine/backend.js';
 import { BrokerUnavailableError } from '../core/errors.js';
 import { silentLogger } from '../core/log.js';
-import { randomPrefix, REDIS_HOST, REDIS_PORT, requireRedis } from './helpers.js';
+import { nonEmpty, randomPrefix, REDIS_HOST, REDIS_PORT, requireRedis, waitFor } from './helpers.js';
 import { TcpRelay } from './relay.js';
 
 type Env = Record<string, string | number>;
@@ -76,14 +76,8 @@ async function pendingCount(prefix: string): Promise<number> {
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Calls `probe` until it returns a non-empty list (the condition), failing after `timeoutMs`. */
-async function until<T>(probe: () => Promise<T[]>, timeoutMs = 5000): Promise<T[]> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const got = await probe();
-    if (got.length > 0) return got;
-    assert.ok(Date.now() < deadline, 'the condition never came true');
-    await sleep(5);
-  }
+function until<T>(probe: () => Promise<T[]>, timeoutMs = 5000): Promise<T[]> {
+  return waitFor('a non-empty answer', async () => nonEmpty(await probe()), timeoutMs, 5);
 }
 
 describe('Redis backend', () => {

@@ -14,6 +14,7 @@ import {
 import { loadConfig } from '../engine/config.js';
 import { createBackend } from '../engine/backend.js';
 import { silentLogger } from '../core/log.js';
+import { resultFields } from '../backends/messages.js';
 
 const KINDS = [['redis', requireRedis], ['rabbitmq', requireRabbit]] as const;
 const prefixes: Array<[string, string]> = [];
@@ -214,6 +215,50 @@ test('rabbitmq: ttg aggregate writes nothing into the streams, and the monitor n
     assert.deepEqual(await countsAfterATick(), before, 'six aggregates later, the streams hold what they held');
   } finally {
     await ch.deleteQueue(tick).catch(() => {});
+    await conn.close().catch(() => {});
+  }
+});
+
+test('rabbitmq: a read of a stream that is being written without pause still ends, with every entry written before it began', async () => {
+  await requireRabbit();
+  const prefix = fresh('rabbitmq', 'liveread');
+  const conn = await connect(`amqp://guest:guest@${RABBIT_HOST}:${RABBIT_PORT}/`);
+  const ch = await conn.createConfirmChannel();
+  const stream = `${prefix}.results`;
+  const reader = await createBackend({ config: loadConfig(env('rabbitmq', prefix)), workerId: 'reader', log: silentLogger });
+  let written = 0;
+  const entry = (i: number) => Buffer.from(JSON.stringify(resultFields({
+    chunkId: String(i), workerId: 'w', status: 'completed', durationSeconds: 0, completedAt: new Date().toISOString(),
+    stats: { count: 1, sum: i, min: i, max: i, argmin: i, argmax: i, avg: i, partials: [i] },
+  })));
+  await ch.assertQueue(stream, { durable: true, arguments: { 'x-queue-type': 'stream' } });
+  let writing = true;
+  const writer = (async () => {
+    while (writing) {
+      for (let k = 0; k < 20; k++) ch.sendToQueue(stream, entry(written++));
+      await ch.waitForConfirms();
+    }
+  })();
+  try {
+    await waitFor('a first thousand entries', () => written >= 1000, 30_000);
+    const before = written; // confirmed: each batch is confirmed before the next is counted as written
+    const started = Date.now();
+    // A guard, not a wait: a read that follows the writer for ever fails here instead of hanging the suite.
+    let guard: NodeJS.Timeout | undefined;
+    const results = await Promise.race([
+      reader.readResults(),
+      new Promise<never>((_, reject) => (guard = setTimeout(() => reject(new Error('the read did not end within 20 s')), 20_000))),
+    ]).finally(() => clearTimeout(guard));
+    const tookMs = Date.now() - started;
+    assert.ok(writing, 'the writer was still going');
+    assert.ok(results.length >= before - 20, `read ${results.length} entries, ${before} were written before the read began`);
+    assert.deepEqual(results.map((r) => Number(r.chunkId)), Array.from({ length: results.length }, (_, i) => i), 'in order, none twice');
+    assert.ok(tookMs < 15_000, `the read ended (after ${tookMs} ms) although the stream never went quiet`);
+  } finally {
+    writing = false;
+    await writer.catch(() => {});
+    await reader.close();
+    await ch.deleteQueue(stream).catch(() => {});
     await conn.close().catch(() => {});
   }
 });

@@ -12,8 +12,9 @@
  * first offset of that chunk, and the rest of the chunk follows in the same
  * burst. A read therefore attaches two consumers on one channel: the reader
  * from `from`, and that probe. It is over once the reader has passed every
- * offset the probe has shown, and a short quiet spell has let the rest of
- * the last chunk's burst arrive. A stream that sends neither consumer
+ * offset the probe has shown, and a short quiet spell of the probe has let
+ * the rest of the last chunk's burst arrive (what the probe gets later was
+ * written after the read began, and does not move its end). A stream that sends neither consumer
  * anything was empty when the read began.
  *
  * Entries carrying the `x-ttg-marker` header are skipped: older versions
@@ -31,8 +32,13 @@ export type StreamEnd = 'end' | 'first-entry';
 export const STREAM_PREFETCH = 1000;
 /** Neither consumer got anything this long after attaching: the stream was empty. */
 const EMPTY_STREAM_MS = 300;
-/** Quiet after the reader has passed the last offset the probe showed: the rest of the last chunk's burst is in. */
+/** Quiet on the probe after its last entry: the rest of the last chunk's burst is in. */
 const TAIL_QUIET_MS = 50;
+/**
+ * The probe's entries count for this long after its first: later ones are chunks written since the read
+ * began (a busy sweep writes results without pause), so a read of a live stream still ends.
+ */
+const PROBE_WINDOW_MS = 500;
 /** A read that must reach its end gives up after this long without any message. */
 const READ_STALL_MS = 30_000;
 
@@ -71,6 +77,8 @@ function consumeToEnd(
     // The highest offset the probe has shown: the last chunk's entries, as they were when the read began.
     let target = -1;
     let probeAnswered = false;
+    let probeFirstAt = 0;
+    let probeLastAt = 0;
     let heardAnything = false;
     let done = false;
     let timer: NodeJS.Timeout | undefined;
@@ -88,9 +96,15 @@ function consumeToEnd(
       clearTimeout(timer);
       // Nothing from either consumer: an empty stream (waiting longer when the broker counted entries, which
       // come, unless the count was of a stream deleted since).
-      if (end === 'end' && !heardAnything) timer = setTimeout(() => finish(), counted === 0 ? EMPTY_STREAM_MS : EMPTY_STREAM_MS * 10);
-      else if (end === 'end' && probeAnswered && next > target) timer = setTimeout(() => finish(), TAIL_QUIET_MS);
-      else timer = setTimeout(stalled, READ_STALL_MS);
+      if (end === 'end' && !heardAnything) {
+        timer = setTimeout(() => finish(), counted === 0 ? EMPTY_STREAM_MS : EMPTY_STREAM_MS * 10);
+      } else if (end === 'end' && probeAnswered && next > target) {
+        // Past the last chunk as the probe showed it: done once the probe has been quiet a moment (entries the
+        // reader gets meanwhile were written since the read began; they are read, and do not hold it up).
+        timer = setTimeout(() => finish(), Math.max(0, probeLastAt + TAIL_QUIET_MS - Date.now()));
+      } else {
+        timer = setTimeout(stalled, READ_STALL_MS);
+      }
     };
     const onClose = () => finish(new SessionLostError(`the channel reading ${queue} closed`));
     ch.on('close', onClose);
@@ -120,8 +134,12 @@ function consumeToEnd(
       if (msg === null) return cancelled();
       try {
         ch.ack(msg);
+        const now = Date.now();
+        if (probeAnswered && now - probeFirstAt > PROBE_WINDOW_MS) return;
+        if (!probeAnswered) probeFirstAt = now;
         heardAnything = true;
         probeAnswered = true;
+        probeLastAt = now;
         target = Math.max(target, streamOffset(msg) ?? -1);
         schedule();
       } catch (err) {

@@ -8,13 +8,13 @@
  * Redis nothing survives the process, and a "crash" is only close().
  */
 import type {
-  BackendEntry, BackendOptions, ChunkResult, ConnectionState, DeadLetter, Delivery, InitOutcome, QueueBackend, QueueStats,
-  SweepSettings,
+  BackendEntry, BackendOptions, ChunkResult, ConnectionState, ConsumerRecord, DeadLetter, Delivery, InitOutcome, QueueBackend,
+  QueueStats, RedriveOutcome, SweepSettings,
 } from './types.js';
 import { parseTaskFields, taskFields } from './messages.js';
 import { SettingsMismatchError } from '../core/errors.js';
 import type { FailOutcome } from '../core/outcomes.js';
-import { mismatchMessage, settingsDifference, sweepTasks } from '../core/sweep.js';
+import { chunkIndexOf, chunkTaskOf, mismatchMessage, settingsDifference, sweepTasks } from '../core/sweep.js';
 
 /** A task entry as a broker would hold it: wire fields, parsed (and checked) when handed out. */
 interface Entry {
@@ -43,6 +43,9 @@ interface Store {
   consumers: Set<string>;
   /** Retry copies waiting out the retry delay. */
   retrying: number;
+  /** Per chunk: times re-driven, and how many entries `dead` had at its last re-drive (earlier ones are re-driven). */
+  redrives: Map<string, { count: number; deadBefore: number }>;
+  joined: ConsumerRecord[];
 }
 
 /** The embedded queue reads no variables: there is nothing to connect to. */
@@ -63,6 +66,7 @@ function storeFor(prefix: string): Store {
     store = {
       settings: null, totalChunks: 0, nextId: 1, ready: [], pending: new Map(), results: [], done: new Set(),
       dead: [], deadChunks: new Set(), attempts: new Map(), waiters: new Set(), consumers: new Set(), retrying: 0,
+      redrives: new Map(), joined: [],
     };
     stores.set(prefix, store);
   }
@@ -117,6 +121,7 @@ export class MemoryBackend implements QueueBackend {
     if (store.settings) {
       const diff = settingsDifference(store.settings, settings);
       if (diff) throw new SettingsMismatchError(mismatchMessage(diff, this.#opts.queuePrefix));
+      this.#recordJoin();
       return { created: false, totalChunks: store.totalChunks };
     }
     store.settings = { ...settings };
@@ -126,8 +131,13 @@ export class MemoryBackend implements QueueBackend {
       count++;
     }
     store.totalChunks = count;
+    this.#recordJoin();
     wake(store);
     return { created: true, totalChunks: store.totalChunks };
+  }
+
+  #recordJoin(): void {
+    this.#store.joined.push({ consumer: this.#consumer, workerId: this.#opts.workerId, host: this.#opts.hostName, joinedAt: new Date().toISOString() });
   }
 
   #deliver(p: PendingEntry, recovered: boolean): Delivery {
@@ -274,7 +284,39 @@ export class MemoryBackend implements QueueBackend {
   }
 
   async readDeadLetters(): Promise<DeadLetter[]> {
-    return structuredClone(this.#store.dead);
+    const { dead, redrives } = this.#store;
+    return dead.map((d, i) => {
+      const below = d.task ? redrives.get(d.task.chunkId)?.deadBefore ?? 0 : 0;
+      return i < below ? { ...structuredClone(d), redriven: true } : structuredClone(d);
+    });
+  }
+
+  async redriveDead(chunkIds: readonly string[] | null): Promise<RedriveOutcome> {
+    const s = this.#store;
+    if (!s.settings) return { redriven: [] };
+    for (const chunkId of chunkIds ?? []) {
+      if (chunkIndexOf(chunkId, s.totalChunks) === null) return { refused: { chunkId, why: 'not-a-chunk' } };
+      if (s.done.has(chunkId)) return { refused: { chunkId, why: 'completed' } };
+      if (!s.deadChunks.has(chunkId)) return { refused: { chunkId, why: 'not-dead' } };
+    }
+    const redriven: string[] = [];
+    for (const chunkId of chunkIds ? [...new Set(chunkIds)] : [...s.deadChunks].sort()) {
+      s.deadChunks.delete(chunkId);
+      s.attempts.delete(chunkId);
+      s.redrives.set(chunkId, { count: (s.redrives.get(chunkId)?.count ?? 0) + 1, deadBefore: s.dead.length });
+      s.ready.push({ id: s.nextId++, fields: taskFields(chunkTaskOf(s.settings, chunkId)!) });
+      redriven.push(chunkId);
+    }
+    wake(s);
+    return { redriven };
+  }
+
+  async readRedrives(): Promise<Record<string, number>> {
+    return Object.fromEntries([...this.#store.redrives].map(([chunkId, r]) => [chunkId, r.count]));
+  }
+
+  async readConsumers(): Promise<ConsumerRecord[]> {
+    return structuredClone(this.#store.joined);
   }
 
   async stats(): Promise<QueueStats> {

@@ -76,6 +76,7 @@ export function resultFields(result: ChunkResult): Record<string, string> {
     // Optional, so that readers of any age parse both kinds of result.
     ...(result.recovered ? { recovered: 'true' } : {}),
     ...(result.attempts ? { attempts: String(result.attempts) } : {}),
+    ...(result.consumer ? { consumer: result.consumer } : {}),
     result_data: JSON.stringify(result.stats),
   };
 }
@@ -105,6 +106,7 @@ export function parseResultFields(fields: Record<string, unknown>): ChunkResult 
       ...(typeof fields['started_at'] === 'string' ? { startedAt: fields['started_at'] } : {}),
       ...(fields['recovered'] === 'true' || fields['recovered'] === true ? { recovered: true } : {}),
       ...(attemptsOf(fields['attempts']) > 0 ? { attempts: attemptsOf(fields['attempts']) } : {}),
+      ...(typeof fields['consumer'] === 'string' && fields['consumer'] !== '' ? { consumer: fields['consumer'] } : {}),
       stats: {
         count: stats.count, sum: stats.sum, min: stats.min, max: stats.max, argmin: stats.argmin!, argmax: stats.argmax!,
         avg: typeof stats.avg === 'number' ? stats.avg : stats.sum / stats.count,

@@ -64,6 +64,28 @@ export interface QueueStats {
   consumers: Record<string, number>;
 }
 
+/** A worker process that joined the sweep (init()), as the backend recorded it. */
+export interface ConsumerRecord {
+  /** Its consumer name: unique among the processes that were live together, where WORKER_ID may be shared. */
+  consumer: string;
+  workerId: string;
+  /** Host or pod name. */
+  host: string;
+  /** ISO-8601 time it joined. */
+  joinedAt: string;
+}
+
+/**
+ * What re-driving dead letters did (`ttg retry-dead`): the chunks put back
+ * on the queue, in order (none when nothing was dead); or, changing nothing,
+ * the first asked-for chunk that cannot be re-driven and why: not a chunk of
+ * the sweep, completed already, or not dead-lettered (still to be done, or
+ * re-driven already and waiting to be taken).
+ */
+export type RedriveOutcome =
+  | { redriven: string[] }
+  | { refused: { chunkId: string; why: 'not-a-chunk' | 'completed' | 'not-dead' } };
+
 /**
  * Where a backend's connection stands, for /readyz: `connecting` until init()
  * has joined the sweep, `ready` while the broker answers, `reconnecting` while
@@ -135,12 +157,31 @@ export interface QueueBackend {
   /** Every result entry, duplicates included, without consuming any. Does not need init(). */
   readResults(): Promise<ChunkResult[]>;
 
-  /** Every dead-lettered chunk, without consuming any. Does not need init(). */
+  /**
+   * Every dead letter, without consuming any, in the order written; those
+   * followed by a re-drive of their chunk are marked `redriven` (they no
+   * longer settle it). Does not need init().
+   */
   readDeadLetters(): Promise<DeadLetter[]>;
+
+  /**
+   * Puts dead-lettered chunks back on the queue with fresh attempts (all of
+   * them when `chunkIds` is null), atomically: two callers at once never
+   * queue a chunk twice, and a refused id changes nothing. A re-driven chunk
+   * counts as pending again (isSettled, stats) until it has a result or dies
+   * again; its dead letters stay, marked `redriven`. Does not need init().
+   */
+  redriveDead(chunkIds: readonly string[] | null): Promise<RedriveOutcome>;
+
+  /** Chunk id → how often it was re-driven (chunks never re-driven are absent). Does not need init(). */
+  readRedrives(): Promise<Record<string, number>>;
+
+  /** Every worker process that joined the sweep, in the order they joined, whatever it did since. Does not need init(). */
+  readConsumers(): Promise<ConsumerRecord[]>;
 
   stats(): Promise<QueueStats>;
 
-  /** Deletes the sweep's queue state: tasks, results, dead letters, settings. */
+  /** Deletes the sweep's queue state: tasks, results, dead letters, re-drives, who joined, settings. */
   reset(): Promise<void>;
 
   close(): Promise<void>;

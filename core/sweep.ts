@@ -82,6 +82,12 @@ export interface ChunkResult {
   recovered?: boolean;
   /** Failed attempts before this one (wire field `attempts`, only when above 0). */
   attempts?: number;
+  /**
+   * The consumer name of the worker process that completed it (wire field
+   * `consumer`, beyond docs/design.md's list): unique per live process, where
+   * workerId (WORKER_ID) may be shared. Absent in results of older workers.
+   */
+  consumer?: string;
   stats: ChunkStats;
 }
 
@@ -92,6 +98,12 @@ export interface DeadLetter {
   workerId: string;
   /** The task, when it could be parsed. */
   task: ChunkTask | null;
+  /**
+   * True when `ttg retry-dead` put the chunk back on the queue after this
+   * dead letter: it no longer settles the chunk (dead-letter records are
+   * append-only; the backend keeps the re-drives beside them).
+   */
+  redriven?: boolean;
 }
 
 /** Width of zero-padded chunk ids: at least 5 digits (`00042`), more for sweeps of 100 000+ chunks. */
@@ -138,6 +150,14 @@ export function notAChunkOf(task: ChunkTask, settings: SweepSettings): string | 
     return `chunk ${task.chunkId} of this sweep is [${start}, ${end}) but the task says [${task.startParam}, ${task.endParam})`;
   }
   return null;
+}
+
+/** The task of chunk `chunkId` of the sweep, or null when it is not one of its chunks. */
+export function chunkTaskOf(settings: SweepSettings, chunkId: string): ChunkTask | null {
+  const index = chunkIndexOf(chunkId, chunkCount(settings));
+  if (index === null) return null;
+  const startParam = index * settings.chunkSize;
+  return { chunkId, startParam, endParam: Math.min(settings.totalParams, startParam + settings.chunkSize), totalParams: settings.totalParams };
 }
 
 /** Every task of a sweep, in order. */

@@ -17,7 +17,10 @@ export interface AggregateReport {
   expected_chunks: number | null;
   missing_chunks: string[];
   duplicate_results: number;
-  dead_lettered_chunks: Array<{ chunk_id: string; reason: string; attempts: number; worker_id: string }>;
+  /** Chunks whose last dead letter no re-drive covers and that have no result; `redriven`: times re-driven before (when any). */
+  dead_lettered_chunks: Array<{ chunk_id: string; reason: string; attempts: number; worker_id: string; redriven?: number }>;
+  /** Chunk id → times `ttg retry-dead` put it back on the queue (only chunks re-driven at least once), whatever became of it. */
+  redriven_chunks: Record<string, number>;
   grand_sum: number;
   grand_sum_partials: number[];
   global_min: number | null;
@@ -37,20 +40,32 @@ export interface AggregateReport {
   /** total_processing_time / wall_clock_time: how many threads were busy at once, on average. */
   parallelism_factor: number;
   worker_distribution: Record<string, number>;
+  /**
+   * Consumer name (one per worker process) → chunks counted from it: every
+   * consumer that joined the sweep, those with 0 chunks too. Results of
+   * workers that did not record their consumer count as `worker-<id>`.
+   */
+  consumer_distribution: Record<string, number>;
   /** `ttg run` only: the command's own time, from process start to the report (start-up and settling included). */
   command_seconds?: number;
   complete: boolean;
   kernel: string | null;
   /** A user kernel's module sha-256, as the sweep's settings record it; null for a built-in kernel. */
   kernel_sha256: string | null;
-  chunks?: Array<{ chunk_id: string; worker_id: string; count: number; sum: number; min: number; max: number; duration_seconds: number; completed_at: string }>;
+  chunks?: Array<{ chunk_id: string; worker_id: string; consumer: string; count: number; sum: number; min: number; max: number; duration_seconds: number; completed_at: string }>;
 }
 
 export function buildReport(
   settings: SweepSettings | null,
   results: readonly ChunkResult[],
   deadLetters: readonly DeadLetter[] = [],
-  opts: { verbose?: boolean; expectedChunkIds?: readonly string[] } = {},
+  opts: {
+    verbose?: boolean; expectedChunkIds?: readonly string[];
+    /** Chunk id → times re-driven (the backend's readRedrives()). */
+    redrives?: Readonly<Record<string, number>>;
+    /** Consumer names of every worker that joined (the backend's readConsumers()), listed even with 0 chunks. */
+    joined?: readonly string[];
+  } = {},
 ): AggregateReport {
   const firstByChunk = new Map<string, ChunkResult>();
   let duplicates = 0;
@@ -67,14 +82,16 @@ export function buildReport(
   const expectedChunks = expectedIds ? expectedIds.length : null;
   const missing = expectedIds ? expectedIds.filter((id) => !firstByChunk.has(id)) : [];
 
-  // Last dead letter of each chunk that never got a result.
+  // Last dead letter of each chunk that never got a result, unless a re-drive put the chunk back on the queue since.
   const deadByChunk = new Map<string, DeadLetter>();
-  for (const d of deadLetters) if (!firstByChunk.has(d.chunkId)) deadByChunk.set(d.chunkId, d);
+  for (const d of deadLetters) if (!firstByChunk.has(d.chunkId) && !d.redriven) deadByChunk.set(d.chunkId, d);
+  const redrives = opts.redrives ?? {};
 
   let processing = 0;
   let firstStart = Infinity;
   let lastEnd = -Infinity;
   const distribution: Record<string, number> = {};
+  const byConsumer: Record<string, number> = Object.fromEntries((opts.joined ?? []).map((c) => [c, 0]));
   for (const r of counted) {
     processing += r.durationSeconds;
     const end = Date.parse(r.completedAt);
@@ -84,6 +101,8 @@ export function buildReport(
       lastEnd = Math.max(lastEnd, end);
     }
     distribution[r.workerId] = (distribution[r.workerId] ?? 0) + 1;
+    const consumer = consumerOf(r);
+    byConsumer[consumer] = (byConsumer[consumer] ?? 0) + 1;
   }
   const wall = lastEnd > firstStart ? (lastEnd - firstStart) / 1000 : 0;
   const count = merged.count;
@@ -97,7 +116,9 @@ export function buildReport(
     duplicate_results: duplicates,
     dead_lettered_chunks: [...deadByChunk.values()].map((d) => ({
       chunk_id: d.chunkId, reason: d.reason, attempts: d.attempts, worker_id: d.workerId,
+      ...(redrives[d.chunkId] ? { redriven: redrives[d.chunkId] } : {}),
     })),
+    redriven_chunks: Object.fromEntries(Object.entries(redrives).filter(([, n]) => n > 0).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))),
     grand_sum: merged.sum,
     grand_sum_partials: merged.partials,
     global_min: count > 0 ? merged.min : null,
@@ -111,13 +132,14 @@ export function buildReport(
     effective_throughput: wall > 0 ? Math.round(count / wall) : 0,
     parallelism_factor: wall > 0 ? Math.round((processing / wall) * 100) / 100 : 0,
     worker_distribution: distribution,
+    consumer_distribution: byConsumer,
     complete: expectedChunks !== null && missing.length === 0,
     kernel: settings ? settings.kernel : null,
     kernel_sha256: settings?.kernelSha256 ?? null,
   };
   if (opts.verbose) {
     report.chunks = counted.map((r) => ({
-      chunk_id: r.chunkId, worker_id: r.workerId, count: r.stats.count, sum: r.stats.sum, min: r.stats.min,
+      chunk_id: r.chunkId, worker_id: r.workerId, consumer: consumerOf(r), count: r.stats.count, sum: r.stats.sum, min: r.stats.min,
       max: r.stats.max, duration_seconds: r.durationSeconds, completed_at: r.completedAt,
     }));
   }
@@ -160,7 +182,8 @@ export function buildStaticReport(
   const report = buildReport(null, results, [], {
     ...opts, expectedChunkIds: Array.from({ length: workers }, (_, i) => String(i)),
   });
-  return { ...report, expected_params: totalParams, kernel, kernel_sha256: kernelSha256 ?? null };
+  // Static workers have no consumer names: the chunks per worker are by WORKER_ID.
+  return { ...report, consumer_distribution: {}, expected_params: totalParams, kernel, kernel_sha256: kernelSha256 ?? null };
 }
 
 /** Finds the static summaries in the text of a file (or stdin): every JSON line with mode "static". */
@@ -185,6 +208,11 @@ export function staticSummariesIn(text: string, source: string): Array<{ summary
     found.push({ summary: s as StaticWorkerSummary, source: at });
   });
   return found;
+}
+
+/** The consumer a result came from; results of workers that did not say count under the default name `worker-<id>`. */
+function consumerOf(r: ChunkResult): string {
+  return r.consumer ?? `worker-${r.workerId}`;
 }
 
 function round6(x: number): number {
@@ -216,10 +244,22 @@ export function formatReport(r: AggregateReport): string {
   if (r.dead_lettered_chunks.length > 0) {
     lines.push(`  Dead-lettered chunks : ${r.dead_lettered_chunks.length}`);
     for (const d of r.dead_lettered_chunks.slice(0, 10)) {
-      lines.push(`    ${d.chunk_id}: ${d.reason} (after ${d.attempts} attempts)`);
+      lines.push(`    ${d.chunk_id}: ${d.reason} (after ${d.attempts} attempts${d.redriven ? `; re-driven ${d.redriven} before` : ''})`);
     }
     const more = r.dead_lettered_chunks.length - 10;
     if (more > 0) lines.push(`    ... ${more} more (ttg aggregate --json lists them all)`);
+  }
+  const redriven = Object.entries(r.redriven_chunks);
+  if (redriven.length > 0) {
+    // What became of each: a result counts it (complete), a dead letter since the re-drive lists it above, else it waits.
+    const dead = new Set(r.dead_lettered_chunks.map((d) => d.chunk_id));
+    const missing = new Set(r.missing_chunks);
+    lines.push(`  Re-driven chunks     : ${redriven.length} (put back on the queue by ttg retry-dead)`);
+    for (const [id, n] of redriven.slice(0, 10)) {
+      const state = !missing.has(id) ? 'completed' : dead.has(id) ? 'dead-lettered again' : 'pending';
+      lines.push(`    ${id}: re-driven ${n}, ${state}`);
+    }
+    if (redriven.length > 10) lines.push(`    ... ${redriven.length - 10} more (ttg aggregate --json lists them all)`);
   }
   if (r.duplicate_results > 0) lines.push(`  Duplicate results    : ${r.duplicate_results} (not counted)`);
   // What each figure is, in its own words: the thread figures are wall time inside the kernel
@@ -235,11 +275,13 @@ export function formatReport(r: AggregateReport): string {
   lines.push(`  Params/s per thread  : ${fmt(r.throughput)} (per second of thread busy time)`);
   lines.push(`  Busy threads (avg)   : ${r.parallelism_factor.toFixed(2)} (busy time / span; above the core count, threads waited for cores)`);
   lines.push('', 'Chunks per worker');
-  const entries = Object.entries(r.worker_distribution).sort(([a], [b]) => a.localeCompare(b, 'en', { numeric: true }));
+  // By consumer (one per worker process, those that joined with 0 chunks too); a static sweep has only worker ids.
+  const perWorker = Object.keys(r.consumer_distribution ?? {}).length > 0 ? r.consumer_distribution : r.worker_distribution;
+  const entries = Object.entries(perWorker).sort(([a], [b]) => a.localeCompare(b, 'en', { numeric: true }));
   const most = Math.max(1, ...entries.map(([, n]) => n));
   const width = Math.max(6, ...entries.map(([w]) => w.length));
   for (const [worker, n] of entries) {
-    const bar = '#'.repeat(Math.max(1, Math.round((n / most) * 40)));
+    const bar = n > 0 ? '#'.repeat(Math.max(1, Math.round((n / most) * 40))) : '';
     const pct = r.total_chunks > 0 ? ((n / r.total_chunks) * 100).toFixed(1) : '0.0';
     lines.push(`  ${worker.padEnd(width)} ${String(n).padStart(7)} ${pct.padStart(5)}% ${bar}`);
   }
@@ -249,6 +291,7 @@ export function formatReport(r: AggregateReport): string {
       lines.push(`  ${c.chunk_id}  worker ${c.worker_id}  count ${c.count}  sum ${c.sum}  min ${c.min}  max ${c.max}  ${c.duration_seconds}s`);
     }
   }
-  lines.push(rule, r.complete ? 'Sweep complete.' : 'Sweep INCOMPLETE: see missing chunks above.');
+  lines.push(rule, r.complete ? 'Sweep complete.'
+    : `Sweep INCOMPLETE: see missing chunks above.${r.dead_lettered_chunks.length > 0 ? ' ttg retry-dead puts the dead-lettered ones back on the queue.' : ''}`);
   return lines.join('\n');
 }

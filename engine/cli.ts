@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `ttg` command (docs/design.md): worker, run, aggregate, monitor, reset, bench.
+ * The `ttg` command (docs/design.md): worker, run, aggregate, monitor, reset, retry-dead, bench.
  * Exit codes: 0 success; 1 runtime failure; 2 invalid configuration or usage
  * (one line naming the variable or flag, printed before any connection).
  */
@@ -15,7 +15,8 @@ import { withResolvedKernel } from './user-kernel.js';
 import { RunProgress } from './run-progress.js';
 import type { WebMonitor } from './web-monitor.js';
 import { createBackend } from './backend.js';
-import type { QueueBackend } from '../backends/types.js';
+import type { QueueBackend, SweepSettings } from '../backends/types.js';
+import { chunkIdOf } from '../core/sweep.js';
 import type { WorkerMetrics } from './metrics.js';
 import type { Probe } from './http.js';
 import { existsSync, readFileSync } from 'node:fs';
@@ -308,9 +309,7 @@ async function cmdRun(args: string[]): Promise<number> {
       log.warn(`nothing ran: the sweep under QUEUE_PREFIX=${base.queuePrefix} on ${base.queueBackend} was already settled; ` +
         'this is its earlier report. ttg run --fresh starts it anew');
     }
-    const report = (await aggregate()).buildReport(await reader.readSettings(), results, await reader.readDeadLetters(), {
-      verbose: Boolean(flags['verbose']),
-    });
+    const report = await sweepReport(reader, await reader.readSettings(), Boolean(flags['verbose']));
     report.command_seconds = Math.round(process.uptime() * 1000) / 1000;
     const status = await printReport(report, Boolean(flags['json']));
     if (web) {
@@ -326,6 +325,17 @@ async function cmdRun(args: string[]): Promise<number> {
     await reader.close().catch(() => {});
     await pool.close().catch(() => {});
   }
+}
+
+/**
+ * The report of the sweep on `backend`: its results, dead letters, re-drives and the consumers that joined,
+ * read without consuming anything (at once: each read is its own round trip, or channel on RabbitMQ).
+ */
+async function sweepReport(backend: QueueBackend, settings: SweepSettings | null, verbose: boolean): Promise<AggregateReport> {
+  const [results, deadLetters, redrives, joined] = await Promise.all([
+    backend.readResults(), backend.readDeadLetters(), backend.readRedrives(), backend.readConsumers(),
+  ]);
+  return (await aggregate()).buildReport(settings, results, deadLetters, { verbose, redrives, joined: joined.map((c) => c.consumer) });
 }
 
 /** A connection for the read-only commands; sweep settings come from the queue, not the environment. */
@@ -367,7 +377,7 @@ async function cmdAggregate(args: string[]): Promise<number> {
     if (settings === null) {
       throw new TtgError(`no sweep found on ${config.queueBackend} under QUEUE_PREFIX=${config.queuePrefix}: start workers first, or check QUEUE_BACKEND / QUEUE_PREFIX`);
     }
-    const report = (await aggregate()).buildReport(settings, await backend.readResults(), await backend.readDeadLetters(), { verbose: Boolean(flags['verbose']) });
+    const report = await sweepReport(backend, settings, Boolean(flags['verbose']));
     return printReport(report, Boolean(flags['json']));
   } finally {
     await backend.close().catch(() => {});
@@ -445,6 +455,68 @@ async function cmdReset(args: string[]): Promise<number> {
   }
 }
 
+/** Why `ttg retry-dead --chunk` refuses a chunk (backends/types.ts, RedriveOutcome). */
+const NOT_REDRIVABLE = {
+  'not-a-chunk': 'is not a chunk of this sweep',
+  completed: 'is not dead-lettered: it has a result',
+  'not-dead': 'is not dead-lettered: it is still to be done, or was re-driven already and waits to be taken',
+} as const;
+
+/**
+ * `ttg retry-dead [--chunk ID ...]`: puts dead-lettered chunks (all, or those named) back on the queue
+ * with fresh attempts. A named chunk that is not dead-lettered changes nothing and exits 2.
+ */
+async function cmdRetryDead(args: string[]): Promise<number> {
+  // --chunk takes one id or more: `--chunk 3 7`, `--chunk 3 --chunk 7`, `--chunk=3,7`.
+  let named: string[] | null = null;
+  const rest: string[] = [];
+  let collecting = false;
+  for (const arg of args) {
+    const m = /^--chunk(?:=(.*))?$/.exec(arg);
+    if (m) {
+      named ??= [];
+      if (m[1] !== undefined) named.push(...m[1].split(',').filter(Boolean));
+      collecting = m[1] === undefined;
+    } else if (collecting && !arg.startsWith('--')) {
+      named!.push(...arg.split(',').filter(Boolean));
+    } else {
+      collecting = false;
+      rest.push(arg);
+    }
+  }
+  parseFlags(rest, { chunk: 'value' });
+  if (named !== null && named.length === 0) throw new ConfigError('--chunk needs one chunk id or more (e.g. --chunk 00042 00043)');
+  const notId = named?.find((id) => !/^\d{1,16}$/.test(id));
+  if (notId !== undefined) throw new ConfigError(`--chunk takes chunk ids (digits, as ttg aggregate lists them, e.g. 00042), got "${notId}"`);
+  const { config, backend, log } = await readerBackend('retry-dead');
+  try {
+    const settings = await backend.readSettings();
+    if (settings === null) {
+      throw new TtgError(`no sweep found on ${config.queueBackend} under QUEUE_PREFIX=${config.queuePrefix}: check QUEUE_BACKEND / QUEUE_PREFIX`);
+    }
+    // `--chunk 42` means chunk 00042: ids are zero-padded to the sweep's width.
+    const total = Math.ceil(settings.totalParams / settings.chunkSize);
+    const ids = named?.map((id) => (Number(id) < total ? chunkIdOf(Number(id), total) : id)) ?? null;
+    const outcome = await backend.redriveDead(ids);
+    if ('refused' in outcome) {
+      const { chunkId, why } = outcome.refused;
+      throw new ConfigError(`chunk ${chunkId} ${NOT_REDRIVABLE[why]}${why === 'not-a-chunk' ? ` (${chunkIdOf(0, total)} to ${chunkIdOf(total - 1, total)})` : ''}; nothing was re-driven`);
+    }
+    const where = `on ${config.queueBackend} under QUEUE_PREFIX=${config.queuePrefix}`;
+    if (outcome.redriven.length === 0) {
+      process.stdout.write(`no dead-lettered chunks ${where}: nothing to re-drive\n`);
+      return 0;
+    }
+    const shown = outcome.redriven.slice(0, 20).join(', ') + (outcome.redriven.length > 20 ? `, ... ${outcome.redriven.length - 20} more` : '');
+    process.stdout.write(`re-drove ${outcome.redriven.length} dead-lettered chunk${outcome.redriven.length === 1 ? '' : 's'} ${where}: ${shown}\n`);
+    log.info('they are back on the queue with fresh attempts: running workers take them, or start one (ttg worker); ' +
+      'ttg aggregate completes once they are done');
+    return 0;
+  } finally {
+    await backend.close().catch(() => {});
+  }
+}
+
 async function cmdBench(args: string[]): Promise<number> {
   const flags = parseFlags(args, { quick: 'bool', only: 'value', kernel: 'value' });
   const { runBenchmarks, BENCH_SECTIONS } = await import('../bench/run.js');
@@ -469,6 +541,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   aggregate: cmdAggregate,
   monitor: cmdMonitor,
   reset: cmdReset,
+  'retry-dead': cmdRetryDead,
   bench: cmdBench,
   kernel: async (args) => (await import('./kernel-command.js')).cmdKernel(args, parseFlags),
 };

@@ -64,6 +64,14 @@ export const COMMAND_HELP: Record<string, CommandHelp> = {
     summary: 'delete the sweep\'s queue state (tasks, results, dead letters, settings) on the configured backend',
     flags: [['--yes', 'do not ask (at a terminal, ttg reset asks before deleting; scripts are never asked)']],
   },
+  'retry-dead': {
+    usage: 'ttg retry-dead [--chunk ID ...]',
+    summary: 'put dead-lettered chunks back on the queue with fresh attempts (all of them, or those named), for workers to take',
+    flags: [['--chunk ID ...', 'only these chunks (ids as ttg aggregate lists them; 42 means 00042); one that is not dead-lettered changes nothing']],
+    notes: 'A re-driven chunk counts as pending again: workers that join take it, and ttg aggregate completes once it is done\n' +
+      '(its report lists the chunk as re-driven, and --json gives redriven_chunks). Two ttg retry-dead at once never queue a chunk twice.\n' +
+      'Exit status: 0 re-driven, or nothing was dead; 2 a named chunk is not dead-lettered (nothing changed); 1 error.',
+  },
   bench: {
     usage: 'ttg bench [--quick] [--only kernels,user,engine,brokers,queue] [--kernel NAME.ts]',
     summary: 'run the benchmarks and write bench/results/latest.json',

@@ -284,6 +284,8 @@ export class QueueWorker implements MetricsSource {
       const result: ChunkResult = {
         chunkId: task.chunkId,
         workerId: config.workerId,
+        // The process, not just WORKER_ID (which pods may share): the report's chunks per worker counts by it.
+        consumer: backend.consumerName,
         status: 'completed',
         durationSeconds: round6(durationSeconds),
         completedAt: new Date().toISOString(),

@@ -443,6 +443,116 @@ export function conformanceSuite(target: ConformanceTarget): void {
       [3, 2, 1, 3, 0, 0, 2]);
     assert.deepEqual(stats.settings, settings(30, 10));
   });
+
+  test(`${target.kind}: a dead-lettered chunk re-driven comes back with fresh attempts, counts as pending, and is counted once`, async () => {
+    await target.requireServer();
+    const prefix = randomPrefix(`${target.kind}-redrive`);
+    const w = await open(prefix, '0', { RABBITMQ_MAX_RETRIES: 2 });
+    await w.init(settings(300, 100));
+    const [d0, d1, d2] = (await takeAtLeast(w, 3)).sort((a, b) => a.chunkId.localeCompare(b.chunkId));
+    assert.equal(await w.complete(d0!, fakeResult(d0!, '0')), true);
+    assert.equal(await w.complete(d2!, fakeResult(d2!, '0')), true);
+    const bad = d1!.chunkId;
+    /** Takes chunk `bad` again and fails it, expecting `outcome` at attempt `attempt`. */
+    const failAgain = async (b: QueueBackend, attempt: number, outcome: string) => {
+      const [d] = await takeAtLeast(b, 1, 10_000);
+      assert.ok(d, `chunk ${bad} came back`);
+      assert.equal(d.chunkId, bad);
+      assert.equal(d.attempt, attempt, 'attempts as counted since the last re-drive');
+      assert.equal(await b.fail(d, 'kernel exploded'), outcome);
+    };
+    assert.equal(await w.fail(d1!, 'kernel exploded'), 'retried');
+    await failAgain(w, 1, 'dead-lettered');
+    assert.equal(await w.isSettled(), true, 'settled: two results and a dead letter');
+
+    // Refusals name the chunk and change nothing.
+    assert.deepEqual(await w.redriveDead(['00007']), { refused: { chunkId: '00007', why: 'not-a-chunk' } });
+    assert.deepEqual(await w.redriveDead([bad, d0!.chunkId]), { refused: { chunkId: d0!.chunkId, why: 'completed' } });
+    assert.equal(await w.isSettled(), true, 'a refused re-drive changes nothing');
+    assert.deepEqual(await w.readRedrives(), {});
+
+    // A reader that never joined re-drives it.
+    const operator = await open(prefix, 'operator');
+    assert.deepEqual(await operator.redriveDead(null), { redriven: [bad] });
+    assert.equal(await w.isSettled(), false, 'the re-driven chunk is pending again');
+    assert.equal(await w.hasOutstanding(), true);
+    let stats = await w.stats();
+    // Ready, or already in a consumer's prefetch (RabbitMQ pushes to consumers): either way, one chunk out there.
+    assert.deepEqual([stats.completedChunks, stats.deadLettered, stats.settledChunks, stats.ready + stats.inFlight], [2, 0, 2, 1]);
+    assert.deepEqual(await operator.redriveDead(null), { redriven: [] }, 'nothing is dead now');
+    assert.deepEqual(await operator.redriveDead([bad]), { refused: { chunkId: bad, why: 'not-dead' } });
+    assert.deepEqual(await w.readRedrives(), { [bad]: 1 });
+    const letters = await w.readDeadLetters();
+    assert.deepEqual(letters.map((d) => [d.chunkId, d.redriven ?? false]), [[bad, true]]);
+    let report = buildReport(await w.readSettings(), await w.readResults(), letters, { redrives: await w.readRedrives() });
+    assert.deepEqual([report.missing_chunks, report.dead_lettered_chunks, report.redriven_chunks, report.complete], [[bad], [], { [bad]: 1 }, false]);
+
+    // A worker that joins now takes it with fresh attempts: its first failure is retried again, not dead.
+    await w.close(); // (so that the first worker's prefetch cannot hold the chunk)
+    const late = await open(prefix, '1', { RABBITMQ_MAX_RETRIES: 2 });
+    assert.equal((await late.init(settings(300, 100))).created, false);
+    await failAgain(late, 0, 'retried');
+    await failAgain(late, 1, 'dead-lettered');
+    assert.equal(await late.isSettled(), true, 'dead again: settled again');
+    stats = await late.stats();
+    assert.deepEqual([stats.completedChunks, stats.deadLettered, stats.settledChunks], [2, 1, 3]);
+    report = buildReport(await late.readSettings(), await late.readResults(), await late.readDeadLetters(), { redrives: await late.readRedrives() });
+    assert.deepEqual(report.dead_lettered_chunks.map((d) => [d.chunk_id, d.redriven]), [[bad, 1]], 'dead again, after one re-drive');
+
+    // Re-driven once more, by name, and completed: the sweep is complete, every chunk counted once.
+    assert.deepEqual(await operator.redriveDead([bad]), { redriven: [bad] });
+    const [last] = await takeAtLeast(late, 1, 10_000);
+    assert.equal(last?.chunkId, bad);
+    assert.equal(last.attempt, 0);
+    assert.equal(await late.complete(last, fakeResult(last, '1')), true);
+    assert.equal(await late.isSettled(), true);
+    const letters2 = await late.readDeadLetters();
+    assert.deepEqual(letters2.map((d) => d.redriven ?? false), [true, true], 'both dead letters were re-driven');
+    report = buildReport(await late.readSettings(), await late.readResults(), letters2, { redrives: await late.readRedrives() });
+    assert.equal(report.complete, true);
+    assert.equal(report.grand_sum, (299 * 300) / 2, 'every chunk once: 0 + 1 + ... + 299');
+    assert.equal(report.duplicate_results, 0);
+    assert.deepEqual([report.dead_lettered_chunks, report.redriven_chunks], [[], { [bad]: 2 }]);
+    stats = await late.stats();
+    assert.deepEqual([stats.completedChunks, stats.deadLettered, stats.settledChunks, stats.ready], [3, 0, 3, 0]);
+    assert.deepEqual(await operator.redriveDead([bad]), { refused: { chunkId: bad, why: 'completed' } });
+  });
+
+  test(`${target.kind}: two re-drives at once queue each dead chunk once`, async () => {
+    await target.requireServer();
+    const prefix = randomPrefix(`${target.kind}-redrive-race`);
+    const w = await open(prefix, '0', { RABBITMQ_MAX_RETRIES: 1 });
+    await w.init(settings(400, 100));
+    const taken = await takeAtLeast(w, 4);
+    for (const d of taken) assert.equal(await w.fail(d, 'broken'), 'dead-lettered');
+    assert.equal(await w.isSettled(), true);
+    const [a, b] = await Promise.all([open(prefix, 'a'), open(prefix, 'b')]);
+    const outcomes = await Promise.all([a.redriveDead(null), b.redriveDead(null)]);
+    const redriven = outcomes.flatMap((o) => ('redriven' in o ? o.redriven : [])).sort();
+    assert.deepEqual(redriven, ['00000', '00001', '00002', '00003'], 'each chunk re-driven by exactly one of them');
+    const queued = await w.stats();
+    assert.equal(queued.ready + queued.inFlight, 4, 'each queued once');
+    const again = await takeAtLeast(w, 5, 1500);
+    assert.deepEqual(again.map((d) => d.chunkId).sort(), ['00000', '00001', '00002', '00003']);
+    for (const d of again) assert.equal(await w.complete(d, fakeResult(d, '0')), true);
+    assert.equal(await w.isSettled(), true);
+    assert.deepEqual(await w.readRedrives(), { '00000': 1, '00001': 1, '00002': 1, '00003': 1 });
+  });
+
+  test(`${target.kind}: every worker process that joins is recorded under its own consumer name, WORKER_ID shared or not`, async () => {
+    await target.requireServer();
+    const prefix = randomPrefix(`${target.kind}-joined`);
+    const [x, y] = await Promise.all([open(prefix, '7'), open(prefix, '7')]);
+    await Promise.all([x.init(settings(100, 100)), y.init(settings(100, 100))]);
+    const z = await open(prefix, 'late');
+    await z.init(settings(100, 100));
+    const reader = await open(prefix, 'reader');
+    const joined = await reader.readConsumers();
+    assert.deepEqual(joined.map((c) => c.consumer).sort(), [x.consumerName, y.consumerName, z.consumerName].sort());
+    assert.notEqual(x.consumerName, y.consumerName);
+    assert.deepEqual(joined.map((c) => c.workerId).sort(), ['7', '7', 'late']);
+    for (const c of joined) assert.ok(Number.isFinite(Date.parse(c.joinedAt)), `${c.consumer} joined at ${c.joinedAt}`);
+  });
 }
 
 /** The tasks of a sweep as the contract defines them, written out here independently of backends/. */

@@ -11,7 +11,7 @@ import { silentLogger } from '../core/log.js';
 import type { KernelPool } from '../engine/pool.js';
 import { QueueWorker } from '../engine/queue-worker.js';
 import type {
-  ChunkResult, DeadLetter, Delivery, InitOutcome, QueueBackend, QueueStats, SweepSettings,
+  ConsumerRecord, RedriveOutcome, ChunkResult, DeadLetter, Delivery, InitOutcome, QueueBackend, QueueStats, SweepSettings,
 } from '../backends/types.js';
 
 type Call = { op: string; chunkId?: string; detail?: string };
@@ -69,6 +69,15 @@ class ScriptedBackend implements QueueBackend {
     return [];
   }
   async readDeadLetters(): Promise<DeadLetter[]> {
+    return [];
+  }
+  async redriveDead(): Promise<RedriveOutcome> {
+    return { redriven: [] };
+  }
+  async readRedrives(): Promise<Record<string, number>> {
+    return {};
+  }
+  async readConsumers(): Promise<ConsumerRecord[]> {
     return [];
   }
   async stats(): Promise<QueueStats> {

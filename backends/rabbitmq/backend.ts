@@ -19,16 +19,15 @@
  *                  enqueued and p.meta holds the settings
  *   p.init-lock    exclusive queue: the mutex of sweep creation
  *   p.consumers.<name>  exclusive queue per live worker: unique consumer names
+ *   p.redrives, p.redrive-lock, p.joined  re-drives of dead letters and who joined (redrive.ts)
  *
  * How the parts work, each in its own module: session.ts (the connection,
  * its reconnect loop and explicit state, setup hooks re-run on every
  * connection), consumer.ts (the task consumer and the ownership of
  * deliveries), init-lock.ts (creating the sweep once), stream-reader.ts
- * (reading the streams without consuming them), names.ts (names, headers,
- * topology). This file only maps the backend contract onto them.
- *
- * (RabbitMQ 3.x `rabbitmqctl list_queues name messages` shows 0 for streams;
- * `ttg monitor` and `ttg aggregate` give the counts.)
+ * (reading the streams without consuming or writing them), names.ts (names,
+ * headers, topology), stats.ts, redrive.ts. This file only maps the backend
+ * contract onto them.
  *
  * Reconnection: amqplib does not reconnect by itself (its opt-in recovery
  * mode would reopen channels behind our back, but we need to know which
@@ -41,7 +40,8 @@
  * naming the broker's address (never the URL, which holds the password).
  */
 import type {
-  BackendOptions, ChunkResult, ConnectionState, DeadLetter, Delivery, InitOutcome, QueueBackend, QueueStats, SweepSettings,
+  BackendOptions, ChunkResult, ConnectionState, ConsumerRecord, DeadLetter, Delivery, InitOutcome, QueueBackend, QueueStats,
+  RedriveOutcome, SweepSettings,
 } from '../types.js';
 import { SweepGoneError, sweepGoneMessage, TtgError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
@@ -55,6 +55,8 @@ import { attemptsOf, clip, connectionUrl, declareTopology, describe, JSON_TYPE, 
 import type { RabbitConnection } from './options.js';
 import { RabbitSession, type Link } from './session.js';
 import { StreamReader } from './stream-reader.js';
+import { readJoined, recordJoin, redriveCounts, redriveDead } from './redrive.js';
+import { sweepStats } from './stats.js';
 
 export { rabbitNames, RABBIT_HEADERS } from './names.js';
 
@@ -152,6 +154,9 @@ export class RabbitBackend implements QueueBackend {
         }
         this.#settings = settings;
         this.#consumerName = await this.#creation.claimConsumerName(s, this.#opts.workerId, this.#opts.hostName);
+        await recordJoin(this.#session, s, this.#names, {
+          consumer: this.#consumerName, workerId: this.#opts.workerId, host: this.#opts.hostName, joinedAt: new Date().toISOString(),
+        });
         // Consuming starts with the first take(): a worker that joins does not hold chunks it never asks for.
         this.#joined = true;
         return { created, totalChunks };
@@ -310,35 +315,24 @@ export class RabbitBackend implements QueueBackend {
 
   async stats(): Promise<QueueStats> {
     this.#assertUsable();
-    return this.#session.withLink(async (s) => {
-      const n = this.#names;
-      const settings = this.#settings ?? (await this.#reader.settings(s));
-      const retrying = (await this.#reader.queueInfo(s, n.retry)).messageCount;
-      const ready = (await this.#reader.queueInfo(s, n.tasks)).messageCount;
-      if (!settings) {
-        this.#reader.forget();
-        return {
-          settings: null, totalChunks: 0, completedChunks: 0, deadLettered: 0, ready, inFlight: -1, retrying,
-          settledChunks: 0, results: 0, consumers: {},
-        };
-      }
-      const total = chunkCount(settings);
-      const p = await this.#reader.poll(s, settings, false);
-      return {
-        settings: { ...settings },
-        totalChunks: total,
-        completedChunks: p.done.size,
-        // Chunks, not entries: a chunk dead-lettered and later completed, or a malformed message, is no dead chunk.
-        deadLettered: p.settled.size - p.done.size,
-        settledChunks: p.settled.size,
-        ready,
-        inFlight: Math.max(0, total - p.settled.size - ready - retrying),
-        retrying,
-        results: p.results,
-        // AMQP tells how many consumers a queue has, not what each one holds.
-        consumers: {},
-      };
-    });
+    return this.#session.withLink(async (s) => sweepStats(this.#reader, this.#names, s, this.#settings ?? (await this.#reader.settings(s))));
+  }
+
+  // ---------------------------------------------------------------- re-drives, who joined (redrive.ts)
+
+  redriveDead(chunkIds: readonly string[] | null): Promise<RedriveOutcome> {
+    this.#assertUsable();
+    return redriveDead(this.#session, this.#reader, this.#names, this.#log, chunkIds);
+  }
+
+  readRedrives(): Promise<Record<string, number>> {
+    this.#assertUsable();
+    return redriveCounts(this.#session, this.#reader);
+  }
+
+  readConsumers(): Promise<ConsumerRecord[]> {
+    this.#assertUsable();
+    return readJoined(this.#session, this.#reader, this.#names);
   }
 
   // ---------------------------------------------------------------- reset / close
@@ -354,7 +348,7 @@ export class RabbitBackend implements QueueBackend {
       const n = this.#names;
       // The ready flag goes first: without it nobody trusts what is left of the sweep.
       await this.#session.probe(s, (ch) => ch.deleteExchange(n.ready)).catch(() => {});
-      for (const queue of [n.tasks, n.retry, n.dlq, n.results, n.meta, n.initLock, n.consumer(this.#consumerName)]) {
+      for (const queue of [n.tasks, n.retry, n.dlq, n.results, n.meta, n.initLock, n.redrives, n.joined, n.consumer(this.#consumerName)]) {
         // An exclusive queue of another live connection cannot be deleted (405); it goes with that connection.
         await this.#session.probe(s, (ch) => ch.deleteQueue(queue)).catch(() => {});
       }

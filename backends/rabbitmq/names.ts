@@ -18,6 +18,12 @@ export function rabbitNames(prefix: string) {
     ready: `${prefix}.meta.ready`,
     initLock: `${prefix}.init-lock`,
     consumer: (name: string) => `${prefix}.consumers.${name}`,
+    /** Stream: one entry per chunk put back on the queue by `ttg retry-dead` (redrive.ts). */
+    redrives: `${prefix}.redrives`,
+    /** Exclusive queue: the mutex of re-driving, so two `ttg retry-dead` never queue a chunk twice. */
+    redriveLock: `${prefix}.redrive-lock`,
+    /** Stream: one entry per worker process that joined the sweep (joined.ts). */
+    joined: `${prefix}.joined`,
   };
 }
 export type Names = ReturnType<typeof rabbitNames>;

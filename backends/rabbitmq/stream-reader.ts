@@ -1,99 +1,39 @@
 /**
- * Reading the RabbitMQ streams (results, dead letters, the sweep's
- * settings) without consuming them.
+ * Reading the RabbitMQ streams (results, dead letters, re-drives, who
+ * joined, the sweep's settings) without consuming them and without writing
+ * anything into them.
  *
  * A stream consumer reads from an offset and removes nothing, so `ttg
  * aggregate` can run again and again, alongside workers and other readers,
- * and sees the entries in the order they were written. Where a stream ends
- * AMQP 0-9-1 does not tell (RabbitMQ 3.x reports 0 messages for a stream in
- * queue.declare-ok). Readers that must see everything (readResults,
- * readDeadLetters) attach a consumer, then publish a marker message with a
- * random id (confirmed) and read until that marker: every entry confirmed
- * before the read began lies before it. Markers are skipped by every reader
- * and counted nowhere. Polling readers (isSettled, stats, every few
- * seconds) write nothing: they read on from a cached offset until the
- * stream is quiet for a moment, so they may lag but never over-count. A
- * worker waiting for tasks follows the streams instead (follow()): its
- * progress is then current without a quiet spell, and it is told the
- * moment the last chunk settles, so it leaves at once.
+ * and sees the entries in the order they were written. Each read goes to
+ * where the stream ended when it began (stream-read.ts says how that is
+ * known). Polling readers (isSettled, stats) read on from a cached offset
+ * (progress.ts keeps what they have seen). A worker waiting for tasks
+ * follows the streams instead (follow()): its progress is then current
+ * without reading anything again, and it is told the moment the last chunk
+ * settles, so it leaves at once.
  */
-import { randomUUID } from 'node:crypto';
 import type { ConsumeMessage } from 'amqplib';
 import { TtgError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import {
-  chunkCount, chunkIndexOf, settingsFromRecord, unreadableSettingsMessage, type ChunkResult, type DeadLetter, type SweepSettings,
+  chunkCount, settingsFromRecord, unreadableSettingsMessage, type ChunkResult, type DeadLetter, type SweepSettings,
 } from '../../core/sweep.js';
-import { parseResultFields, parseTaskJson } from '../messages.js';
+import { parseResultFields } from '../messages.js';
+import { errorCode, headersOf, jsonObject, RABBIT_HEADERS, STREAM, streamOffset, type Names } from './names.js';
 import {
-  clip, errorCode, headerCount, headersOf, headerText, jsonObject, RABBIT_HEADERS, streamOffset, type Names,
-} from './names.js';
-import { SessionLostError, type Link, type RabbitSession } from './session.js';
+  countDeadLetter, countRedrive, countResult, deadLetterOf, deadNow, freshProgress, redriveRecordOf, type Progress,
+} from './progress.js';
+import type { Link, RabbitSession } from './session.js';
+import { readStream, STREAM_PREFETCH, type StreamEnd } from './stream-read.js';
 
-const MARKER_BODY = Buffer.from('{"ttg_marker":"end-of-read marker written by a reader; neither a task nor a result"}');
-/** Stream consumers need a prefetch (credit); acks give it back. */
-const STREAM_PREFETCH = 1000;
+export type { Progress } from './progress.js';
+
 /** A follower acknowledges its stream entries this many at a time (well below STREAM_PREFETCH). */
 const FOLLOW_ACK_EVERY = 100;
-/** A polling read stops once its stream has been quiet this long. */
-const POLL_QUIET_MS = 200;
-/** A read that must reach its end gives up after this long without any message. */
-const READ_STALL_MS = 30_000;
 
-/** Where a read ends: at this reader's own marker, at the first entry, or after a quiet spell. */
-export type StreamEnd = 'marker' | 'first-entry' | { quietMs: number };
-
-/** Polling progress, read incrementally from the results and dead-letter streams. */
-export interface Progress {
-  /** The connection it was read on: a new one may follow a reset, so reading starts over. */
-  gen: number;
-  resultsNext: number;
-  deadNext: number;
-  /** Result entries read, duplicates included. */
-  results: number;
-  /** Chunks of this sweep with a result. */
-  done: Set<string>;
-  /** Chunks of this sweep with a result or a dead letter of the genuine task. */
-  settled: Set<string>;
-}
-
-function freshProgress(gen: number): Progress {
-  return { gen, resultsNext: 0, deadNext: 0, results: 0, done: new Set(), settled: new Set() };
-}
-
-/** A dead-letter stream entry: its headers, and its body parsed with the sweep's settings (task null if not a chunk). */
-export function deadLetterOf(msg: ConsumeMessage, settings: SweepSettings | null): DeadLetter {
-  const headers = headersOf(msg);
-  const parsed = parseTaskJson(msg.content.toString('utf8'), settings);
-  return {
-    chunkId: headerText(headers[RABBIT_HEADERS.chunkId]) ?? (parsed.ok ? parsed.task.chunkId : clip(parsed.chunkId)),
-    reason: headerText(headers[RABBIT_HEADERS.reason]) ?? (parsed.ok ? 'unknown' : parsed.reason),
-    attempts: headerCount(headers[RABBIT_HEADERS.attempts]) ?? 0,
-    workerId: headerText(headers[RABBIT_HEADERS.worker]) ?? '?',
-    task: parsed.ok ? parsed.task : null,
-  };
-}
-
-/** A result entry: counted, and its chunk done, if it is a well-formed result of a chunk of the sweep. */
-function countResult(p: Progress, msg: ConsumeMessage, total: number): void {
-  const fields = jsonObject(msg.content);
-  const result = fields ? parseResultFields(fields) : null;
-  if (!result) return;
-  p.results++;
-  if (chunkIndexOf(result.chunkId, total) !== null) {
-    p.done.add(result.chunkId);
-    p.settled.add(result.chunkId);
-  }
-}
-
-/**
- * Only a dead letter of the chunk's genuine task settles it: deadLetterOf parses with the sweep's
- * settings, so a task that is not exactly a chunk comes back null.
- */
-function countDeadLetter(p: Progress, msg: ConsumeMessage, settings: SweepSettings): void {
-  const dead = deadLetterOf(msg, settings);
-  if (dead.task) p.settled.add(dead.task.chunkId);
-}
+/** Per chunk: how often it was re-driven, and below which dead-letter offset its letters are re-driven. */
+export type RedriveSummary = Map<string, { count: number; deadBefore: number }>;
 
 export class StreamReader {
   readonly #session: RabbitSession;
@@ -118,9 +58,9 @@ export class StreamReader {
   }
 
   /**
-   * Follows the results and dead letters from where the last poll stopped,
-   * keeping the progress current (poll() then answers at once), and calls
-   * `onSettled` when every chunk is accounted for. Ends with its connection.
+   * Follows the results, dead letters and re-drives from where the last poll
+   * stopped, keeping the progress current (poll() then answers at once), and
+   * calls `onSettled` when every chunk is accounted for. Ends with its connection.
    */
   follow(s: Link, settings: SweepSettings, onSettled: () => void): Promise<void> {
     if (this.#following?.gen === s.gen) return Promise.resolve();
@@ -129,6 +69,9 @@ export class StreamReader {
       if (this.#following?.gen === s.gen || s.lost) return;
       if (this.#progress.gen !== s.gen) this.#progress = freshProgress(s.gen);
       const p = this.#progress;
+      // The re-drive stream is made by the first `ttg retry-dead`: declared here, so a re-drive made
+      // while this worker waits is followed too (a worker has joined the sweep: it declares its queues).
+      await this.#session.probe(s, (c) => c.assertQueue(this.#names.redrives, STREAM));
       const ch = await this.#session.openChannel(s);
       const following = { gen: s.gen, closing: () => void ch.close().catch(() => {}) };
       this.#following = following;
@@ -136,14 +79,25 @@ export class StreamReader {
         if (this.#following === following) this.#following = null;
       });
       await ch.prefetch(STREAM_PREFETCH);
+      let verifying = false;
       const settledNow = () => {
-        if (p.settled.size >= total) onSettled();
+        if (p.settled.size < total || verifying) return;
+        if (p.done.size >= total) return onSettled();
+        // Settled by a dead letter: the follower may have had it before the re-drive that covers it (the
+        // streams are followed side by side), so the re-drives are read to their end before saying so.
+        verifying = true;
+        readStream(this.#session, s, this.#names.redrives, p.redrivesNext, 'end', (msg) => countRedrive(p, msg, total))
+          .then(() => {
+            if (p.settled.size >= total) onSettled();
+          }, () => {})
+          .finally(() => (verifying = false));
       };
       // Acks give the stream its credit back: one for many (`allUpTo`, every entry here is read at
       // once), well within the prefetch, saves a frame and a socket write per result.
       let unacked = 0;
+      const position = { results: 'resultsNext', dead: 'deadNext', redrives: 'redrivesNext' } as const;
       // Never throw from here: amqplib would take the whole connection down.
-      const onEntry = (stream: 'results' | 'dead') => (msg: ConsumeMessage | null) => {
+      const onEntry = (stream: 'results' | 'dead' | 'redrives') => (msg: ConsumeMessage | null) => {
         if (msg === null) return;
         try {
           if (++unacked >= FOLLOW_ACK_EVERY) {
@@ -152,15 +106,11 @@ export class StreamReader {
           }
           const offset = streamOffset(msg);
           if (headersOf(msg)[RABBIT_HEADERS.marker] !== undefined) return;
-          if (stream === 'results') {
-            if (offset === null || offset < p.resultsNext) return;
-            p.resultsNext = offset + 1;
-            countResult(p, msg, total);
-          } else {
-            if (offset === null || offset < p.deadNext) return;
-            p.deadNext = offset + 1;
-            countDeadLetter(p, msg, settings);
-          }
+          if (offset === null || offset < p[position[stream]]) return;
+          p[position[stream]] = offset + 1;
+          if (stream === 'results') countResult(p, msg, total);
+          else if (stream === 'dead') countDeadLetter(p, msg, settings);
+          else countRedrive(p, msg, total);
           settledNow();
         } catch {
           // an entry we cannot read counts for nothing, as in poll()
@@ -168,6 +118,7 @@ export class StreamReader {
       };
       await ch.consume(this.#names.results, onEntry('results'), { arguments: { 'x-stream-offset': p.resultsNext } });
       await ch.consume(this.#names.dlq, onEntry('dead'), { arguments: { 'x-stream-offset': p.deadNext } });
+      await ch.consume(this.#names.redrives, onEntry('redrives'), { arguments: { 'x-stream-offset': p.redrivesNext } });
       settledNow();
     };
     const next = this.#progressChain.then(run, run);
@@ -199,8 +150,8 @@ export class StreamReader {
 
   /**
    * Reads on from where the last poll stopped (serialized: concurrent polls
-   * would count twice). `untilSettled`: stop as soon as every chunk is
-   * accounted for (isSettled); otherwise read until quiet (stats).
+   * would count twice), to where each stream ended when the poll began.
+   * `untilSettled`: stop as soon as every chunk is accounted for (isSettled).
    */
   poll(s: Link, settings: SweepSettings, untilSettled: boolean): Promise<Progress> {
     const total = chunkCount(settings);
@@ -210,17 +161,22 @@ export class StreamReader {
       const settled = () => untilSettled && p.settled.size >= total;
       // Followed: current already.
       if (settled() || this.#following?.gen === s.gen) return p;
-      const quiet = { quietMs: POLL_QUIET_MS };
       const [resultsNext, deadNext] = await Promise.all([
-        this.read(s, this.#names.results, p.resultsNext, quiet, (msg) => {
+        this.read(s, this.#names.results, p.resultsNext, 'end', (msg) => {
           countResult(p, msg, total);
           return settled();
         }),
-        this.read(s, this.#names.dlq, p.deadNext, quiet, (msg) => {
+        this.read(s, this.#names.dlq, p.deadNext, 'end', (msg) => {
           countDeadLetter(p, msg, settings);
           return settled();
         }),
       ]);
+      // Re-drives after the dead letters: a re-drive only covers dead letters written before it, so one
+      // made during this poll is seen with its dead letters, and the chunk counts as pending, never as dead.
+      const redrivesNext = await this.read(s, this.#names.redrives, p.redrivesNext, 'end', (msg) => {
+        countRedrive(p, msg, total);
+      });
+      if (redrivesNext !== null) p.redrivesNext = redrivesNext;
       if (resultsNext !== null) p.resultsNext = resultsNext;
       if (deadNext !== null) p.deadNext = deadNext;
       return p;
@@ -230,86 +186,15 @@ export class StreamReader {
     return next;
   }
 
-  /**
-   * Reads stream `queue` from offset `from`, calling onEntry for each entry
-   * that is not a marker (onEntry returns true to stop). `end` says when the
-   * read is over: at our own marker, at the first entry, or after a quiet
-   * spell. Returns the offset to read on from, or null when there is no such stream.
-   */
-  async read(
-    s: Link, queue: string, from: number, end: StreamEnd,
-    onEntry: (msg: ConsumeMessage) => boolean | void,
-  ): Promise<number | null> {
-    const ch = await this.#session.openChannel(s);
-    try {
-      try {
-        await ch.checkQueue(queue);
-      } catch (err) {
-        if (errorCode(err) === 404) return null;
-        throw err;
-      }
-      await ch.prefetch(STREAM_PREFETCH);
-      return await new Promise<number>((resolve, reject) => {
-        const markerId = end === 'marker' ? randomUUID() : null;
-        let next = from;
-        let done = false;
-        let timer: NodeJS.Timeout | undefined;
-        const finish = (err?: unknown) => {
-          if (done) return;
-          done = true;
-          clearTimeout(timer);
-          ch.removeListener('close', onClose);
-          if (err === undefined) resolve(next);
-          else reject(err);
-        };
-        const arm = () => {
-          clearTimeout(timer);
-          timer = typeof end === 'object'
-            ? setTimeout(() => finish(), end.quietMs)
-            : setTimeout(() => finish(new TtgError(`reading ${queue} stalled: nothing came for ${READ_STALL_MS / 1000}s`)), READ_STALL_MS);
-        };
-        const onClose = () => finish(new SessionLostError(`the channel reading ${queue} closed`));
-        ch.on('close', onClose);
-        // Never throw from here: amqplib would take the whole connection down.
-        const onMessage = (msg: ConsumeMessage | null) => {
-          if (done) return;
-          if (msg === null) {
-            finish(new SessionLostError(`the broker cancelled the reader of ${queue} (deleted?)`));
-            return;
-          }
-          try {
-            ch.ack(msg);
-            arm();
-            const offset = streamOffset(msg);
-            const marker = headersOf(msg)[RABBIT_HEADERS.marker];
-            if (marker !== undefined) {
-              if (markerId !== null && headerText(marker) === markerId) finish();
-              return;
-            }
-            // A stream delivers whole chunks: entries before `from` may come first.
-            if (offset === null || offset < next) return;
-            next = offset + 1;
-            if (onEntry(msg) === true) finish();
-          } catch (err) {
-            finish(err);
-          }
-        };
-        arm();
-        ch.consume(queue, onMessage, { noAck: false, arguments: { 'x-stream-offset': from } })
-          .then(() => (markerId === null ? undefined : this.#session.publish(s, '', queue, MARKER_BODY, {
-            headers: { [RABBIT_HEADERS.marker]: markerId },
-          })))
-          .catch((err: unknown) => finish(err));
-      });
-    } finally {
-      ch.close().catch(() => {});
-    }
+  /** Reads stream `queue` from `from` (stream-read.ts); the offset to read on from, or null when there is no such stream. */
+  read(s: Link, queue: string, from: number, end: StreamEnd, onEntry: (msg: ConsumeMessage) => boolean | void): Promise<number | null> {
+    return readStream(this.#session, s, queue, from, end, onEntry);
   }
 
   /** Every result entry, duplicates included (entries that are not results are skipped, with a warning). */
   async results(s: Link, log: Logger): Promise<ChunkResult[]> {
     const out: ChunkResult[] = [];
-    await this.read(s, this.#names.results, 0, 'marker', (msg) => {
+    await this.read(s, this.#names.results, 0, 'end', (msg) => {
       const fields = jsonObject(msg.content);
       const result = fields ? parseResultFields(fields) : null;
       if (result) out.push(result);
@@ -318,12 +203,36 @@ export class StreamReader {
     return out;
   }
 
-  async deadLetters(s: Link, settings: SweepSettings | null): Promise<DeadLetter[]> {
-    const out: DeadLetter[] = [];
-    await this.read(s, this.#names.dlq, 0, 'marker', (msg) => {
-      out.push(deadLetterOf(msg, settings));
+  /** Per chunk, its re-drives (progress.ts). */
+  async redrives(s: Link): Promise<RedriveSummary> {
+    const out: RedriveSummary = new Map();
+    await this.read(s, this.#names.redrives, 0, 'end', (msg) => {
+      const record = redriveRecordOf(msg);
+      if (!record) return;
+      const seen = out.get(record.chunkId);
+      out.set(record.chunkId, { count: (seen?.count ?? 0) + 1, deadBefore: Math.max(seen?.deadBefore ?? 0, record.deadBefore) });
     });
     return out;
+  }
+
+  /**
+   * Every dead letter, in order, those a later re-drive put back on the queue marked `redriven`;
+   * and the dead-letter stream's length (where a re-drive made now begins).
+   */
+  async deadLettersAndEnd(s: Link, settings: SweepSettings | null): Promise<{ letters: DeadLetter[]; end: number }> {
+    const redrives = await this.redrives(s);
+    const letters: DeadLetter[] = [];
+    const end = await this.read(s, this.#names.dlq, 0, 'end', (msg) => {
+      const letter = deadLetterOf(msg, settings);
+      const offset = streamOffset(msg) ?? 0;
+      const below = letter.task ? redrives.get(letter.task.chunkId)?.deadBefore : undefined;
+      letters.push(below !== undefined && !deadNow(offset, below) ? { ...letter, redriven: true } : letter);
+    });
+    return { letters, end: end ?? 0 };
+  }
+
+  async deadLetters(s: Link, settings: SweepSettings | null): Promise<DeadLetter[]> {
+    return (await this.deadLettersAndEnd(s, settings)).letters;
   }
 
   async queueInfo(s: Link, queue: string): Promise<{ messageCount: number; consumerCount: number }> {

@@ -16,7 +16,8 @@
  */
 import type { RedisConnection } from './options.js';
 import type {
-  BackendOptions, ChunkResult, ConnectionState, DeadLetter, Delivery, InitOutcome, QueueBackend, QueueStats, SweepSettings,
+  BackendOptions, ChunkResult, ConnectionState, ConsumerRecord, DeadLetter, Delivery, InitOutcome, QueueBackend, QueueStats,
+  RedriveOutcome, SweepSettings,
 } from '../types.js';
 import { taskFields } from '../messages.js';
 import { chunkCount, chunkIdWidth, kernelField } from '../../core/sweep.js';
@@ -33,6 +34,7 @@ import { RedisReader } from './reader.js';
 import { SettleSignal } from './settle-signal.js';
 import { Batcher } from '../../core/batch.js';
 import { COMPLETIONS_PER_CALL, sendCompletions, toDeliveries, type Completion, type RedisHandle } from './deliveries.js';
+import { readJoined, readRedrives, recordJoin, redriveDead, streamIdAtMost } from './redrive.js';
 
 /**
  * Idle time given to released entries: above any STALE_THRESHOLD_MS (at most
@@ -134,6 +136,9 @@ export class RedisBackend implements QueueBackend {
     if (!this.#consumer) {
       this.#consumer = await this.#lease.chooseName(`worker-${this.#workerId}`, this.#opts.hostName);
       this.#resumable = await this.#reader.ownPending(link, this.#consumer);
+      await recordJoin(this.#links, link, k, {
+        consumer: this.#consumer, workerId: this.#workerId, host: this.#opts.hostName, joinedAt: new Date().toISOString(),
+      });
     }
     await blocking;
     this.#log.debug(created ? 'created the sweep in Redis' : 'joined the sweep in Redis', {
@@ -153,7 +158,8 @@ export class RedisBackend implements QueueBackend {
   async reset(): Promise<void> {
     const link = await this.#links.commands();
     const k = this.#keys;
-    await this.#links.run(link, (c) => c.del(k.tasks, k.results, k.meta, k.done, k.dead, k.deadChunks, k.attempts, k.delayed));
+    await this.#links.run(link, (c) =>
+      c.del(k.tasks, k.results, k.meta, k.done, k.dead, k.deadChunks, k.attempts, k.delayed, k.redrives, k.joined));
     let cursor = '0';
     do {
       const [next, keys] = await this.#links.run(link, (c) => c.scan(cursor, 'MATCH', k.leasePattern, 'COUNT', 1000));
@@ -282,8 +288,25 @@ export class RedisBackend implements QueueBackend {
     return this.#reader.results();
   }
 
-  readDeadLetters(): Promise<DeadLetter[]> {
-    return this.#reader.deadLetters();
+  async readDeadLetters(): Promise<DeadLetter[]> {
+    const redrives = await readRedrives(this.#links, this.#keys);
+    return this.#reader.deadLetters((entryId, chunkId) => {
+      const after = redrives.get(chunkId)?.after;
+      return after !== undefined && streamIdAtMost(entryId, after);
+    });
+  }
+
+  /** One Lua call (redrive-7.lua), so two callers at once never queue a chunk twice. */
+  redriveDead(chunkIds: readonly string[] | null): Promise<RedriveOutcome> {
+    return redriveDead(this.#links, this.#keys, chunkIds);
+  }
+
+  async readRedrives(): Promise<Record<string, number>> {
+    return Object.fromEntries([...(await readRedrives(this.#links, this.#keys))].map(([chunkId, r]) => [chunkId, r.count]));
+  }
+
+  readConsumers(): Promise<ConsumerRecord[]> {
+    return readJoined(this.#links, this.#keys);
   }
 
   async isSettled(): Promise<boolean> {

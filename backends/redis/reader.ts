@@ -50,7 +50,8 @@ export class RedisReader {
     return results;
   }
 
-  async deadLetters(): Promise<DeadLetter[]> {
+  /** `redriven(entryId, chunkId)`: whether a re-drive (redrive.ts) came after this dead letter. */
+  async deadLetters(redriven: (entryId: string, chunkId: string) => boolean = () => false): Promise<DeadLetter[]> {
     const letters: DeadLetter[] = [];
     for await (const entry of this.range(this.#keys.dead)) {
       const fields = entry.fields ?? {};
@@ -61,6 +62,7 @@ export class RedisReader {
         attempts: Number(fields['attempts'] ?? 0),
         workerId: fields['worker_id'] ?? '?',
         task: parsed.ok ? parsed.task : null,
+        ...(parsed.ok && redriven(entry.id, parsed.task.chunkId) ? { redriven: true } : {}),
       });
     }
     return letters;

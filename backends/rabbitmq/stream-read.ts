@@ -1,0 +1,158 @@
+/**
+ * Reading one RabbitMQ stream from an offset to where it ended when the
+ * read began, without writing anything.
+ *
+ * AMQP 0-9-1 does not say where a stream ends: RabbitMQ 3.10's
+ * queue.declare-ok gives a stream's message count only as its last
+ * statistics tick saw it (every 5 s; 0 before the first tick), so it is a
+ * hint, never the end. What is exact is the last chunk: a consumer
+ * attached at `x-stream-offset: last` is sent the stream's last chunk at
+ * once and whole (the broker reads a chunk in one piece and delivers every
+ * entry of it, whatever the credit), so the first entry it gets is the
+ * first offset of that chunk, and the rest of the chunk follows in the same
+ * burst. A read therefore attaches two consumers on one channel: the reader
+ * from `from`, and that probe. It is over once the reader has passed every
+ * offset the probe has shown, and a short quiet spell of the probe has let
+ * the rest of the last chunk's burst arrive (what the probe gets later was
+ * written after the read began, and does not move its end). A stream that sends neither consumer
+ * anything was empty when the read began.
+ *
+ * Entries carrying the `x-ttg-marker` header are skipped: older versions
+ * of ttg wrote such end-of-read markers into the streams.
+ */
+import type { Channel, ConsumeMessage } from 'amqplib';
+import { TtgError } from '../../core/errors.js';
+import { errorCode, headersOf, RABBIT_HEADERS, streamOffset } from './names.js';
+import { SessionLostError, type Link, type RabbitSession } from './session.js';
+
+/** Where a read ends: where the stream ended when the read began, or at its first entry. */
+export type StreamEnd = 'end' | 'first-entry';
+
+/** Stream consumers need a prefetch (credit); acks give it back. */
+export const STREAM_PREFETCH = 1000;
+/** Neither consumer got anything this long after attaching: the stream was empty. */
+const EMPTY_STREAM_MS = 300;
+/** Quiet on the probe after its last entry: the rest of the last chunk's burst is in. */
+const TAIL_QUIET_MS = 50;
+/**
+ * The probe's entries count for this long after its first: later ones are chunks written since the read
+ * began (a busy sweep writes results without pause), so a read of a live stream still ends.
+ */
+const PROBE_WINDOW_MS = 500;
+/** A read that must reach its end gives up after this long without any message. */
+const READ_STALL_MS = 30_000;
+
+/**
+ * Reads stream `queue` from offset `from`, calling onEntry for each entry
+ * that is not a marker (onEntry returns true to stop). Returns the offset to
+ * read on from, or null when there is no such stream.
+ */
+export async function readStream(
+  session: RabbitSession, s: Link, queue: string, from: number, end: StreamEnd,
+  onEntry: (msg: ConsumeMessage) => boolean | void,
+): Promise<number | null> {
+  const ch = await session.openChannel(s);
+  try {
+    let counted: number;
+    try {
+      // Only a hint (see above): whether the stream had entries at the broker's last statistics tick.
+      counted = (await ch.checkQueue(queue)).messageCount;
+    } catch (err) {
+      if (errorCode(err) === 404) return null;
+      throw err;
+    }
+    await ch.prefetch(STREAM_PREFETCH);
+    return await consumeToEnd(ch, queue, from, end, counted, onEntry);
+  } finally {
+    ch.close().catch(() => {});
+  }
+}
+
+function consumeToEnd(
+  ch: Channel, queue: string, from: number, end: StreamEnd, counted: number,
+  onEntry: (msg: ConsumeMessage) => boolean | void,
+): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    let next = from;
+    // The highest offset the probe has shown: the last chunk's entries, as they were when the read began.
+    let target = -1;
+    let probeAnswered = false;
+    let probeFirstAt = 0;
+    let probeLastAt = 0;
+    let heardAnything = false;
+    let done = false;
+    let timer: NodeJS.Timeout | undefined;
+    const finish = (err?: unknown) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      ch.removeListener('close', onClose);
+      if (err === undefined) resolve(next);
+      else reject(err);
+    };
+    const stalled = () => finish(new TtgError(`reading ${queue} stalled: nothing came for ${READ_STALL_MS / 1000}s`));
+    // After every event: when the read may end, and what ends it.
+    const schedule = () => {
+      clearTimeout(timer);
+      // Nothing from either consumer: an empty stream (waiting longer when the broker counted entries, which
+      // come, unless the count was of a stream deleted since).
+      if (end === 'end' && !heardAnything) {
+        timer = setTimeout(() => finish(), counted === 0 ? EMPTY_STREAM_MS : EMPTY_STREAM_MS * 10);
+      } else if (end === 'end' && probeAnswered && next > target) {
+        // Past the last chunk as the probe showed it: done once the probe has been quiet a moment (entries the
+        // reader gets meanwhile were written since the read began; they are read, and do not hold it up).
+        timer = setTimeout(() => finish(), Math.max(0, probeLastAt + TAIL_QUIET_MS - Date.now()));
+      } else {
+        timer = setTimeout(stalled, READ_STALL_MS);
+      }
+    };
+    const onClose = () => finish(new SessionLostError(`the channel reading ${queue} closed`));
+    ch.on('close', onClose);
+    const cancelled = () => finish(new SessionLostError(`the broker cancelled the reader of ${queue} (deleted?)`));
+    // Never throw from these: amqplib would take the whole connection down.
+    const onMessage = (msg: ConsumeMessage | null) => {
+      if (done) return;
+      if (msg === null) return cancelled();
+      try {
+        ch.ack(msg);
+        heardAnything = true;
+        const offset = streamOffset(msg);
+        // A stream delivers whole chunks: entries before `from` may come first.
+        if (offset !== null && offset >= next && headersOf(msg)[RABBIT_HEADERS.marker] === undefined) {
+          next = offset + 1;
+          if (onEntry(msg) === true) return finish();
+        } else if (offset !== null && offset >= next) {
+          next = offset + 1;
+        }
+        schedule();
+      } catch (err) {
+        finish(err);
+      }
+    };
+    const onProbe = (msg: ConsumeMessage | null) => {
+      if (done) return;
+      if (msg === null) return cancelled();
+      try {
+        ch.ack(msg);
+        const now = Date.now();
+        if (probeAnswered && now - probeFirstAt > PROBE_WINDOW_MS) return;
+        if (!probeAnswered) probeFirstAt = now;
+        heardAnything = true;
+        probeAnswered = true;
+        probeLastAt = now;
+        target = Math.max(target, streamOffset(msg) ?? -1);
+        schedule();
+      } catch (err) {
+        finish(err);
+      }
+    };
+    schedule();
+    (async () => {
+      await ch.consume(queue, onMessage, { noAck: false, arguments: { 'x-stream-offset': from } });
+      if (end !== 'end') return;
+      await ch.consume(queue, onProbe, { noAck: false, arguments: { 'x-stream-offset': 'last' } });
+      // The empty-stream wait starts once both consumers are attached.
+      if (!done) schedule();
+    })().catch((err: unknown) => finish(err));
+  });
+}

@@ -9,7 +9,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { addExact, roundPartials } from '../kernel/exact-sum.js';
 import {
-  assertEndedByItself, golden, lastJsonLine, RABBIT_HOST, RABBIT_PORT, randomPrefix, REDIS_HOST, REDIS_PORT, runTtg, startTtg, testEnv,
+  assertEndedByItself, golden, lastJsonLine, RABBIT_HOST, RABBIT_PORT, randomPrefix, REDIS_HOST, REDIS_PORT, runTtg, startTtg, testEnv, waitFor,
   type TtgProcess,
 } from './helpers.js';
 import { TcpRelay } from './relay.js';
@@ -121,17 +121,16 @@ export function workerProcessSuite(kind: 'redis' | 'rabbitmq', requireServer: ()
     const prefix = fresh('kill');
     // Slow chunks (SIMULATE_WORK_MS per param) so the kill lands mid-sweep with chunks in the victim's hands.
     const common = { TOTAL_PARAMS: 10000, CHUNK_SIZE: 100, SIMULATE_WORK_MS: 1, PREFETCH: 3 };
-    const procs = ['0', '1', '2'].map((id) => startTtg(['worker'], env(prefix, { ...common, WORKER_ID: id })));
+    // The victim logs each chunk it starts and finishes (debug), so the kill is timed by what it
+    // holds, not by polling the aggregate (whose own start-up under load can outlast the sweep).
+    const procs = ['0', '1', '2'].map((id) =>
+      startTtg(['worker'], env(prefix, { ...common, WORKER_ID: id, ...(id === '0' ? { LOG_LEVEL: 'debug' } : {}) })));
     const victim = procs[0]!;
-    // Kill once ~30% of the chunks have results.
-    const deadline = Date.now() + 60_000;
-    for (;;) {
-      const r = await runTtg(['aggregate', '--json'], env(prefix), 20_000);
-      const done = r.code === 0 || r.code === 3 ? Number(lastJsonLine(r.stdout)['total_chunks']) : 0;
-      if (done >= 30) break;
-      assert.ok(Date.now() < deadline, 'the sweep did not reach 30%');
-      await new Promise((res) => setTimeout(res, 100));
-    }
+    // Kill once the victim has finished 10 chunks (about 30% of the sweep between three workers)
+    // and has started another one that it has not finished.
+    const count = (re: RegExp) => victim.stderr().match(re)?.length ?? 0;
+    await waitFor('the victim to finish 10 chunks and hold an unfinished one', () =>
+      count(/chunk \d+ done/g) >= 10 && count(/chunk \d+ started/g) > count(/chunk \d+ done/g), 60_000, 5);
     victim.child.kill('SIGKILL');
     assert.equal(await victim.exited, 'SIGKILL');
     const codes = await Promise.all(procs.slice(1).map((p) => finish(p)));

@@ -3,8 +3,8 @@
  * key under its QUEUE_PREFIX (MEMORY USAGE … SAMPLES 0: exact, per key) when
  * the sweep has just been created, when real `ttg worker` processes have
  * finished it, and after `ttg reset`; beside them the server's used_memory
- * delta, which is only indicative on a shared server (other clients' keys
- * come and go meanwhile). Every sweep is checked: no chunk missing, the
+ * from before the sweep, which is exact only on a private server (on a
+ * shared one other clients' keys come and go meanwhile). Every sweep is checked: no chunk missing, the
  * grand sum equal to the placeholder's closed form.
  *
  *   node dist/bench/redis-footprint.js [--sweeps=100000000/10000,…] [--workers=2] [--json]
@@ -42,6 +42,8 @@ export interface FootprintRow {
   chunks: number;
   workers: number;
   seconds: number;
+  /** The server's used_memory before the sweep was created. */
+  usedMemoryBefore: number;
   created: Snapshot;
   finished: Snapshot;
   afterReset: Snapshot;
@@ -99,7 +101,8 @@ export async function measureSweep(redis: Redis, totalParams: number, chunkSize:
   const chunks = Math.ceil(totalParams / chunkSize);
   const empty: Snapshot = { keys: {}, totalBytes: 0, taskEntries: 0, resultEntries: 0, usedMemory: NaN };
   const row: FootprintRow = {
-    totalParams, chunkSize, chunks, workers, seconds: NaN, created: empty, finished: empty, afterReset: empty,
+    totalParams, chunkSize, chunks, workers, seconds: NaN, usedMemoryBefore: await usedMemory(redis),
+    created: empty, finished: empty, afterReset: empty,
     bytesPerChunk: { total: NaN, results: NaN },
   };
   // The sweep as the first worker would create it: the task stream is then at its fullest.
@@ -167,8 +170,9 @@ export function footprintTable(rows: FootprintRow[]): string {
       `${r.finished.totalBytes.toLocaleString('en-US').padStart(18)} ${r.bytesPerChunk.total.toFixed(1).padStart(11)}`);
     lines.push(`  task stream entries: ${r.created.taskEntries.toLocaleString('en-US')} created, ${r.finished.taskEntries.toLocaleString('en-US')} finished; ` +
       `result entries: ${r.finished.resultEntries.toLocaleString('en-US')}`);
-    lines.push(`  server used_memory (shared, indicative): ${signedKb(r.finished.usedMemory - r.created.usedMemory)} created → finished, ` +
-      `${signedKb(r.afterReset.usedMemory - r.finished.usedMemory)} finished → reset`);
+    lines.push(`  server used_memory (the whole server's: exact only on a private one): ${signedKb(r.finished.usedMemory - r.usedMemoryBefore)} ` +
+      `before → finished (${signedKb(r.created.usedMemory - r.usedMemoryBefore)} at creation), ` +
+      `${signedKb(r.afterReset.usedMemory - r.usedMemoryBefore)} before → after ttg reset`);
     const left = Object.keys(r.afterReset.keys);
     lines.push(`  after ttg reset: ${left.length ? `left ${left.map((k) => `P${k}`).join(', ')}` : 'no key left under the prefix'}`);
     lines.push('');

@@ -267,6 +267,21 @@ describe('Redis task stream trimming', () => {
     assert.equal(report['total_params'], ref.count);
   });
 
+  it('a duplicate entry of a chunk already done, delivered after the sweep settled, is acknowledged and trimmed', async () => {
+    const prefix = fresh('dup');
+    const a = await joined(prefix, { TOTAL_PARAMS: 200, CHUNK_SIZE: 100 }, '0');
+    const both = await a.take(2, 100);
+    assert.deepEqual(await Promise.all(both.map((d) => a.complete(d, resultFor(d, '0')))), [true, true]);
+    assert.equal(await a.isSettled(), true);
+    assert.equal(await raw.xlen(`${prefix}:tasks`), 0);
+    // Chunk 00000 once more, exactly as its genuine entry: it has a result already, so nobody computes it again.
+    await raw.xadd(`${prefix}:tasks`, '*', 'chunk_id', '00000', 'start_param', '0', 'end_param', '100', 'total_params', '200');
+    assert.deepEqual(await a.take(10, 0), []);
+    assert.equal(await raw.xlen(`${prefix}:tasks`), 0);
+    assert.deepEqual([(await groupInfo(prefix))['pending'], (await groupInfo(prefix))['lag']], [0, 0]);
+    assert.deepEqual((await a.readResults()).map((r) => r.chunkId), ['00000', '00001']);
+  });
+
   it('works out the bound after the last delivered id in decimal strings, beyond a double\'s exact range', async () => {
     const lua = readFileSync(path.join(ROOT, 'backends/redis/trim-acknowledged.lua'), 'utf8');
     const next = async (id: string) => raw.eval(`${lua}\nreturn nextStreamId(ARGV[1]) or false`, 0, id);

@@ -13,6 +13,9 @@
  *
  * Retries wait out RETRY_DELAY_MS in the sorted set `<p>:delayed` until
  * promote-2.lua (run by take()) moves them back to the task stream.
+ * Acknowledged task entries are trimmed from the head of the stream
+ * (trim-acknowledged.lua): by take() every TRIM_EVERY_MS, and by the
+ * completion or dead letter that settles the sweep.
  */
 import type { RedisConnection } from './options.js';
 import type {
@@ -46,6 +49,8 @@ const RELEASED_IDLE_MS = 30 * 86_400_000;
 const TASKS_PER_INIT_CALL = 50_000;
 /** How often a worker looks for retries whose delay is over (they come back at most this late). */
 const PROMOTE_EVERY_MS = 200;
+/** How often a worker trims acknowledged entries from the task stream (trim-1.lua): memory only, never correctness. */
+const TRIM_EVERY_MS = 500;
 
 function handleOf(delivery: Delivery): RedisHandle {
   const handle = delivery.handle as Partial<RedisHandle> | null;
@@ -72,6 +77,8 @@ export class RedisBackend implements QueueBackend {
   #resumable: StreamEntry[] = [];
   /** When take() next moves due retries to the task stream (see #promoteDue). */
   #promoteAt = 0;
+  /** When take() next trims acknowledged task entries (see #trimDue). */
+  #trimAt = 0;
   /** Where the next XAUTOCLAIM scan of the pending list starts. */
   #claimCursor = '0-0';
   #closed = false;
@@ -185,7 +192,8 @@ export class RedisBackend implements QueueBackend {
         if (own.length) return own;
       }
       // Retries whose delay is over go back to the stream first; a blocked read wakes up for the next one due.
-      const nextDueMs = await this.#promoteDue();
+      // Both go out together (one round trip) when both are due.
+      const [nextDueMs] = await Promise.all([this.#promoteDue(), this.#trimDue()]);
       const wait = Math.min(waitMs, Math.max(1, nextDueMs));
       const link = await this.#links.blocking();
       const read = (block: (string | number)[]) => (c: Redis) =>
@@ -382,6 +390,19 @@ export class RedisBackend implements QueueBackend {
     const wait = nextDue >= 0 ? Math.min(nextDue, PROMOTE_EVERY_MS) : PROMOTE_EVERY_MS;
     this.#promoteAt = now + wait;
     return wait;
+  }
+
+  /**
+   * Every TRIM_EVERY_MS, drops the task entries acknowledged before the
+   * group's oldest pending and first undelivered ones (trim-1.lua), so a
+   * big sweep's stream shrinks as it runs, at no cost to its completions.
+   */
+  async #trimDue(): Promise<void> {
+    const now = Date.now();
+    if (now < this.#trimAt) return;
+    this.#trimAt = now + TRIM_EVERY_MS;
+    const link = await this.#links.commands();
+    await this.#links.script(link, 'trim', [this.#keys.tasks], [this.#keys.group]);
   }
 
   async #touch(link: Link, deliveries: Delivery[], idleMs: number): Promise<number> {

@@ -22,7 +22,12 @@
      2  published; the chunk already had a result (a duplicate)
     -1  this consumer does not own the entry: nothing published
     -3  the sweep is gone (reset while the chunk was worked on): nothing published
+
+  The call that settles the sweep's last chunk also trims the task stream
+  (trim-acknowledged.lua), so a finished sweep leaves no acknowledged task
+  entry behind; before that, workers trim it every few hundred ms (trim-1.lua).
 ]]
+--- @include "trim-acknowledged"
 local tasks = KEYS[1]
 local group = ARGV[1]
 local consumer = ARGV[2]
@@ -73,5 +78,7 @@ end
 -- Wake the workers waiting for tasks: the sweep is over, they can leave now.
 if newlyDone > 0 and redis.call('HLEN', KEYS[3]) + redis.call('HLEN', KEYS[4]) >= totalChunks then
   redis.call('PUBLISH', ARGV[3], 'settled')
+  -- Nobody reads an acknowledged task entry again: free them now, once, as the workers leave.
+  trimAcknowledged(tasks, group)
 end
 return codes

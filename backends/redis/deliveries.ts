@@ -59,6 +59,8 @@ export async function toDeliveries(
   });
   if (settled.length) {
     await links.run(link, (c) => c.xack(k.tasks, k.group, ...settled));
+    // Rare (duplicates only), and maybe after the sweep settled: trim now rather than leave them behind.
+    await links.script(link, 'trim', [k.tasks], [k.group]);
     log.debug(`acknowledged ${settled.length} entries of chunks that already have a result`);
   }
   return deliveries;

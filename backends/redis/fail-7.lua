@@ -39,7 +39,12 @@
     {1, failures}  retried: a fresh copy of the task waits out the delay (or is in the task stream)
     {2, failures}  dead-lettered
     {-1, 0}        this consumer does not own the entry: nothing changed
+
+  An acknowledged entry is trimmed from the task stream with the others no
+  group needs (trim-acknowledged.lua), so a dead letter settling the sweep's
+  last chunk leaves no acknowledged entry behind.
 ]]
+--- @include "trim-acknowledged"
 local tasks = KEYS[1]
 local group = ARGV[1]
 local consumer = ARGV[2]
@@ -58,6 +63,7 @@ if not malformed then
 end
 
 redis.call('XACK', tasks, group, entryId)
+trimAcknowledged(tasks, group)
 
 if malformed or failures >= tonumber(ARGV[7]) then
   redis.call('XADD', KEYS[2], '*',

@@ -9,9 +9,9 @@ import { existsSync, readFileSync } from 'node:fs';
 import { SettingsMismatchError, TtgError } from '../../core/errors.js';
 import { mismatchMessage, parseKernelField, settingsDifference, type SweepSettings } from '../../core/sweep.js';
 
-/** The scripts in backends/redis/, `<name>-<number of keys>.lua`. */
-const SCRIPT_FILES = ['init-7', 'complete-5', 'fail-7', 'promote-2', 'touch-1', 'lease-1', 'redrive-7'] as const;
-export type ScriptName = 'init' | 'complete' | 'fail' | 'promote' | 'touch' | 'lease' | 'redrive';
+/** The scripts in backends/redis/, `<name>-<number of keys>.lua` (a `.lua` file without a key count is an include, see withIncludes). */
+const SCRIPT_FILES = ['init-7', 'complete-5', 'fail-7', 'promote-2', 'touch-1', 'lease-1', 'trim-1', 'redrive-7'] as const;
+export type ScriptName = 'init' | 'complete' | 'fail' | 'promote' | 'touch' | 'lease' | 'trim' | 'redrive';
 interface ScriptSource {
   command: string;
   numberOfKeys: number;
@@ -36,11 +36,25 @@ export function loadScripts(): Map<ScriptName, ScriptSource> {
     sources.set(name as ScriptName, {
       command: `ttg_${name}`,
       numberOfKeys: Number(keys),
-      lua: readFileSync(new URL(`${file}.lua`, dir), 'utf8'),
+      lua: withIncludes(readFileSync(new URL(`${file}.lua`, dir), 'utf8'), dir),
     });
   }
   scriptSources = sources;
   return sources;
+}
+
+/**
+ * Replaces each `--- @include "NAME"` line by the text of NAME.lua beside the
+ * scripts (as BullMQ's loader does), so Lua that several scripts need, such
+ * as trim-acknowledged.lua, is written once and still runs inside each
+ * script's one atomic call.
+ */
+function withIncludes(lua: string, dir: URL): string {
+  return lua.replace(/^--- @include "([\w-]+)"$/gm, (_, name: string) => {
+    const file = new URL(`${name}.lua`, dir);
+    if (!existsSync(file)) throw new TtgError(`the Redis script include ${name}.lua is missing from ${dir.pathname}`);
+    return readFileSync(file, 'utf8');
+  });
 }
 
 export type Outcome =
@@ -52,7 +66,7 @@ export type Outcome =
  * script's header lists its codes): 0 joined / lease taken by another,
  * 1 created / published / retried / lease held, 2 duplicate / dead-lettered,
  * -1 not the owner, -2 settings mismatch, -3 the sweep is gone. touch-1.lua
- * returns a count, not a code; redrive-7.lua a list that redrive.ts reads.
+ * and trim-1.lua return a count, not a code; redrive-7.lua a list that redrive.ts reads.
  */
 export function outcomeOf(script: ScriptName, reply: unknown, context: { prefix: string; settings?: SweepSettings }): Outcome {
   const code = Number(Array.isArray(reply) ? reply[0] : reply);

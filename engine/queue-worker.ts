@@ -209,6 +209,12 @@ export class QueueWorker implements MetricsSource {
       if (this.#stopping && this.#fatal === null) status = 'interrupted';
       // Finish and commit what is in hand (unless aborted: then it was released).
       await Promise.all(this.#inHand.values());
+    } catch (err) {
+      // The loop itself failed (take, isSettled or claimStale found the sweep reset or the broker
+      // gone): the chunks in hand still end before run() does, since the caller closes the backend
+      // next and a chunk finishing after that would only add a misleading line.
+      await Promise.all(this.#inHand.values());
+      throw err;
     } finally {
       clearInterval(heartbeat);
     }

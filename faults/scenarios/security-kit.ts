@@ -6,7 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -387,9 +387,10 @@ export async function acquireRabbit(): Promise<RabbitLease> {
         try {
           await node.start();
         } catch (err) {
+          const logs = rabbitLogTail(node.dir);
           await node.dispose();
           rmSync(dir, { recursive: true, force: true });
-          throw err;
+          throw new Error(`${err instanceof Error ? err.message : String(err)}; its log ends: ${logs}`, { cause: err });
         }
         return { node, dir };
       })(),
@@ -418,6 +419,16 @@ export async function acquireRabbit(): Promise<RabbitLease> {
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** The last lines of a private node's logs (kept in the error: dispose() removes its directory). */
+function rabbitLogTail(dir: string, lines = 12): string {
+  try {
+    const logDir = path.join(dir, 'log');
+    return readdirSync(logDir).map((f) => `[${f}] ${readFileSync(path.join(logDir, f), 'utf8').trim().split('\n').slice(-lines).join('\n')}`).join('\n') || '(no log)';
+  } catch (err) {
+    return `(no log: ${String(err)})`;
+  }
 }
 
 /** Which of the sweep's queues and exchanges still exist on the node (asked as the admin user, over AMQP). */

@@ -26,6 +26,18 @@ export class SettingsMismatchError extends TtgError {
 /** The broker could not be reached (or was lost) for longer than the bounded retry time. */
 export class BrokerUnavailableError extends TtgError {}
 
+/**
+ * The broker answered and said no: wrong credentials, a TLS certificate ttg does not trust, a
+ * missing virtual host, permissions (a Redis ACL, RabbitMQ's configure/write/read) that do not
+ * cover the sweep. Waiting will not change the answer, so it is raised at the first attempt
+ * rather than after CONNECT_TIMEOUT_SECONDS, and it is a configuration error (exit 2, which a
+ * Kubernetes Job's podFailurePolicy treats as final); the message says what to fix. A subclass of
+ * BrokerUnavailableError, so everything that stops a worker on a lost broker stops it on this too.
+ */
+export class BrokerRefusedError extends BrokerUnavailableError {
+  override readonly exitCode = 2;
+}
+
 /** A task message that cannot be processed as it stands (not JSON, missing fields, bad range). */
 export class MalformedTaskError extends TtgError {}
 

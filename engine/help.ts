@@ -21,7 +21,10 @@ export const COMMAND_HELP: Record<string, CommandHelp> = {
     summary: 'run one worker, configured by the environment (static mode, or queue mode with USE_QUEUE=true)',
     flags: [],
     notes: 'Logs go to stderr; the last stdout line is the JSON summary. Serves /healthz, /readyz and /metrics on METRICS_PORT.\n' +
-      'Variables: see the README, "Configuration" (TOTAL_PARAMS, CHUNK_SIZE, QUEUE_BACKEND, REDIS_HOST, ...).',
+      'Variables: see the README, "Configuration" (TOTAL_PARAMS, CHUNK_SIZE, QUEUE_BACKEND, REDIS_HOST, ...).\n' +
+      'TLS: REDIS_URL=rediss://... or AMQP_URL=amqps://..., with REDIS_TLS_CA_FILE / RABBITMQ_TLS_CA_FILE naming the CA\'s PEM file\n' +
+      'for a private CA (README, "Security"). A broker that refuses the password, the certificate, the vhost or a permission\n' +
+      'stops the worker at once with one line saying what to fix (exit 2).',
   },
   run: {
     usage: 'ttg run [--workers N] [--backend memory|redis|rabbitmq] [--fresh] [--json] [--verbose] [--monitor web [--port P]]',

@@ -14,7 +14,7 @@ import type { Logger } from '../core/log.js';
 import type { KernelPool } from './pool.js';
 import type { ChunkResult, Delivery, QueueBackend } from '../backends/types.js';
 import { toChunkStats } from './stats.js';
-import { BrokerUnavailableError, SimulatedFaultError, SweepGoneError, TtgError } from '../core/errors.js';
+import { BrokerRefusedError, BrokerUnavailableError, SimulatedFaultError, SweepGoneError, TtgError } from '../core/errors.js';
 import type { FailureOutcome, MetricsSource, WorkerMetrics } from './metrics.js';
 import type { Probe } from './http.js';
 
@@ -146,7 +146,11 @@ export class QueueWorker implements MetricsSource {
     const heartbeatMs = Math.max(50, Math.min(config.staleThresholdMs / 3, 10_000));
     const heartbeat = setInterval(() => {
       if (this.#inHand.size === 0) return;
-      backend.heartbeat([...this.#inHand.keys()]).catch((err) => log.warn('heartbeat failed', { error: String(err) }));
+      backend.heartbeat([...this.#inHand.keys()]).catch((err) => {
+        // Refused (an ACL without the heartbeat's command): no later beat will do better, and without them the chunks get stolen.
+        if (err instanceof BrokerRefusedError) this.#fatal ??= err;
+        else log.warn('heartbeat failed', { error: String(err) });
+      });
     }, heartbeatMs);
 
     let status: WorkerStatus = 'completed';

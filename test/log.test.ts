@@ -109,7 +109,8 @@ test('through the real command: a password in REDIS_URL or RABBITMQ_PASSWORD nev
   const redisPw = `pw-${randomBytes(6).toString('hex')}`;
   const rabbitPw = `pw-${randomBytes(6).toString('hex')}`;
   await Promise.all([
-    assertNoLeakFromProcess(redisPw, ['worker'], { USE_QUEUE: 'true', QUEUE_BACKEND: 'redis', REDIS_URL: `redis://nobody:${redisPw}@${REDIS_HOST}:${REDIS_PORT}` }, 1),
+    // Redis refuses the login: a configuration error, exit 2 at once (README "Security").
+    assertNoLeakFromProcess(redisPw, ['worker'], { USE_QUEUE: 'true', QUEUE_BACKEND: 'redis', REDIS_URL: `redis://nobody:${redisPw}@${REDIS_HOST}:${REDIS_PORT}` }, 2),
     assertNoLeakFromProcess(rabbitPw, ['worker'], { USE_QUEUE: 'true', QUEUE_BACKEND: 'rabbitmq', RABBITMQ_PORT: 1, RABBITMQ_PASSWORD: rabbitPw }, 1),
   ]);
 });

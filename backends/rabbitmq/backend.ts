@@ -53,6 +53,7 @@ import { TaskConsumer, type TaskHandle } from './consumer.js';
 import { SweepCreation } from './init-lock.js';
 import { attemptsOf, clip, connectionUrl, declareTopology, describe, JSON_TYPE, RABBIT_HEADERS, rabbitNames, type Names } from './names.js';
 import type { RabbitConnection } from './options.js';
+import { sessionSecurity } from './refusals.js';
 import { RabbitSession, type Link } from './session.js';
 import { StreamReader } from './stream-reader.js';
 import { readJoined, recordJoin, redriveCounts, redriveDead } from './redrive.js';
@@ -95,6 +96,7 @@ export class RabbitBackend implements QueueBackend {
       connectTimeoutSeconds: opts.connectTimeoutSeconds,
       connectionName: () => `ttg ${opts.queuePrefix} ${this.#consumerName} ${opts.hostName}:${process.pid}`,
       log: opts.log,
+      ...sessionSecurity({ connection: opts.connection, queuePrefix: opts.queuePrefix }),
     });
     this.#reader = new StreamReader(this.#session, this.#names, opts.queuePrefix);
     this.#creation = new SweepCreation(this.#session, this.#reader, this.#names, opts.queuePrefix, opts.log);

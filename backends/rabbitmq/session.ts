@@ -62,6 +62,10 @@ export interface SessionOptions {
   /** Shown in the broker's connection list (`rabbitmqctl list_connections client_properties`). */
   connectionName: () => string;
   log: Logger;
+  /** For amqps://: the CA to trust (and SNI), passed to tls.connect. */
+  tls?: { servername?: string; ca?: string };
+  /** A refusal (login, vhost, permission, TLS certificate) as the error to stop with at once; null to retry. */
+  refusal?: (err: unknown) => Error | null;
 }
 
 type Setup = (link: Link) => Promise<void>;
@@ -143,6 +147,9 @@ export class RabbitSession {
       try {
         return await fn(link);
       } catch (err) {
+        // A refusal (a permission, a certificate) is final even when it also cost us the link.
+        const refused = this.#refused(err);
+        if (refused !== null) throw refused;
         if (!link.lost || this.#state === 'closed') throw err;
         this.#opts.log.debug(`connection lost during a call; retrying on a new one (${describe(err)})`);
       }
@@ -202,7 +209,8 @@ export class RabbitSession {
       try {
         link.pub.publish(exchange, routingKey, body, { ...options, mandatory: true, messageId }, (err: unknown) => {
           if (link.returned.delete(messageId)) reject(new Error(`no queue took the message for ${routingKey} (deleted?)`));
-          else if (err) reject(err instanceof Error ? err : new Error(String(err)));
+          // A refused publish closes the channel, which fails the confirms with a bare "channel closed": say the refusal.
+          else if (err) reject(this.#refused(err) ?? this.#failure ?? (err instanceof Error ? err : new Error(String(err))));
           else resolve();
         });
       } catch (err) {
@@ -266,6 +274,19 @@ export class RabbitSession {
     }
   }
 
+  /**
+   * When `err` is a refusal (login, vhost, permission, certificate), the session fails for good
+   * with it (every later call throws it, no reconnection) and it is returned; otherwise null.
+   */
+  #refused(err: unknown): Error | null {
+    const refused = this.#opts.refusal?.(err) ?? null;
+    if (refused === null) return null;
+    this.#failure ??= refused;
+    if (this.#state !== 'closed') this.#state = 'failed';
+    this.wake();
+    return this.#failure;
+  }
+
   #fail(err: Error): never {
     this.#failure = err;
     if (this.#state !== 'closed') this.#state = 'failed';
@@ -275,26 +296,16 @@ export class RabbitSession {
 
   /** One connection attempt: connection, confirm channel, then the setup hooks. */
   async #open(timeoutMs: number): Promise<Link> {
-    const address = this.#opts.address;
     let conn: ChannelModel;
     try {
       // noDelay: without it Nagle's algorithm holds small frames (acks, confirms, results) for up to
       // 40 ms waiting for the peer's delayed ACK, and a worker's round trips stall by that much.
       conn = await connect(this.#opts.url, {
-        timeout: timeoutMs, noDelay: true, clientProperties: { connection_name: this.#opts.connectionName() },
+        timeout: timeoutMs, noDelay: true, clientProperties: { connection_name: this.#opts.connectionName() }, ...this.#opts.tls,
       });
     } catch (err) {
-      const text = describe(err);
-      // The irrecoverable ones: retrying will not change the answer.
-      if (/ACCESS[-_]REFUSED/.test(text)) {
-        throw new BrokerUnavailableError(
-          `RabbitMQ at ${address} refused the login; check RABBITMQ_USER/RABBITMQ_PASSWORD (or AMQP_URL) (${text})`, { cause: err });
-      }
-      if (/NOT[-_]ALLOWED/.test(text)) {
-        throw new BrokerUnavailableError(
-          `RabbitMQ at ${address} refused the virtual host; check RABBITMQ_VHOST (or AMQP_URL) (${text})`, { cause: err });
-      }
-      throw err;
+      // The irrecoverable ones (login, vhost, certificate): retrying will not change the answer.
+      throw this.#refused(err) ?? err;
     }
     const log = this.#opts.log;
     // Unhandled 'error' events would crash the process: every emitter gets a handler.
@@ -309,7 +320,10 @@ export class RabbitSession {
         consumerSetup: Promise.resolve(), declared: false, lost: false, returned: new Set(),
       };
       link = made;
-      pub.on('error', (err: Error) => log.debug(`RabbitMQ publish channel error: ${describe(err)}`));
+      pub.on('error', (err: Error) => {
+        log.debug(`RabbitMQ publish channel error: ${describe(err)}`);
+        this.#refused(err); // a publish refused (403): the channel closes next, and no reconnection would help
+      });
       pub.on('return', (msg: Message) => {
         if (typeof msg.properties.messageId === 'string') made.returned.add(msg.properties.messageId);
       });
@@ -329,7 +343,7 @@ export class RabbitSession {
     } catch (err) {
       if (link) this.#drop(link);
       await conn.close().catch(() => {});
-      throw err;
+      throw this.#refused(err) ?? err;
     }
   }
 
@@ -339,7 +353,7 @@ export class RabbitSession {
     this.#drop(link);
     link.conn.close().catch(() => {});
     this.wake();
-    if (this.#state === 'closed' || this.#link !== link) return;
+    if (this.#state === 'closed' || this.#failure !== null || this.#link !== link) return;
     this.#state = 'reconnecting';
     this.#opts.log.warn(`lost the connection to RabbitMQ at ${this.#opts.address} (${why}); reconnecting`);
     // A consuming worker reconnects at once so chunks flow again; others on their next call.

@@ -7,9 +7,11 @@
  */
 import { Redis, type RedisOptions } from 'ioredis';
 import { backoffDelay } from '../../core/backoff.js';
-import { BrokerUnavailableError, SweepGoneError, sweepGoneMessage, TtgError } from '../../core/errors.js';
+import { BrokerUnavailableError, SweepGoneError, sweepGoneMessage, TtgError, type BrokerRefusedError } from '../../core/errors.js';
 import { redact, type Logger } from '../../core/log.js';
+import { tlsOptions } from '../../core/tls.js';
 import type { RedisConnection } from './options.js';
+import { redisRefusal } from './refusals.js';
 import { isRedisError } from './replies.js';
 import { loadScripts, type ScriptName } from './scripts.js';
 
@@ -25,9 +27,11 @@ export interface Link {
   lastError: Error | null;
   /** The retry strategy gave up: the connection is closed for good. */
   gaveUp: boolean;
+  /** Redis refused us (password, ACL, TLS certificate): not retried, and what every call on this link throws. */
+  refusal: BrokerRefusedError | null;
 }
 
-/** Host, port, credentials, database and TLS from REDIS_URL or REDIS_HOST/PORT/PASSWORD. */
+/** Host, port, credentials, database and TLS from REDIS_URL or REDIS_HOST/PORT/PASSWORD and REDIS_TLS_CA_FILE. */
 export function connectionTarget(cfg: RedisConnection): RedisOptions {
   if (cfg.url === null) return { host: cfg.host, port: cfg.port, password: cfg.password ?? undefined };
   const url = new URL(cfg.url);
@@ -40,7 +44,7 @@ export function connectionTarget(cfg: RedisConnection): RedisOptions {
     username: password !== undefined && url.username ? decodeURIComponent(url.username) : undefined,
     password,
     db: cfg.db,
-    tls: url.protocol === 'rediss:' ? { servername: host } : undefined,
+    tls: cfg.tls ? tlsOptions(host, cfg.ca) : undefined,
   };
 }
 
@@ -117,11 +121,9 @@ export class RedisLinks {
     const address = this.#opts.connection.address;
     const cause = link.lastError ?? err;
     const detail = redact(cause instanceof Error ? cause.message : String(cause));
-    if (isRedisError(err, 'WRONGPASS', 'NOAUTH', 'invalid password', 'invalid username-password')) {
-      return new BrokerUnavailableError(
-        `Redis at ${address} refused the credentials (${redact((err as Error).message)}); check the password in REDIS_URL or REDIS_PASSWORD`,
-        { cause: err });
-    }
+    // A refusal (password, ACL, certificate) first: retrying would only repeat it.
+    const refusal = link.refusal ?? this.#refusal(err);
+    if (refusal !== null) return refusal;
     if (link.gaveUp || (link.client.status === 'end' && !this.#closed)) {
       return new BrokerUnavailableError(
         `cannot reach Redis at ${address}: gave up after ${this.#opts.connectTimeoutSeconds} s of retrying (${detail}); ` +
@@ -134,6 +136,10 @@ export class RedisLinks {
         { cause: err });
     }
     return err;
+  }
+
+  #refusal(err: unknown): BrokerRefusedError | null {
+    return redisRefusal(err, { connection: this.#opts.connection, queuePrefix: this.#opts.queuePrefix });
   }
 
   commands(): Promise<Link> {
@@ -180,6 +186,10 @@ export class RedisLinks {
       connectTimeout: Math.min(10_000, Math.max(500, timeoutMs)),
       connectionName: `ttg-${role}-${this.#opts.workerId}`,
       retryStrategy: (attempt: number) => {
+        if (link.refusal !== null) {
+          link.gaveUp = true;
+          return null;
+        }
         const now = Date.now();
         link.downSince ??= now;
         const elapsed = now - link.downSince;
@@ -190,7 +200,7 @@ export class RedisLinks {
         return Math.max(1, Math.min(timeoutMs - elapsed, backoffDelay(attempt, RECONNECT_BACKOFF)));
       },
     };
-    const link: Link = { client: new Redis(options), role, downSince: Date.now(), lastError: null, gaveUp: false };
+    const link: Link = { client: new Redis(options), role, downSince: Date.now(), lastError: null, gaveUp: false, refusal: null };
     const address = this.#opts.connection.address;
     let lost = false;
     // ioredis emits status events on the next tick, after its retry strategy has already run (and set
@@ -217,6 +227,9 @@ export class RedisLinks {
         this.#opts.log.debug('Redis connection error', { error: redact(err.message), connection: role });
         return;
       }
+      // Refused (password, certificate): said once, by the error that ends the command, not as an attempt.
+      link.refusal ??= this.#refusal(err);
+      if (link.refusal !== null) return;
       failedAttempts++;
       this.#opts.log.warn(`Redis at ${address} not reachable (${redact(err.message)}); retrying for up to ` +
         `${this.#opts.connectTimeoutSeconds} s in all`, { attempt: failedAttempts, connection: role });

@@ -1,13 +1,15 @@
 /**
  * The Redis backend's own variables: REDIS_URL, or REDIS_HOST / REDIS_PORT,
- * and REDIS_PASSWORD. Read at start-up through the backend registry, with
- * every other variable, before any connection is made.
+ * REDIS_PASSWORD, and REDIS_TLS_CA_FILE (for rediss://). Read at start-up
+ * through the backend registry, with every other variable, before any
+ * connection is made.
  */
 import { integer, raw, type Env } from '../../core/env.js';
 import { ConfigError } from '../../core/errors.js';
 import { redact, registerSecret } from '../../core/log.js';
+import { readCaFile } from '../../core/tls.js';
 
-export const REDIS_VARIABLES = ['REDIS_HOST', 'REDIS_PORT', 'REDIS_URL', 'REDIS_PASSWORD'] as const;
+export const REDIS_VARIABLES = ['REDIS_HOST', 'REDIS_PORT', 'REDIS_URL', 'REDIS_PASSWORD', 'REDIS_TLS_CA_FILE'] as const;
 
 export interface RedisConnection {
   /** Full connection URL when REDIS_URL is set (may hold a password). */
@@ -19,6 +21,13 @@ export interface RedisConnection {
   address: string;
   /** The database number (REDIS_URL's path; 0 when absent). */
   db: number;
+  /** rediss://: TLS, the server's certificate verified. */
+  tls: boolean;
+  /** REDIS_TLS_CA_FILE: its path and PEM text (null: the system's CAs, and NODE_EXTRA_CA_CERTS). */
+  caFile: string | null;
+  ca: string | null;
+  /** The ACL user (REDIS_URL's user name; Redis calls the password-only login `default`), for messages. */
+  user: string;
 }
 
 /** Parses and checks the Redis variables; throws ConfigError naming the first bad one. */
@@ -43,10 +52,29 @@ export function readRedisEnv(env: Env): RedisConnection {
       throw new ConfigError(`REDIS_URL's database (the path after the port) must be a number, got "${redact(dbText)}"`);
     }
     const port = parsed.port ? Number(parsed.port) : 6379;
-    return { url, host: parsed.hostname, port, password, address: `${parsed.hostname}:${port}`, db: dbText === '' ? 0 : Number(dbText) };
+    const tls = parsed.protocol === 'rediss:';
+    const user = parsed.username && (parsed.password || password) ? decodeURIComponent(parsed.username) : 'default';
+    return {
+      url, host: parsed.hostname, port, password, address: `${parsed.hostname}:${port}`, db: dbText === '' ? 0 : Number(dbText),
+      tls, ...caOf(env, tls), user,
+    };
   }
   const host = raw(env, 'REDIS_HOST') ?? 'ttg-redis';
   const port = integer(env, 'REDIS_PORT', 6379, 1, 65535);
-  return { url: null, host, port, password, address: `${host}:${port}`, db: 0 };
+  return { url: null, host, port, password, address: `${host}:${port}`, db: 0, tls: false, ...caOf(env, false), user: 'default' };
+}
+
+/**
+ * REDIS_TLS_CA_FILE, read now so a wrong path is a ConfigError before any connection. Set
+ * without rediss:// it is refused rather than ignored: the user meant TLS, and a plain
+ * connection would send the password in clear.
+ */
+function caOf(env: Env, tls: boolean): { caFile: string | null; ca: string | null } {
+  const caFile = raw(env, 'REDIS_TLS_CA_FILE') ?? null;
+  if (caFile === null) return { caFile, ca: null };
+  if (!tls) {
+    throw new ConfigError('REDIS_TLS_CA_FILE is set but the connection to Redis is not TLS: give the address as REDIS_URL=rediss://host:port (or unset REDIS_TLS_CA_FILE)');
+  }
+  return { caFile, ca: readCaFile('REDIS_TLS_CA_FILE', caFile) };
 }
 

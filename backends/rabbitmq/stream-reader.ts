@@ -26,7 +26,7 @@ import {
 } from '../../core/sweep.js';
 import { parseResultFields, parseTaskJson } from '../messages.js';
 import {
-  clip, errorCode, headerCount, headersOf, headerText, jsonObject, RABBIT_HEADERS, streamOffset, type Names,
+  brokerDeadLetterReason, clip, errorCode, headerCount, headersOf, headerText, jsonObject, RABBIT_HEADERS, streamOffset, type Names,
 } from './names.js';
 import { SessionLostError, type Link, type RabbitSession } from './session.js';
 
@@ -65,11 +65,13 @@ function freshProgress(gen: number): Progress {
 export function deadLetterOf(msg: ConsumeMessage, settings: SweepSettings | null): DeadLetter {
   const headers = headersOf(msg);
   const parsed = parseTaskJson(msg.content.toString('utf8'), settings);
+  // Moved here by the broker (past the task queue's delivery limit): the x-ttg-* headers, if any, are an earlier failure's.
+  const byBroker = brokerDeadLetterReason(headers);
   return {
     chunkId: headerText(headers[RABBIT_HEADERS.chunkId]) ?? (parsed.ok ? parsed.task.chunkId : clip(parsed.chunkId)),
-    reason: headerText(headers[RABBIT_HEADERS.reason]) ?? (parsed.ok ? 'unknown' : parsed.reason),
+    reason: byBroker ?? headerText(headers[RABBIT_HEADERS.reason]) ?? (parsed.ok ? 'unknown' : parsed.reason),
     attempts: headerCount(headers[RABBIT_HEADERS.attempts]) ?? 0,
-    workerId: headerText(headers[RABBIT_HEADERS.worker]) ?? '?',
+    workerId: byBroker ? '?' : headerText(headers[RABBIT_HEADERS.worker]) ?? '?',
     task: parsed.ok ? parsed.task : null,
   };
 }

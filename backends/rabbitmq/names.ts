@@ -138,6 +138,15 @@ export function errorCode(err: unknown): unknown {
   return typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
 }
 
+/**
+ * A 404 for a queue that exists but is not running on the broker ("home node
+ * ... is down or inaccessible"), as streams say for a moment while they start
+ * after a broker restart: not "no such queue", and waiting is the answer.
+ */
+export function isQueueDown(err: unknown): boolean {
+  return errorCode(err) === 404 && /is down or inaccessible/.test(describe(err));
+}
+
 export function describe(err: unknown): string {
   return redact(err instanceof Error ? err.message : String(err));
 }

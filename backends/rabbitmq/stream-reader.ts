@@ -26,7 +26,7 @@ import {
 } from '../../core/sweep.js';
 import { parseResultFields, parseTaskJson } from '../messages.js';
 import {
-  brokerDeadLetterReason, clip, errorCode, headerCount, headersOf, headerText, jsonObject, RABBIT_HEADERS, streamOffset, type Names,
+  brokerDeadLetterReason, clip, describe, errorCode, isQueueDown, headerCount, headersOf, headerText, jsonObject, RABBIT_HEADERS, streamOffset, type Names,
 } from './names.js';
 import { SessionLostError, type Link, type RabbitSession } from './session.js';
 
@@ -110,6 +110,27 @@ export class StreamReader {
     this.#session = session;
     this.#names = names;
     this.#prefix = prefix;
+    // First on every connection: the sweep's queues that exist must be running. Right after a
+    // broker restart they start one by one, and a read then would take the sweep for missing
+    // (and a worker would give up for good); failing the connection attempt instead makes the
+    // session wait and retry with backoff, for CONNECT_TIMEOUT_SECONDS at most.
+    session.addSetup((link) => this.#checkRunning(link));
+  }
+
+  async #checkRunning(s: Link): Promise<void> {
+    const n = this.#names;
+    await Promise.all([n.meta, n.results, n.dlq, n.tasks, n.retry].map((queue) =>
+      this.#session.probe(s, (ch) => ch.checkQueue(queue)).catch((err: unknown) => {
+        if (isQueueDown(err)) throw new Error(`the queue ${queue} is not running on the broker yet (starting after a restart?): ${describe(err)}`);
+        if (errorCode(err) !== 404) throw err;
+      })));
+  }
+
+  /** A queue of the sweep went down under a read: drop the connection, so the call is made again on a new one, once it runs. */
+  #queueDown(s: Link, queue: string): SessionLostError {
+    const why = `the queue ${queue} is not running on the broker (restarting?)`;
+    this.#session.lost(s, why);
+    return new SessionLostError(why);
   }
 
   /** Forgets what was polled (after a reset). */
@@ -247,6 +268,7 @@ export class StreamReader {
       try {
         await ch.checkQueue(queue);
       } catch (err) {
+        if (isQueueDown(err)) throw this.#queueDown(s, queue);
         if (errorCode(err) === 404) return null;
         throw err;
       }
@@ -330,6 +352,7 @@ export class StreamReader {
 
   async queueInfo(s: Link, queue: string): Promise<{ messageCount: number; consumerCount: number }> {
     return this.#session.probe(s, (ch) => ch.checkQueue(queue)).catch((err: unknown) => {
+      if (isQueueDown(err)) throw this.#queueDown(s, queue);
       if (errorCode(err) === 404) return { messageCount: 0, consumerCount: 0 };
       throw err;
     });

@@ -300,18 +300,28 @@ async function runScenario(kind: FaultBackend, { quick, log }: FaultRunOptions):
   });
   // Each worker alive through a restart says it got its connection back, within CONNECT_TIMEOUT_SECONDS (else it would have exited 1).
   workers.forEach((w, i) => {
-    const back = logLines(w.stderr()).filter((l) => RECONNECTED.test(l.msg));
-    const perRestart = restarts.map((r) => back.some((l) => Date.parse(l.ts) >= r.downAt));
-    if (perRestart.some((ok) => !ok)) failures.push(`worker-${i} logged no reconnection after every restart`);
+    const back = logLines(w.stderr()).filter((l) => RECONNECTED.test(l.msg)).map((l) => Date.parse(l.ts));
+    restarts.forEach((r, k) => {
+      const until = restarts[k + 1]?.downAt ?? Infinity;
+      if (!back.some((t) => t >= r.downAt && t < until)) failures.push(`worker-${i} logged no reconnection after restart ${k + 1}`);
+    });
   });
 
-  const takeover = restarts.map((r) => {
+  const takeover = restarts.map((r, k) => {
     const firstAfter = results.map((x) => Date.parse(x.completedAt)).filter((t) => t >= r.upAt).sort((a, b) => a - b)[0];
+    if (firstAfter === undefined) failures.push(`no chunk was completed after restart ${k + 1}`);
     return firstAfter === undefined ? -1 : firstAfter - r.downAt;
   });
   const leaks = secretLeaks([...workers.flatMap((w) => [w.stdout(), w.stderr()]), aggregateOutput], [secret]);
   if (leaks > 0) failures.push(`${leaks} log line(s) carry the broker password`);
   notes.push(`${results.length} result entries for ${totalChunks} chunks; ${account.chunksRedone} chunks computed more than once (retried or redelivered)`);
+  const allLogs = workers.flatMap((w) => logLines(w.stderr()));
+  const takenOver = allLogs.filter((l) => /^FAULT RECOVERY/.test(l.msg)).length;
+  const refused = allLogs.filter((l) => /is no longer this worker's/.test(l.msg)).length;
+  if (takenOver + refused > 0) {
+    notes.push(`${takenOver} FAULT RECOVERY line(s) (chunks redelivered or claimed after the outage) and ${refused} late commit(s) ` +
+      'refused because the chunk was no longer the committing worker\'s: ownership kept them from counting twice');
+  }
   notes.push(`whole run ${((Date.now() - started) / 1000).toFixed(1)} s`);
   // The workers' logs are kept where a reader can look when something failed (or when asked to).
   if (failures.length > 0 || process.env['TTG_FAULT_KEEP_LOGS']) {

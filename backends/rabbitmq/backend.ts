@@ -386,7 +386,8 @@ export class RabbitBackend implements QueueBackend {
   }
 
   async #declare(link: Link): Promise<void> {
-    await this.#session.probe(link, (ch) => declareTopology(ch, this.#names, { address: this.#opts.connection.address, prefix: this.#opts.queuePrefix }));
+    const where = { address: this.#opts.connection.address, prefix: this.#opts.queuePrefix };
+    await this.#session.probe(link, (ch) => declareTopology(ch, this.#names, where));
     link.declared = true;
   }
 }

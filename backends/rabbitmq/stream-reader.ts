@@ -26,7 +26,8 @@ import {
 } from '../../core/sweep.js';
 import { parseResultFields, parseTaskJson } from '../messages.js';
 import {
-  brokerDeadLetterReason, clip, describe, errorCode, isQueueDown, headerCount, headersOf, headerText, jsonObject, RABBIT_HEADERS, streamOffset, type Names,
+  brokerDeadLetterReason, clip, describe, errorCode, headerCount, headersOf, headerText, isQueueDown, jsonObject, RABBIT_HEADERS,
+  streamOffset, type Names,
 } from './names.js';
 import { SessionLostError, type Link, type RabbitSession } from './session.js';
 

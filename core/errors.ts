@@ -23,6 +23,14 @@ export class SettingsMismatchError extends TtgError {
   override readonly exitCode = 2;
 }
 
+/**
+ * A queue of the sweep exists on the broker with another layout than this
+ * ttg makes (left by an older version): waiting cannot fix it, `ttg reset` can.
+ */
+export class QueueLayoutError extends TtgError {
+  override readonly exitCode = 2;
+}
+
 /** The broker could not be reached (or was lost) for longer than the bounded retry time. */
 export class BrokerUnavailableError extends TtgError {}
 

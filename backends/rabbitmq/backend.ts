@@ -5,11 +5,11 @@
  * each worker on each (re)connection:
  *
  *   p.exchange     direct exchange, durable: routes by queue name to
- *   p.tasks        classic durable queue: the chunks; consumed with
- *                  basic.consume, prefetch PREFETCH, manual acks
- *   p.tasks.retry  classic durable delay queue: a failed chunk waits there
- *                  for RETRY_DELAY_MS (per-message expiration), then
- *                  the broker dead-letters it to p.exchange → p.tasks
+ *   p.tasks        quorum queue (names.ts says why): the chunks; consumed
+ *                  with basic.consume, prefetch PREFETCH, manual acks
+ *   p.tasks.retry  quorum delay queue: a failed chunk waits there for
+ *                  RETRY_DELAY_MS (per-message expiration), then the broker
+ *                  dead-letters it, at least once, to p.exchange → p.tasks
  *   p.tasks.dlq    stream: chunks that failed MAX_RETRIES times, and tasks
  *                  that are not chunks of the sweep,, the
  *                  original body with x-ttg-reason / x-ttg-attempts / x-ttg-worker headers
@@ -382,7 +382,8 @@ export class RabbitBackend implements QueueBackend {
   }
 
   async #declare(link: Link): Promise<void> {
-    await this.#session.probe(link, (ch) => declareTopology(ch, this.#names));
+    const where = { address: this.#opts.connection.address, prefix: this.#opts.queuePrefix };
+    await this.#session.probe(link, (ch) => declareTopology(ch, this.#names, where));
     link.declared = true;
   }
 }

@@ -3,6 +3,7 @@
  * what each queue is for), and small helpers for messages and errors.
  */
 import type { Channel, ConsumeMessage, Options } from 'amqplib';
+import { QueueLayoutError } from '../../core/errors.js';
 import { redact } from '../../core/log.js';
 import type { RabbitConnection } from './options.js';
 
@@ -50,24 +51,106 @@ const HEARTBEAT_SECONDS = '15';
 const MAX_HEADER_TEXT = 1000;
 
 /**
- * Declares the sweep's exchange and queues, idempotently (every worker, on
- * every connection). The retry queue dead-letters back to the task queue;
- * its delay is a per-message expiration, because RabbitMQ refuses to
- * redeclare a queue with other arguments (x-message-ttl would tie every
- * worker to one RETRY_DELAY_MS).
+ * The task queue hands a chunk out at most this many times more without an
+ * acknowledgement (a worker crashing, cut off or handing it back with it in
+ * hand); then the broker moves it to the dead-letter stream instead of
+ * looping for ever on a chunk that kills every worker taking it. Set
+ * explicitly, because RabbitMQ 4 would otherwise impose a default of 20 (and
+ * 3.x none), and high, because kill storms, broker restarts and shutdowns
+ * each return every chunk a worker holds (quorum queues count those too).
  */
-export async function declareTopology(ch: Channel, n: Names): Promise<void> {
+export const TASK_DELIVERY_LIMIT = 100;
+
+/**
+ * Quorum queues with at-least-once dead-lettering: a message the queue
+ * dead-letters (a retry whose delay ran out, a task past its delivery limit)
+ * stays in it until the target queue has confirmed the copy, so a broker
+ * dying at that instant loses nothing (classic queues dead-letter at most
+ * once). RabbitMQ applies the strategy only with `x-overflow:
+ * reject-publish` (with drop-head it silently falls back to at-most-once);
+ * there is no length limit, so nothing is ever rejected.
+ */
+const QUORUM_AT_LEAST_ONCE = {
+  'x-queue-type': 'quorum',
+  'x-dead-letter-strategy': 'at-least-once',
+  'x-overflow': 'reject-publish',
+} as const;
+
+/** `p.tasks`: the chunks; past TASK_DELIVERY_LIMIT deliveries a chunk goes to `p.tasks.dlq`. */
+export function taskQueueOptions(n: Names): Options.AssertQueue {
+  return {
+    durable: true,
+    arguments: {
+      ...QUORUM_AT_LEAST_ONCE, 'x-dead-letter-exchange': n.exchange, 'x-dead-letter-routing-key': n.dlq,
+      'x-delivery-limit': TASK_DELIVERY_LIMIT,
+    },
+  };
+}
+
+/**
+ * `p.tasks.retry`: a failed chunk waits out its delay (a per-message
+ * expiration, which quorum queues honour from RabbitMQ 3.10 on), then the
+ * broker dead-letters it back to `p.tasks`. Per message rather than
+ * x-message-ttl, because a queue cannot be redeclared with other arguments
+ * (x-message-ttl would tie every worker to one RETRY_DELAY_MS).
+ */
+export function retryQueueOptions(n: Names): Options.AssertQueue {
+  return {
+    durable: true,
+    arguments: { ...QUORUM_AT_LEAST_ONCE, 'x-dead-letter-exchange': n.exchange, 'x-dead-letter-routing-key': n.tasks },
+  };
+}
+
+/** Where a sweep lives, for error messages. */
+export interface TopologyContext {
+  address: string;
+  prefix: string;
+}
+
+/**
+ * Declares the sweep's exchange and queues, idempotently (every worker, on
+ * every connection). A queue of the same name declared with other arguments
+ * (the classic queues an older ttg made) makes the broker refuse
+ * (PRECONDITION_FAILED): that becomes one error saying to run `ttg reset`,
+ * raised before anything is consumed, since waiting cannot fix it.
+ */
+export async function declareTopology(ch: Channel, n: Names, where: TopologyContext): Promise<void> {
   await ch.assertExchange(n.exchange, 'direct', { durable: true });
-  await ch.assertQueue(n.tasks, { durable: true });
-  await ch.assertQueue(n.retry, { durable: true, deadLetterExchange: n.exchange, deadLetterRoutingKey: n.tasks });
-  await ch.assertQueue(n.dlq, STREAM);
-  await ch.assertQueue(n.results, STREAM);
-  await ch.assertQueue(n.meta, STREAM);
+  const queues: Array<[string, Options.AssertQueue]> = [
+    [n.tasks, taskQueueOptions(n)], [n.retry, retryQueueOptions(n)], [n.dlq, STREAM], [n.results, STREAM], [n.meta, STREAM],
+  ];
+  for (const [queue, options] of queues) {
+    try {
+      await ch.assertQueue(queue, options);
+    } catch (err) {
+      if (errorCode(err) === 406) throw new QueueLayoutError(layoutMessage(queue, options, where, err), { cause: err });
+      throw err;
+    }
+  }
   for (const queue of [n.tasks, n.retry, n.dlq, n.results]) await ch.bindQueue(queue, n.exchange, queue);
+}
+
+function layoutMessage(queue: string, options: Options.AssertQueue, where: TopologyContext, err: unknown): string {
+  const type = String(options.arguments?.['x-queue-type'] ?? 'classic');
+  const text = describe(err);
+  const broker = /PRECONDITION_FAILED - ([^"]+)/.exec(text)?.[1] ?? text;
+  return `RabbitMQ at ${where.address} already has a queue ${queue} that is not the ${type} queue this ttg declares ` +
+    `(the broker says: ${broker}): it is left from a sweep made by an older ttg, which used classic queues. ` +
+    `Run 'ttg reset' with QUEUE_PREFIX=${where.prefix} to delete that sweep ('ttg aggregate' still reads it first, ` +
+    'if its results matter), then start the workers again';
 }
 
 export function errorCode(err: unknown): unknown {
   return typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
+}
+
+/**
+ * A 404 for a queue that exists but is not running on the broker ("home node
+ * ... is down or inaccessible"), as streams say for a moment while they start
+ * after a broker restart: not "no such queue", and waiting is the answer.
+ */
+export function isQueueDown(err: unknown): boolean {
+  return errorCode(err) === 404 && /is down or inaccessible/.test(describe(err));
 }
 
 export function describe(err: unknown): string {
@@ -88,6 +171,23 @@ export function headerText(value: unknown): string | undefined {
 export function headerCount(value: unknown): number | undefined {
   const n = typeof value === 'number' ? value : typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : NaN;
   return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
+}
+
+/**
+ * Why the broker itself dead-lettered a message into the dead-letter stream,
+ * or undefined for ttg's own dead letters (published with a fresh header
+ * table, so without the broker's x-first-death-* headers). The only such
+ * route is the task queue's delivery limit (ttg never rejects without
+ * requeue); the x-death list that would name it does not survive a stream,
+ * and x-first-death-reason may name an earlier hop (the retry delay).
+ */
+export function brokerDeadLetterReason(headers: Record<string, unknown>): string | undefined {
+  const first = headerText(headers['x-first-death-reason']);
+  if (first === undefined) return undefined;
+  const queue = headerText(headers['x-first-death-queue']) ?? 'the task queue';
+  if (first === 'rejected' && !queue.endsWith('.retry')) return `rejected without requeue by a consumer of ${queue}`;
+  return `handed out more than ${TASK_DELIVERY_LIMIT} times without ever being acknowledged (the task queue's ` +
+    'x-delivery-limit): each worker holding it crashed, was cut off or handed it back; the broker dead-lettered it';
 }
 
 export function headersOf(msg: ConsumeMessage): Record<string, unknown> {

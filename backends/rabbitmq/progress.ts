@@ -14,7 +14,7 @@
 import type { ConsumeMessage } from 'amqplib';
 import { chunkIndexOf, type DeadLetter, type SweepSettings } from '../../core/sweep.js';
 import { parseResultFields, parseTaskJson } from '../messages.js';
-import { clip, headerCount, headersOf, headerText, jsonObject, RABBIT_HEADERS, streamOffset } from './names.js';
+import { brokerDeadLetterReason, clip, headerCount, headersOf, headerText, jsonObject, RABBIT_HEADERS, streamOffset } from './names.js';
 
 export interface Progress {
   /** The connection it was read on: a new one may follow a reset, so reading starts over. */
@@ -55,11 +55,13 @@ function resettle(p: Progress, chunkId: string): void {
 export function deadLetterOf(msg: ConsumeMessage, settings: SweepSettings | null): DeadLetter {
   const headers = headersOf(msg);
   const parsed = parseTaskJson(msg.content.toString('utf8'), settings);
+  // Moved here by the broker (past the task queue's delivery limit): the x-ttg-* headers, if any, are an earlier failure's.
+  const byBroker = brokerDeadLetterReason(headers);
   return {
     chunkId: headerText(headers[RABBIT_HEADERS.chunkId]) ?? (parsed.ok ? parsed.task.chunkId : clip(parsed.chunkId)),
-    reason: headerText(headers[RABBIT_HEADERS.reason]) ?? (parsed.ok ? 'unknown' : parsed.reason),
+    reason: byBroker ?? headerText(headers[RABBIT_HEADERS.reason]) ?? (parsed.ok ? 'unknown' : parsed.reason),
     attempts: headerCount(headers[RABBIT_HEADERS.attempts]) ?? 0,
-    workerId: headerText(headers[RABBIT_HEADERS.worker]) ?? '?',
+    workerId: byBroker ? '?' : headerText(headers[RABBIT_HEADERS.worker]) ?? '?',
     task: parsed.ok ? parsed.task : null,
   };
 }

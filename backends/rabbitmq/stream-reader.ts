@@ -20,11 +20,11 @@ import {
   chunkCount, settingsFromRecord, unreadableSettingsMessage, type ChunkResult, type DeadLetter, type SweepSettings,
 } from '../../core/sweep.js';
 import { parseResultFields } from '../messages.js';
-import { errorCode, headersOf, jsonObject, RABBIT_HEADERS, STREAM, streamOffset, type Names } from './names.js';
+import { describe, errorCode, headersOf, isQueueDown, jsonObject, RABBIT_HEADERS, STREAM, streamOffset, type Names } from './names.js';
 import {
   countDeadLetter, countRedrive, countResult, deadLetterOf, deadNow, freshProgress, redriveRecordOf, type Progress,
 } from './progress.js';
-import type { Link, RabbitSession } from './session.js';
+import { SessionLostError, type Link, type RabbitSession } from './session.js';
 import { readStream, STREAM_PREFETCH, type StreamEnd } from './stream-read.js';
 
 export type { Progress } from './progress.js';
@@ -48,6 +48,27 @@ export class StreamReader {
     this.#session = session;
     this.#names = names;
     this.#prefix = prefix;
+    // First on every connection: the sweep's queues that exist must be running. Right after a
+    // broker restart they start one by one, and a read then would take the sweep for missing
+    // (and a worker would give up for good); failing the connection attempt instead makes the
+    // session wait and retry with backoff, for CONNECT_TIMEOUT_SECONDS at most.
+    session.addSetup((link) => this.#checkRunning(link));
+  }
+
+  async #checkRunning(s: Link): Promise<void> {
+    const n = this.#names;
+    await Promise.all([n.meta, n.results, n.dlq, n.tasks, n.retry].map((queue) =>
+      this.#session.probe(s, (ch) => ch.checkQueue(queue)).catch((err: unknown) => {
+        if (isQueueDown(err)) throw new Error(`the queue ${queue} is not running on the broker yet (starting after a restart?): ${describe(err)}`);
+        if (errorCode(err) !== 404) throw err;
+      })));
+  }
+
+  /** A queue of the sweep went down under a read: drop the connection, so the call is made again on a new one, once it runs. */
+  #queueDown(s: Link, queue: string): SessionLostError {
+    const why = `the queue ${queue} is not running on the broker (restarting?)`;
+    this.#session.lost(s, why);
+    return new SessionLostError(why);
   }
 
   /** Forgets what was polled (after a reset). */
@@ -188,7 +209,10 @@ export class StreamReader {
 
   /** Reads stream `queue` from `from` (stream-read.ts); the offset to read on from, or null when there is no such stream. */
   read(s: Link, queue: string, from: number, end: StreamEnd, onEntry: (msg: ConsumeMessage) => boolean | void): Promise<number | null> {
-    return readStream(this.#session, s, queue, from, end, onEntry);
+    return readStream(this.#session, s, queue, from, end, onEntry).catch((err: unknown) => {
+      if (isQueueDown(err)) throw this.#queueDown(s, queue);
+      throw err;
+    });
   }
 
   /** Every result entry, duplicates included (entries that are not results are skipped, with a warning). */
@@ -237,6 +261,7 @@ export class StreamReader {
 
   async queueInfo(s: Link, queue: string): Promise<{ messageCount: number; consumerCount: number }> {
     return this.#session.probe(s, (ch) => ch.checkQueue(queue)).catch((err: unknown) => {
+      if (isQueueDown(err)) throw this.#queueDown(s, queue);
       if (errorCode(err) === 404) return { messageCount: 0, consumerCount: 0 };
       throw err;
     });

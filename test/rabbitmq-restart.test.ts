@@ -1,0 +1,107 @@
+/**
+ * RabbitMQ queues that exist but do not run (yet) after a broker restart, against a private
+ * node (faults/private-brokers.ts, never the machine's shared broker).
+ *
+ * A stream says "home node ... is down or inaccessible" (a 404) while it starts after a
+ * restart. ttg used to read that as "no such queue": the sweep's settings "missing or
+ * unreadable" (a worker reconnecting at that moment gave up for good, exit 1), and the
+ * results empty (`ttg aggregate` reporting every chunk missing). Now such a queue is waited
+ * for like a broker that is not back yet, for CONNECT_TIMEOUT_SECONDS at most, then the
+ * error names the queue. The transient case is a fraction of a second; to see it for sure
+ * this test uses a node whose streams stay down after a SIGKILL (RabbitMQ 3.10 killed
+ * within minutes of declaring its first stream forgets its stream coordinator, see
+ * faults/scenarios/broker-restart.ts), and checks that premise first.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { connect } from 'amqplib';
+import { loadConfig } from '../engine/config.js';
+import { backendOptions } from '../engine/backend.js';
+import { BrokerUnavailableError } from '../core/errors.js';
+import { silentLogger } from '../core/log.js';
+import { RabbitBackend, rabbitNames } from '../backends/rabbitmq/backend.js';
+import type { ChunkResult, Delivery, SweepSettings } from '../backends/types.js';
+import { PrivateRabbit } from '../faults/private-brokers.js';
+import { randomPrefix } from './helpers.js';
+
+const PORT = 7216;
+const SETTINGS: SweepSettings = { totalParams: 300, chunkSize: 100, kernel: 'placeholder' };
+const opened: RabbitBackend[] = [];
+let node: PrivateRabbit | null = null;
+
+after(async () => {
+  for (const b of opened) await b.close().catch(() => {});
+  await node?.dispose();
+});
+
+function open(prefix: string, workerId: string, connectTimeoutSeconds: number): RabbitBackend {
+  const env = {
+    USE_QUEUE: 'true', QUEUE_BACKEND: 'rabbitmq', RABBITMQ_HOST: '127.0.0.1', RABBITMQ_PORT: String(PORT), QUEUE_PREFIX: prefix,
+    TOTAL_PARAMS: '300', CHUNK_SIZE: '100', PREFETCH: '1', CONNECT_TIMEOUT_SECONDS: String(connectTimeoutSeconds), WORKER_ID: workerId,
+  };
+  const backend = new RabbitBackend(backendOptions(loadConfig(env), 'rabbitmq', workerId, silentLogger));
+  opened.push(backend);
+  return backend;
+}
+
+function resultFor(d: Delivery): ChunkResult {
+  const t = d.task!;
+  const n = t.endParam - t.startParam;
+  const sum = ((t.startParam + t.endParam - 1) * n) / 2;
+  return {
+    chunkId: t.chunkId, workerId: 'w', status: 'completed', durationSeconds: 0.001, completedAt: new Date().toISOString(),
+    stats: { count: n, sum, min: t.startParam, max: t.endParam - 1, argmin: t.startParam, argmax: t.endParam - 1, avg: sum / n, partials: [sum] },
+  };
+}
+
+/** Fails (within `bound` ms) with BrokerUnavailableError naming a queue that is not running, after waiting about `atLeast` ms. */
+async function waitsThenNamesTheQueue(what: string, call: Promise<unknown>, atLeast: number, bound: number): Promise<void> {
+  const started = Date.now();
+  await assert.rejects(call, (err: unknown) => {
+    assert.ok(err instanceof BrokerUnavailableError, `${what}: ${String(err)}`);
+    assert.match(err.message, /the queue \S+ is not running on the broker/, what);
+    assert.match(err.message, /127\.0\.0\.1:7216/, what);
+    return true;
+  });
+  const waited = Date.now() - started;
+  assert.ok(waited >= atLeast && waited < bound, `${what}: waited ${waited} ms, expected CONNECT_TIMEOUT_SECONDS of retrying`);
+}
+
+test('a sweep whose streams do not run after a restart: readers and workers wait for them, then name the queue, never take the sweep for gone', { timeout: 180_000 }, async () => {
+  if (!existsSync('/usr/lib/rabbitmq/bin/rabbitmq-server')) {
+    throw new Error('this test starts a private RabbitMQ node and needs /usr/lib/rabbitmq/bin/rabbitmq-server (Debian: apt-get install rabbitmq-server)');
+  }
+  node = new PrivateRabbit({ port: PORT, name: 'ttgrestarttest' });
+  await node.start();
+  const prefix = randomPrefix('rq-restart');
+  // Long enough to outlast the restart itself, which takes seconds (its reconnection is timed from the loss).
+  const worker = open(prefix, 'w', 25);
+  await worker.init(SETTINGS);
+  const [first] = await worker.take(1, 10_000);
+  assert.equal(await worker.complete(first!, resultFor(first!)), true);
+  const [held] = await worker.take(1, 10_000);
+  assert.ok(held, 'a second chunk in hand when the broker dies');
+
+  await node.kill();
+  await node.start();
+  // The premise: this node's streams stay down (a 404 saying so), its quorum queues run.
+  const raw = await connect(`amqp://guest:guest@127.0.0.1:${PORT}/`);
+  const check = async (queue: string) => {
+    const ch = await raw.createChannel();
+    ch.on('error', () => {});
+    return ch.checkQueue(queue).then((ok) => `ok ${ok.messageCount}`, (err: Error) => err.message).finally(() => ch.close().catch(() => {}));
+  };
+  const n = rabbitNames(prefix);
+  assert.match(await check(n.meta), /is down or inaccessible/, 'premise: the restarted node does not run the streams');
+  assert.match(await check(n.tasks), /^ok /, 'premise: the quorum task queue runs');
+  await raw.close();
+
+  // Before: settings "missing or unreadable" at once, results [] (every chunk missing), the worker gone for good.
+  const readers = [open(prefix, 'reader-1', 3), open(prefix, 'reader-2', 3)];
+  await Promise.all([
+    waitsThenNamesTheQueue('readSettings', readers[0]!.readSettings(), 2500, 20_000),
+    waitsThenNamesTheQueue('readResults', readers[1]!.readResults(), 2500, 20_000),
+    waitsThenNamesTheQueue('the worker\'s next take', worker.take(1, 60_000), 1000, 40_000),
+  ]);
+});

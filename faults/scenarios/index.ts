@@ -1,0 +1,14 @@
+/**
+ * Every fault scenario `npm run faults` runs, in order. One line per module,
+ * so scenarios added in parallel merge without conflict.
+ */
+import type { FaultScenario } from '../types.js';
+import { killStormScenarios } from './kill-storm.js';
+import { partitionScenarios } from './partition.js';
+import { frozenScenarios } from './frozen.js';
+
+export const SCENARIOS: FaultScenario[] = [
+  ...killStormScenarios,
+  ...partitionScenarios,
+  ...frozenScenarios,
+];

@@ -1,0 +1,97 @@
+/**
+ * What the partition and frozen scenarios share: one worker (w0) is cut off
+ * from the broker while it holds chunks, for longer than STALE_THRESHOLD_MS,
+ * and then comes back. Expected:
+ * - its chunks are taken over: every chunk it held is picked up by another
+ *   worker while it is away (the scenario waits for that before it heals);
+ * - its late completions are refused by ownership (it logs `chunk X is no
+ *   longer this worker's` and nothing of it reaches the aggregate twice);
+ * - it rejoins and keeps working (commits a chunk after it came back);
+ * - the aggregate is exact, and every worker exits 0.
+ *
+ * Takeover bound: on Redis the stale threshold plus one check interval; on
+ * RabbitMQ the broker's dead-peer detection (missed AMQP heartbeats, see
+ * RABBIT_DEAD_PEER_MS), since it redelivers by itself and STALE_* play no part.
+ */
+import { waitFor } from '../../test/helpers.js';
+import { FAULT_AMQP_HEARTBEAT_SECONDS } from '../access.js';
+import type { FaultSweep, FaultWorker } from '../harness.js';
+import type { FaultScenarioResult } from '../types.js';
+
+/**
+ * RabbitMQ closes a connection whose peer sent nothing for about two
+ * heartbeat intervals, then requeues its unacknowledged deliveries: the
+ * bound for a frozen or cut-off RabbitMQ worker's chunks to be picked up.
+ */
+export const RABBIT_DEAD_PEER_MS = 2 * FAULT_AMQP_HEARTBEAT_SECONDS * 1000;
+
+export interface Isolation {
+  /** Starts worker `i` (w0 is the one isolated). */
+  start(i: number): FaultWorker;
+  /** Cuts `w` off (network down, SIGSTOP). */
+  isolate(w: FaultWorker): Promise<void>;
+  /** Brings it back. */
+  restore(w: FaultWorker): Promise<void>;
+}
+
+export async function isolateOneWorker(sweep: FaultSweep, kind: string, workers: number, how: Isolation): Promise<FaultScenarioResult> {
+  const { backend, staleThresholdMs } = sweep.spec;
+  const tag = `${kind}/${backend}`;
+  const all = Array.from({ length: workers }, (_, i) => how.start(i));
+  const victim = all[0]!;
+  const others = all.slice(1);
+  // Steady state first: the victim has committed a few chunks and holds one now.
+  await waitFor(`${victim.label} to hold a chunk after committing three`, () => {
+    if (!victim.running) throw new Error(`${victim.label} ended before the fault: ${victim.process.stderr().slice(-500)}`);
+    return victim.doneAfter(0).length >= 3 && victim.inHandAt(Date.now()).length > 0;
+  }, 60_000, 5);
+  await how.isolate(victim);
+  const fault = sweep.fault(kind, victim);
+  const held = victim.inHandAt(fault.at);
+  sweep.log(`${tag}: ${victim.label} cut off holding ${held.join(', ') || 'nothing'}`);
+
+  // Away until every chunk it held has been picked up elsewhere (or has a result: a commit that reached the
+  // broker just before the cut, its reply lost), and for longer than the threshold.
+  const pickedUp = (chunk: string) => others.some((w) => w.lines().some((l) =>
+    l.ts > fault.at && (l.msg === `chunk ${chunk} started` || l.msg.startsWith(`FAULT RECOVERY: claimed chunk ${chunk} `) ||
+      l.msg.startsWith(`FAULT RECOVERY: chunk ${chunk} `))));
+  const minAwayMs = Math.max(staleThresholdMs, backend === 'redis' ? sweep.staleBoundMs : RABBIT_DEAD_PEER_MS);
+  const withResult = new Set<string>();
+  let lastLook = 0;
+  await waitFor(`the chunks ${victim.label} held (${held.join(', ')}) to be picked up by another worker`, async () => {
+    if (others.every((w) => !w.running)) return true; // the sweep settled: conclude() says what that means
+    if (Date.now() - fault.at <= minAwayMs) return false;
+    // Asked again at each poll: lines the victim wrote just before the fault may reach us later.
+    const waiting = victim.inHandAt(fault.at).filter((c) => !pickedUp(c) && !withResult.has(c));
+    if (waiting.length === 0) return true;
+    if (Date.now() - lastLook > 1000) {
+      lastLook = Date.now();
+      const chunks = ((await sweep.aggregate(true)).report['chunks'] ?? []) as Array<{ chunk_id: string }>;
+      for (const c of chunks) withResult.add(c.chunk_id);
+    }
+    return false;
+  }, 120_000, 20);
+  await how.restore(victim);
+  fault.until = Date.now();
+  sweep.log(`${tag}: ${victim.label} back after ${fault.until - fault.at} ms`);
+
+  // It rejoins: a chunk committed after it came back (or the sweep settled first, which is a failure).
+  await waitFor(`${victim.label} to commit a chunk after coming back`, () => !victim.running || victim.doneAfter(fault.until!).length > 0, 120_000, 20);
+
+  const failures: string[] = [];
+  const refused = victim.refused();
+  if (refused.length === 0) failures.push(`no late completion of ${victim.label} was refused (it held ${held.join(', ') || 'nothing'})`);
+  if (victim.doneAfter(fault.until).length === 0) failures.push(`${victim.label} committed no chunk after coming back (the sweep ended first: make it longer)`);
+  return sweep.conclude({
+    faults: [fault],
+    failures,
+    notes: [
+      `${victim.label} away ${fault.until - fault.at} ms (STALE_THRESHOLD_MS=${staleThresholdMs}); late completions refused: ${refused.join(', ') || 'none'}; ` +
+        `committed ${victim.doneAfter(fault.until).length} chunks after coming back`,
+    ],
+    // Redis: a refused completion publishes nothing. RabbitMQ: a result published in the instant before the cut
+    // whose ack was lost comes back as a duplicate (counted once).
+    duplicates: backend === 'redis' ? 0 : { min: 0, max: 'redone' },
+    takeoverBoundMs: backend === 'redis' ? sweep.staleBoundMs : RABBIT_DEAD_PEER_MS,
+  });
+}

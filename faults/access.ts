@@ -56,8 +56,7 @@ export async function redisAccess(prefix: string): Promise<BrokerAccess> {
   await requireRedis();
   const user = `ttgfault-${randomBytes(4).toString('hex')}`;
   const secret = password();
-  const admin = new Redis({ host: REDIS_HOST, port: REDIS_PORT, lazyConnect: true, maxRetriesPerRequest: 2 });
-  await admin.connect();
+  const admin = await redisAdmin();
   try {
     await admin.call('ACL', 'SETUSER', user, 'reset', 'on', `>${secret}`, `~${prefix}:*`, `&${prefix}:*`, '+@all');
   } finally {
@@ -74,8 +73,7 @@ export async function redisAccess(prefix: string): Promise<BrokerAccess> {
     async close() {
       if (closed) return;
       closed = true;
-      const c = new Redis({ host: REDIS_HOST, port: REDIS_PORT, lazyConnect: true, maxRetriesPerRequest: 2 });
-      await c.connect();
+      const c = await redisAdmin();
       try {
         await c.call('ACL', 'DELUSER', user);
       } finally {
@@ -157,4 +155,12 @@ export async function closeSharedAccess(): Promise<void> {
   await rabbitmqctl(['delete_user', user]);
   sharedRabbitUser = null;
   process.removeListener('exit', deleteRabbitUserAtExit);
+}
+
+/** A client of the shared Redis as its administrator (to look at or add to a sweep's streams by hand); quit() it after. */
+export async function redisAdmin(): Promise<Redis> {
+  await requireRedis();
+  const c = new Redis({ host: REDIS_HOST, port: REDIS_PORT, lazyConnect: true, maxRetriesPerRequest: 2 });
+  await c.connect();
+  return c;
 }

@@ -10,11 +10,12 @@ import { isolateOneWorker } from './isolation.js';
 async function frozen(backend: FaultBackend, { quick, log }: FaultRunOptions): Promise<FaultScenarioResult> {
   const sweep = await FaultSweep.open({
     scenario: 'frozen', backend, log, ...staleTiming(quick), variant: 'SIGSTOP',
-    // ~50 ms chunks: the others must not finish the sweep while w0 is stopped, so that it has work when it is back.
+    // ~50 ms chunks (w0's: 500 ms, see isolation.ts): the others must not finish the sweep while w0 is stopped,
+    // so that it has work when it is back.
     totalParams: quick ? 15_000 : 60_000, chunkSize: 100, env: { SIMULATE_WORK_MS: 0.5 },
   });
   return sweep.run(() => isolateOneWorker(sweep, 'frozen', quick ? 2 : 3, {
-    start: (i) => sweep.start(String(i)),
+    start: (i, extra) => sweep.start(String(i), extra),
     isolate: async (w) => w.signal('SIGSTOP'),
     restore: async (w) => w.signal('SIGCONT'),
   }));

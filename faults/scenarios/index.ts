@@ -6,9 +6,13 @@ import type { FaultScenario } from '../types.js';
 import { killStormScenarios } from './kill-storm.js';
 import { partitionScenarios } from './partition.js';
 import { frozenScenarios } from './frozen.js';
+import { slowAliveScenarios } from './slow-alive.js';
+import { poisonDuplicatesScenarios } from './poison-duplicates.js';
 
 export const SCENARIOS: FaultScenario[] = [
   ...killStormScenarios,
   ...partitionScenarios,
   ...frozenScenarios,
+  ...slowAliveScenarios,
+  ...poisonDuplicatesScenarios,
 ];

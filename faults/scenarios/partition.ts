@@ -14,7 +14,8 @@ import { isolateOneWorker } from './isolation.js';
 async function partition(backend: FaultBackend, { quick, log }: FaultRunOptions): Promise<FaultScenarioResult> {
   const sweep = await FaultSweep.open({
     scenario: 'partition', backend, log, ...staleTiming(quick),
-    // ~50 ms chunks: the others must not finish the sweep while w0 is cut off, so that it has work when it is back.
+    // ~50 ms chunks (w0's: 500 ms, see isolation.ts): the others must not finish the sweep while w0 is cut off,
+    // so that it has work when it is back.
     totalParams: quick ? 15_000 : 60_000, chunkSize: 100, env: { SIMULATE_WORK_MS: 0.5 },
   });
   return sweep.run(async () => {
@@ -25,8 +26,8 @@ async function partition(backend: FaultBackend, { quick, log }: FaultRunOptions)
     if (net.fallbackReason) sweep.log(`partition/${backend}: relay variant: ${net.fallbackReason}`);
     const hostOf = new Map<string, number>();
     const result = await isolateOneWorker(sweep, 'partition', hosts, {
-      start: (i) => {
-        const w = sweep.start(String(i), {}, { via: net.via(i), wrap: net.wrap(i) });
+      start: (i, extra) => {
+        const w = sweep.start(String(i), extra, { via: net.via(i), wrap: net.wrap(i) });
         hostOf.set(w.label, i);
         return w;
       },

@@ -1,0 +1,59 @@
+/**
+ * The fault suite's quick versions (faults/scenarios/, issue 9): real worker
+ * processes on the real brokers, killed, frozen, cut off, slowed down and fed
+ * poison, each ending in an exact aggregate. `npm run faults` runs the full
+ * versions; see README, "Fault suite". Two scenarios run at a time (much of
+ * each is waiting: on a stale threshold, a heartbeat timeout, a slow chunk).
+ */
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { closeSharedAccess, staleTiming, TAKEOVER_MARGIN_MS } from '../faults/harness.js';
+import { RABBIT_DEAD_PEER_MS } from '../faults/scenarios/isolation.js';
+import { SCENARIOS } from '../faults/scenarios/index.js';
+import type { FaultScenarioResult } from '../faults/types.js';
+
+after(() => closeSharedAccess());
+
+/** Faults each quick scenario must inject at least. */
+const MIN_FAULTS: Record<string, Record<string, number>> = {
+  'kill-storm': { redis: 2, rabbitmq: 2 },
+  partition: { redis: 1, rabbitmq: 1 },
+  frozen: { redis: 1, rabbitmq: 1 },
+  'slow-alive': { redis: 1, rabbitmq: 1 },
+  // Five malformed entries and one chunk added twice; RabbitMQ also two bodies that are not JSON objects.
+  'poison-duplicates': { redis: 7, rabbitmq: 9 },
+};
+
+/** A loose ceiling on any takeover, independent of the scenario's own (tighter) check: its expectation plus 3 s. */
+function takeoverCeilingMs(r: FaultScenarioResult): number {
+  const { staleThresholdMs, staleCheckIntervalSeconds } = staleTiming(true);
+  if (r.backend === 'redis') return staleThresholdMs + staleCheckIntervalSeconds * 1000 + TAKEOVER_MARGIN_MS + 3000;
+  return (r.scenario === 'kill-storm' ? 0 : RABBIT_DEAD_PEER_MS) + TAKEOVER_MARGIN_MS + 3000;
+}
+
+const lines: string[] = [];
+const log = (line: string) => lines.push(line);
+
+describe('fault scenarios, quick', { concurrency: 2 }, () => {
+  // Redis and RabbitMQ of one scenario side by side.
+  for (const s of SCENARIOS.filter((x) => x.name in MIN_FAULTS)) {
+    it(`${s.name} on ${s.backend}: exact aggregate, nothing lost or double-counted, takeover in bound`, { timeout: 240_000 }, async () => {
+      const r = await s.run({ quick: true, log });
+      const why = `\n${JSON.stringify(r, null, 2)}`;
+      assert.equal(r.scenario, s.name);
+      assert.equal(r.backend, s.backend);
+      assert.equal(r.params_lost, 0, `parameters lost${why}`);
+      assert.equal(r.params_double_counted, 0, `parameters double-counted${why}`);
+      assert.equal(r.secret_leaks, 0, `a password in a log line${why}`);
+      assert.ok(r.faults_injected >= MIN_FAULTS[s.name]![s.backend]!, `faults injected: ${r.faults_injected}${why}`);
+      for (const t of r.takeover_ms) assert.ok(t >= 0 && t <= takeoverCeilingMs(r), `takeover ${t} ms${why}`);
+      if (s.name === 'partition' || s.name === 'frozen') assert.equal(r.takeover_ms.length, 1, `the takeover was timed${why}`);
+      if (s.name === 'slow-alive') assert.equal(r.chunks_redone, 0, `nobody stole the slow chunk${why}`);
+      if (s.backend === 'redis' && s.name !== 'poison-duplicates') assert.equal(r.duplicate_results, 0, `no duplicate on Redis${why}`);
+      // Killed workers end with SIGKILL; every other one exits 0.
+      for (const w of r.workers) assert.ok(w.exit_code === 0 || w.signal === 'SIGKILL', `a worker ended ${JSON.stringify(w)}${why}`);
+      if (s.name !== 'kill-storm') assert.ok(r.workers.every((w) => w.exit_code === 0), `every worker exits 0${why}`);
+      assert.ok(r.ok, `the scenario's own expectations:${why}`);
+    });
+  }
+});

@@ -7,7 +7,8 @@
  */
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { closeSharedAccess, staleTiming, TAKEOVER_MARGIN_MS } from '../faults/harness.js';
+import { checkAggregate, chunkEvent, closeSharedAccess, parseLogLines, placeholderReference, secretLeaks, staleTiming, TAKEOVER_MARGIN_MS } from '../faults/harness.js';
+import { golden } from './helpers.js';
 import { RABBIT_DEAD_PEER_MS } from '../faults/scenarios/isolation.js';
 import { SCENARIOS } from '../faults/scenarios/index.js';
 import type { FaultScenarioResult } from '../faults/types.js';
@@ -33,6 +34,50 @@ function takeoverCeilingMs(r: FaultScenarioResult): number {
 
 const lines: string[] = [];
 const log = (line: string) => lines.push(line);
+
+describe('fault harness checks', () => {
+  // A report as `ttg aggregate --json --verbose` gives it, for a sweep of 1000 params in chunks of 300 (the last one short).
+  const report = (chunks: Array<[string, number]>, extra: Record<string, unknown> = {}) => ({
+    chunks: chunks.map(([chunk_id, count]) => ({ chunk_id, count })),
+    grand_sum: placeholderReference(1000).sum, total_params: 1000,
+    global_min: placeholderReference(1000).min, global_max: placeholderReference(1000).max, ...extra,
+  });
+
+  it('finds parameters lost, double-counted and a wrong sum in an aggregate', () => {
+    const whole = checkAggregate(report([['00000', 300], ['00001', 300], ['00002', 300], ['00003', 100]]), 1000, 300);
+    assert.deepEqual(whole, { paramsLost: 0, paramsDoubleCounted: 0, failures: [] });
+    const holes = checkAggregate(report([['00000', 300], ['00002', 300], ['00003', 100], ['00003', 100]]), 1000, 300);
+    assert.equal(holes.paramsLost, 300);
+    assert.equal(holes.paramsDoubleCounted, 100);
+    const stray = checkAggregate(report([['00000', 300], ['00001', 300], ['00002', 300], ['00003', 100], ['00004', 300]]), 1000, 300);
+    assert.equal(stray.paramsDoubleCounted, 300, 'a chunk id beyond the sweep counts as double');
+    const off = checkAggregate(report([['00000', 300], ['00001', 300], ['00002', 300], ['00003', 100]], { grand_sum: 1 }), 1000, 300);
+    assert.match(off.failures.join(), /grand_sum 1 is not the reference/);
+  });
+
+  it('takes its reference sums from golden.json, or computes them the same way', () => {
+    const g = golden().placeholder.find((r) => r.start === 0 && r.end === 10_000)!;
+    assert.equal(placeholderReference(10_000).sum, g.sum);
+    // Over 0..999 each residue mod 1000 of 7p+13 appears once (7 is prime to 1000): 499500, plus the fractions.
+    const fractions = Array.from({ length: 1000 }, (_, p) => (p % 100 < 10 ? (p % 100) / 10 : (p % 100) / 100)).reduce((a, b) => a + b, 0);
+    assert.ok(Math.abs(placeholderReference(1000).sum - (499_500 + fractions)) < 1e-6);
+  });
+
+  it('reads chunk events and secrets from worker log lines', () => {
+    const text = [
+      '{"ts":"2026-01-01T00:00:00.000Z","level":"debug","msg":"chunk 00007 started"}',
+      '{"ts":"2026-01-01T00:00:00.100Z","level":"warn","msg":"FAULT RECOVERY: claimed chunk 00009 from a worker that stopped answering"}',
+      '{"ts":"2026-01-01T00:00:00.200Z","level":"warn","msg":"chunk 00007 is no longer this worker\'s (taken over, or its connection was lost); ..."}',
+      'EXIT-SPY: not json',
+    ].join('\n');
+    const parsed = parseLogLines(text);
+    assert.deepEqual(parsed.map(chunkEvent), [
+      { chunk: '00007', event: 'start' }, { chunk: '00009', event: 'pickup' }, { chunk: '00007', event: 'refused' }, null,
+    ]);
+    assert.equal(parsed[1]!.ts, Date.parse('2026-01-01T00:00:00.100Z'));
+    assert.equal(secretLeaks([text, 'a line with ttgsecret42 in it\nand one without'], ['ttgsecret42']), 1);
+  });
+});
 
 describe('fault scenarios, quick', { concurrency: 2 }, () => {
   // Redis and RabbitMQ of one scenario side by side.

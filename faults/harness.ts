@@ -7,13 +7,21 @@
  *
  *   const sweep = await FaultSweep.open({ scenario: 'frozen', backend, totalParams: 20_000, chunkSize: 100,
  *     staleThresholdMs: 1000, staleCheckIntervalSeconds: 0.25, log });
- *   return sweep.run(async () => {
+ *   return sweep.run(async () => {                   // always ends the workers, resets the sweep, removes the user
  *     const w = sweep.start('0', { SIMULATE_WORK_MS: 1 });
  *     await sweep.waitForLog(w, /^chunk \S+ started$/);
- *     const fault = sweep.fault('SIGSTOP', w);  // records when, and (at the end) which chunks w held then
+ *     w.signal('SIGSTOP');
+ *     const fault = sweep.fault('SIGSTOP', w);       // when; conclude() works out which chunks w held then
  *     ...
  *     return sweep.conclude({ faults: [fault], duplicates: 0, takeoverBoundMs: sweep.staleBoundMs });
  *   });
+ *
+ * On a private broker (a restart, TLS) give FaultSweep.open an `access`
+ * (access.ts: the variables reaching it, its secrets); `sweep.defer()` adds
+ * clean-ups run once the workers have ended; Expectations.acceptExit lets a
+ * worker end with a clear error, Expectations.check adds checks on the
+ * aggregate. The pure checks (checkAggregate, chunksRedone, secretLeaks,
+ * placeholderReference) are exported for reuse.
  *
  * What conclude() measures, from sources the engine does not compute for it:
  * - the chunks a fault took out: those the worker's debug log says it
@@ -109,6 +117,8 @@ export class FaultWorker {
   killedWith: NodeJS.Signals | null = null;
   exit: { code: number | null; signal: string | null } | null = null;
   readonly ended: Promise<void>;
+  #parsed: LogLine[] = [];
+  #parsedUpTo = 0;
 
   constructor(id: string, label: string, process: TtgProcess) {
     this.id = id;
@@ -130,8 +140,15 @@ export class FaultWorker {
     return this.exit === null;
   }
 
+  /** Its stderr's complete lines so far, parsed (incrementally: scenarios poll this often). */
   lines(): LogLine[] {
-    return parseLogLines(this.process.stderr());
+    const text = this.process.stderr();
+    const end = text.lastIndexOf('\n') + 1;
+    if (end > this.#parsedUpTo) {
+      this.#parsed.push(...parseLogLines(text.slice(this.#parsedUpTo, end)));
+      this.#parsedUpTo = end;
+    }
+    return this.#parsed;
   }
 
   /** Sends `signal`; a SIGKILL is remembered as the scenario's doing. */
@@ -193,7 +210,7 @@ export interface SweepSpec {
   /** Default: a user with a password on the shared broker (access.ts). */
   access?: BrokerAccess;
   log: (line: string) => void;
-  /** How long conclude() waits for the workers to end before killing them (default 120 s). */
+  /** How long after open() conclude() waits for the workers to end before killing them (default 120 s). */
   workerTimeoutMs?: number;
 }
 
@@ -238,6 +255,7 @@ export class FaultSweep {
   readonly #harnessLines: string[] = [];
   readonly #incarnations = new Map<string, number>();
   readonly #cleanups: Array<() => Promise<void>> = [];
+  readonly #openedAt = Date.now();
   #closed = false;
 
   private constructor(spec: SweepSpec, prefix: string, access: BrokerAccess) {
@@ -382,7 +400,7 @@ export class FaultSweep {
   async conclude(exp: Expectations): Promise<FaultScenarioResult> {
     const failures = [...(exp.failures ?? [])];
     const notes = [...(exp.notes ?? [])];
-    const deadline = Date.now() + (this.spec.workerTimeoutMs ?? 120_000);
+    const deadline = this.#openedAt + (this.spec.workerTimeoutMs ?? 120_000);
     for (const w of this.workers) {
       const left = deadline - Date.now();
       let timer: NodeJS.Timeout | undefined;
@@ -391,7 +409,7 @@ export class FaultSweep {
         new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), Math.max(0, left)))),
       ]).finally(() => clearTimeout(timer));
       if (timedOut) {
-        failures.push(`${w.label} was still running ${this.spec.workerTimeoutMs ?? 120_000} ms after the sweep's start; killed`);
+        failures.push(`${w.label} was still running ${this.spec.workerTimeoutMs ?? 120_000} ms after the scenario began; killed`);
         w.process.child.kill('SIGCONT');
         w.process.child.kill('SIGKILL');
         await w.ended;
@@ -608,10 +626,6 @@ export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const mid = s.length >> 1;
   return s.length % 2 ? s[mid]! : Math.round((s[mid - 1]! + s[mid]!) / 2);
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 function tail(text: string, lines = 3): string {

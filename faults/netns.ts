@@ -77,10 +77,10 @@ async function removeLeftovers(): Promise<void> {
   }
 }
 
-/** A /24 under 10.71/16 that no interface here uses yet. */
-async function freeSubnet(): Promise<number> {
+/** A /24 under 10.71/16 that no interface here uses yet (`index` keeps this process's networks apart). */
+async function freeSubnet(index: number): Promise<number> {
   const used = await ip(['-o', 'addr', 'show']);
-  const start = (process.pid * 7 + labs * 13) % 250;
+  const start = (process.pid * 7 + index * 13) % 250;
   for (let k = 0; k < 250; k++) {
     const s = ((start + k) % 250) + 1;
     if (!used.includes(`10.71.${s}.`)) return s;
@@ -219,8 +219,9 @@ export async function hostNetwork(hosts: number, target: BrokerAddress): Promise
   let reason: string | null = process.env['TTG_FAULT_PARTITION'] === 'relay' ? 'TTG_FAULT_PARTITION=relay' : null;
   if (reason === null) {
     try {
+      const index = labs++;
       await removeLeftovers();
-      const lab = new NamespaceNetwork(`${process.pid.toString(36)}x${labs++}`, hosts, await freeSubnet());
+      const lab = new NamespaceNetwork(`${process.pid.toString(36)}x${index}`, hosts, await freeSubnet(index));
       try {
         await lab.build(target);
         return lab;

@@ -81,6 +81,10 @@ async function main(): Promise<number> {
   return failed > 0 ? 1 : 0;
 }
 
+// Ctrl-C: leave through process.exit, so the exit hooks delete the broker users made for the run.
+process.once('SIGINT', () => process.exit(130));
+process.once('SIGTERM', () => process.exit(143));
+
 main().then(
   (code) => {
     process.exitCode = code;

@@ -6,12 +6,12 @@
  * deleted afterwards.
  *
  * - Redis: an ACL user per sweep, limited to the sweep's keys and channels
- *   (`~<prefix>:* &<prefix>:* +@all`), removed by close().
+ *   (`~<prefix>:* &<prefix>:* +@all`), removed by close() (or, should the
+ *   process end before, by an exit hook).
  * - RabbitMQ: one user per process (`rabbitmqctl` takes most of a second
  *   per call), permissions on vhost `/`, removed by closeSharedAccess() (and,
- *   should the process end without it, by an exit hook). The URL asks for a
- *   1 s AMQP heartbeat, so a frozen or cut-off worker is noticed by the
- *   broker within seconds (the default is 15 s).
+ *   should the process end without it, by an exit hook). The URL names no
+ *   AMQP heartbeat: ttg's own choice (from STALE_THRESHOLD_MS) is under test.
  *
  * Scenarios on private brokers (broker restarts, TLS) make their own
  * BrokerAccess with the same shape.
@@ -39,9 +39,6 @@ export interface BrokerAccess {
   close(): Promise<void>;
 }
 
-/** The RabbitMQ AMQP heartbeat asked for by fault sweeps, in seconds (see the file comment). */
-export const FAULT_AMQP_HEARTBEAT_SECONDS = 1;
-
 function password(): string {
   // A marker a reader recognises in a leaked line, and 24 random hex digits.
   return `ttgsecret${randomBytes(12).toString('hex')}`;
@@ -63,6 +60,14 @@ export async function redisAccess(prefix: string): Promise<BrokerAccess> {
     admin.disconnect();
   }
   let closed = false;
+  const deleteAtExit = () => {
+    try {
+      execFileSync('redis-cli', ['-h', REDIS_HOST, '-p', String(REDIS_PORT), 'ACL', 'DELUSER', user], { stdio: 'ignore', timeout: 10_000 });
+    } catch {
+      // Nothing more can be done at exit; the user's name says where it came from.
+    }
+  };
+  process.once('exit', deleteAtExit);
   return {
     backend: 'redis',
     address: { host: REDIS_HOST, port: REDIS_PORT },
@@ -73,6 +78,7 @@ export async function redisAccess(prefix: string): Promise<BrokerAccess> {
     async close() {
       if (closed) return;
       closed = true;
+      process.removeListener('exit', deleteAtExit);
       const c = await redisAdmin();
       try {
         await c.call('ACL', 'DELUSER', user);
@@ -131,8 +137,7 @@ export async function rabbitAccess(): Promise<BrokerAccess> {
     backend: 'rabbitmq',
     address: { host: RABBIT_HOST, port: RABBIT_PORT },
     env: (via) => ({
-      AMQP_URL: `amqp://${made.user}:${encodeURIComponent(made.secret)}@${via?.host ?? RABBIT_HOST}:${via?.port ?? RABBIT_PORT}/%2F` +
-        `?heartbeat=${FAULT_AMQP_HEARTBEAT_SECONDS}`,
+      AMQP_URL: `amqp://${made.user}:${encodeURIComponent(made.secret)}@${via?.host ?? RABBIT_HOST}:${via?.port ?? RABBIT_PORT}/%2F`,
     }),
     secrets: secretForms(made.secret),
     // Shared by every sweep of the process: closeSharedAccess() removes it.

@@ -9,22 +9,23 @@
  * - it rejoins and keeps working (commits a chunk after it came back);
  * - the aggregate is exact, and every worker exits 0.
  *
- * Takeover bound: on Redis the stale threshold plus one check interval; on
- * RabbitMQ the broker's dead-peer detection (missed AMQP heartbeats, see
- * RABBIT_DEAD_PEER_MS), since it redelivers by itself and STALE_* play no part.
+ * Takeover bound: the stale threshold plus one check interval. On RabbitMQ,
+ * which redelivers by itself, that is how fast the broker must notice the
+ * silent connection (missed AMQP heartbeats: ttg asks for a third of the
+ * threshold), with a floor of 3 s: heartbeats are whole seconds, and the
+ * broker closes a connection after two to three silent ones.
  */
 import { waitFor } from '../../test/helpers.js';
-import { FAULT_AMQP_HEARTBEAT_SECONDS } from '../access.js';
 import type { FaultSweep, FaultWorker } from '../harness.js';
 import type { FaultScenarioResult } from '../types.js';
 
-/**
- * RabbitMQ looks at a connection's traffic once per heartbeat interval and
- * closes it after two silent looks (measured here: 2.2–2.9 s at 1 s), then
- * requeues its unacknowledged deliveries: the bound for a frozen or cut-off
- * RabbitMQ worker's chunks to be picked up is three intervals.
- */
-export const RABBIT_DEAD_PEER_MS = 3 * FAULT_AMQP_HEARTBEAT_SECONDS * 1000;
+/** The least a RabbitMQ takeover can take: two to three silent AMQP heartbeats of at least 1 s. */
+export const RABBIT_DEAD_PEER_FLOOR_MS = 3000;
+
+/** The takeover bound of a frozen or cut-off worker (see the file comment). */
+export function isolationBoundMs(sweep: FaultSweep): number {
+  return sweep.spec.backend === 'redis' ? sweep.staleBoundMs : Math.max(sweep.staleBoundMs, RABBIT_DEAD_PEER_FLOOR_MS);
+}
 
 /**
  * The isolated worker's chunks last 10× the others' (SIMULATE_WORK_MS 5 instead of 0.5 per parameter, 500 ms
@@ -64,7 +65,7 @@ export async function isolateOneWorker(sweep: FaultSweep, kind: string, workers:
   const pickedUp = (chunk: string) => others.some((w) => w.lines().some((l) =>
     l.ts > fault.at && (l.msg === `chunk ${chunk} started` || l.msg.startsWith(`FAULT RECOVERY: claimed chunk ${chunk} `) ||
       l.msg.startsWith(`FAULT RECOVERY: chunk ${chunk} `))));
-  const minAwayMs = Math.max(staleThresholdMs, backend === 'redis' ? sweep.staleBoundMs : RABBIT_DEAD_PEER_MS);
+  const minAwayMs = Math.max(staleThresholdMs, isolationBoundMs(sweep));
   const withResult = new Set<string>();
   let lastLook = 0;
   await waitFor(`the chunks ${victim.label} held (${held.join(', ')}) to be picked up by another worker`, async () => {
@@ -100,7 +101,7 @@ export async function isolateOneWorker(sweep: FaultSweep, kind: string, workers:
     // Redis: a refused completion publishes nothing. RabbitMQ: a result published in the instant before the cut
     // whose ack was lost comes back as a duplicate (counted once).
     duplicates: backend === 'redis' ? 0 : { min: 0, max: 'redone' },
-    takeoverBoundMs: backend === 'redis' ? sweep.staleBoundMs : RABBIT_DEAD_PEER_MS,
+    takeoverBoundMs: isolationBoundMs(sweep),
     // Taken over: the chunks it held are counted from other workers, and it was refused each one it finished late.
     check: (report) => {
       const counted = new Map(((report['chunks'] ?? []) as Array<{ chunk_id: string; worker_id: string }>).map((c) => [c.chunk_id, c.worker_id]));

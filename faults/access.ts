@@ -6,8 +6,9 @@
  * deleted afterwards.
  *
  * - Redis: an ACL user per sweep, limited to the sweep's keys and channels
- *   (`~<prefix>:* &<prefix>:* +@all`), removed by close() (or, should the
- *   process end before, by an exit hook).
+ *   and kept from the server-wide commands (`~<prefix>:* &<prefix>:* +@all
+ *   -@dangerous +info`: INFO is ioredis's ready check), removed by close()
+ *   (or, should the process end before, by an exit hook).
  * - RabbitMQ: one user per process (`rabbitmqctl` takes most of a second
  *   per call), permissions on vhost `/`, removed by closeSharedAccess() (and,
  *   should the process end without it, by an exit hook). The URL names no
@@ -55,7 +56,7 @@ export async function redisAccess(prefix: string): Promise<BrokerAccess> {
   const secret = password();
   const admin = await redisAdmin();
   try {
-    await admin.call('ACL', 'SETUSER', user, 'reset', 'on', `>${secret}`, `~${prefix}:*`, `&${prefix}:*`, '+@all');
+    await admin.call('ACL', 'SETUSER', user, 'reset', 'on', `>${secret}`, `~${prefix}:*`, `&${prefix}:*`, '+@all', '-@dangerous', '+info');
   } finally {
     admin.disconnect();
   }

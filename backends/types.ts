@@ -207,6 +207,11 @@ export interface BackendOptions<Connection = unknown> {
   prefetch: number;
   /** How long an unreachable or lost broker is retried before BrokerUnavailableError. */
   connectTimeoutSeconds: number;
+  /**
+   * STALE_THRESHOLD_MS: how long a worker may go silent before its chunks go to others. A broker that
+   * redelivers by itself (RabbitMQ) tunes its dead-consumer detection to it; absent, the backend's default.
+   */
+  staleThresholdMs?: number;
   log: Logger;
   connection: Connection;
 }

@@ -20,6 +20,7 @@ export function backendOptions<K extends QueueBackendName>(
     retryDelayMs: config.retryDelayMs,
     prefetch: config.prefetch,
     connectTimeoutSeconds: config.connectTimeoutSeconds,
+    staleThresholdMs: config.staleThresholdMs,
     log,
     connection: config.backends[name],
   };

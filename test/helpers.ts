@@ -115,9 +115,14 @@ export function assertEndedByItself(stderr: string, what: string): void {
   if (line) throw new Error(`${what} did not end by itself: ${line}`);
 }
 
-/** Starts `node dist/engine/cli.js <args>` with exactly `env`. */
-export function startTtg(args: string[], env: NodeJS.ProcessEnv): TtgProcess {
-  const child = spawn(process.execPath, ['--import', EXIT_SPY, CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * Starts `node dist/engine/cli.js <args>` with exactly `env`. `wrap` runs it through a
+ * command that execs it in the same process (e.g. `ip netns exec NS`), so signals reach node.
+ */
+export function startTtg(args: string[], env: NodeJS.ProcessEnv, opts: { wrap?: string[] } = {}): TtgProcess {
+  const argv = [process.execPath, '--import', EXIT_SPY, CLI, ...args];
+  const [command, ...rest] = [...(opts.wrap ?? []), ...argv];
+  const child = spawn(command!, rest, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stdout!.on('data', (b: Buffer) => (out += b.toString()));

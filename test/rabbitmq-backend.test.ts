@@ -16,6 +16,7 @@ import { backendOptions } from '../engine/backend.js';
 import { BrokerUnavailableError } from '../core/errors.js';
 import { silentLogger } from '../core/log.js';
 import { RabbitBackend, rabbitNames } from '../backends/rabbitmq/backend.js';
+import { heartbeatSeconds } from '../backends/rabbitmq/names.js';
 import type { ChunkResult, Delivery, SweepSettings } from '../backends/types.js';
 import { RABBIT_HOST, RABBIT_PORT, randomPrefix, requireRabbit, waitFor } from './helpers.js';
 import { TcpRelay } from './relay.js';
@@ -146,6 +147,31 @@ after(async () => {
     await cleaner.close();
   }
   await raw?.close().catch(() => {});
+});
+
+test('the AMQP heartbeat, as the broker sees it, is a third of STALE_THRESHOLD_MS (1 to 15 s) unless AMQP_URL names one', async () => {
+  await requireRabbit();
+  // A silent connection is closed after two to three heartbeats: its chunks come back within the threshold.
+  assert.deepEqual([1000, 5999, 6000, 9000, 45_000, 60_000, 600_000].map(heartbeatSeconds), [1, 1, 2, 3, 15, 15, 15]);
+  assert.equal(heartbeatSeconds(undefined), 15, 'no threshold given: the old default');
+  const cases: Array<[Record<string, string | number>, number]> = [
+    [{ STALE_THRESHOLD_MS: 1000 }, 1],
+    [{ STALE_THRESHOLD_MS: 9000 }, 3],
+    [{}, 15], // the default threshold, 60 s
+    [{ STALE_THRESHOLD_MS: 1000, AMQP_URL: `${RAW_URL}?heartbeat=7` }, 7],
+  ];
+  const prefixOf: string[] = [];
+  for (const [extra] of cases) {
+    const prefix = randomPrefix('rabbit-hb');
+    prefixOf.push(prefix);
+    await open(prefix, '0', extra).readSettings();
+  }
+  const connections = JSON.parse(rabbitmqctl('list_connections', 'client_properties', 'timeout', '--formatter', 'json')) as
+    Array<{ client_properties: Array<[string, string, unknown]>; timeout: number }>;
+  const timeoutOf = (prefix: string) => connections
+    .filter((c) => c.client_properties.some(([k, , v]) => k === 'connection_name' && String(v).startsWith(`ttg ${prefix} `)))
+    .map((c) => c.timeout);
+  cases.forEach(([extra, seconds], i) => assert.deepEqual(timeoutOf(prefixOf[i]!), [seconds], JSON.stringify(extra)));
 });
 
 test('ten workers initializing at once create the tasks exactly once, with unique consumer names', async () => {

@@ -7,13 +7,16 @@ import net from 'node:net';
 
 export class TcpRelay {
   readonly #target: { host: string; port: number };
+  readonly #listenHost: string;
   #server: net.Server | null = null;
   #sockets = new Set<net.Socket>();
   /** The relay's port: chosen by the first up(), kept by later ones. */
   port = 0;
 
-  constructor(targetHost: string, targetPort: number) {
+  /** `listenHost`: where clients reach the relay (another address than 127.0.0.1, e.g. a bridge that network namespaces route to). */
+  constructor(targetHost: string, targetPort: number, listenHost = '127.0.0.1') {
     this.#target = { host: targetHost, port: targetPort };
+    this.#listenHost = listenHost;
   }
 
   /** Starts accepting connections (again). */
@@ -35,7 +38,7 @@ export class TcpRelay {
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(this.port, '127.0.0.1', resolve);
+      server.listen(this.port, this.#listenHost, resolve);
     });
     this.port = (server.address() as net.AddressInfo).port;
     this.#server = server;

@@ -91,7 +91,7 @@ export class RabbitBackend implements QueueBackend {
     this.#names = rabbitNames(opts.queuePrefix);
     this.#consumerName = `worker-${opts.workerId}`;
     this.#session = new RabbitSession({
-      url: connectionUrl(opts.connection),
+      url: connectionUrl(opts.connection, opts.staleThresholdMs),
       address: opts.connection.address,
       connectTimeoutSeconds: opts.connectTimeoutSeconds,
       connectionName: () => `ttg ${opts.queuePrefix} ${this.#consumerName} ${opts.hostName}:${process.pid}`,

@@ -45,8 +45,8 @@ export const RABBIT_HEADERS = {
 
 export const STREAM: Options.AssertQueue = { durable: true, arguments: { 'x-queue-type': 'stream' } };
 export const JSON_TYPE = 'application/json';
-/** AMQP heartbeat (seconds) unless AMQP_URL sets one: a cut network is noticed within ~2 of these. */
-const HEARTBEAT_SECONDS = '15';
+/** Longest AMQP heartbeat asked for (seconds), and the one asked for when no stale threshold is given. */
+const MAX_HEARTBEAT_SECONDS = 15;
 /** Reasons and ids travel in headers, which must stay small (amqplib refuses tables over 64 KiB). */
 const MAX_HEADER_TEXT = 1000;
 
@@ -213,11 +213,21 @@ export function jsonObject(content: Buffer): Record<string, unknown> | null {
   }
 }
 
-/** The URL amqplib gets: AMQP_URL or the RABBITMQ_* parts, with a heartbeat unless it names one. */
-export function connectionUrl(connection: RabbitConnection): string {
+/**
+ * The AMQP heartbeat (seconds) for STALE_THRESHOLD_MS: the broker closes a silent connection after two
+ * to three heartbeats and requeues its chunks, so a third of the threshold (whole seconds, 1 to 15) makes
+ * a frozen or cut-off worker's chunks come back within the threshold, as Redis's stale recovery does.
+ */
+export function heartbeatSeconds(staleThresholdMs: number | undefined): number {
+  if (staleThresholdMs === undefined) return MAX_HEARTBEAT_SECONDS;
+  return Math.min(MAX_HEARTBEAT_SECONDS, Math.max(1, Math.floor(staleThresholdMs / 3000)));
+}
+
+/** The URL amqplib gets: AMQP_URL or the RABBITMQ_* parts, with a heartbeat (heartbeatSeconds) unless it names one. */
+export function connectionUrl(connection: RabbitConnection, staleThresholdMs?: number): string {
   try {
     const url = new URL(connection.url);
-    if (!url.searchParams.has('heartbeat')) url.searchParams.set('heartbeat', HEARTBEAT_SECONDS);
+    if (!url.searchParams.has('heartbeat')) url.searchParams.set('heartbeat', String(heartbeatSeconds(staleThresholdMs)));
     return url.toString();
   } catch {
     return connection.url;

@@ -336,30 +336,7 @@ export class RedisBackend implements QueueBackend {
   }
 
   async stats(): Promise<QueueStats> {
-    const k = this.#keys;
-    const link = await this.#links.commands();
-    const settings = await this.readSettings();
-    const [total, completed, dead, results, pending, ready, retrying] = await Promise.all([
-      this.#links.run(link, (c) => c.hget(k.meta, 'total_chunks')),
-      this.#links.run(link, (c) => c.hlen(k.done)),
-      this.#links.run(link, (c) => c.hlen(k.deadChunks)),
-      this.#links.run(link, (c) => c.xlen(k.results)),
-      this.#reader.pending(link),
-      this.#reader.ready(link),
-      this.#links.run(link, (c) => c.zcard(k.delayed)),
-    ]);
-    return {
-      settings,
-      totalChunks: total === null ? 0 : Number(total),
-      completedChunks: completed,
-      deadLettered: dead,
-      settledChunks: completed + dead,
-      ready,
-      inFlight: pending.count,
-      retrying,
-      results,
-      consumers: pending.consumers,
-    };
+    return this.#reader.stats(await this.#links.commands());
   }
 
   // ------------------------------------------------------------ internals: tasks

@@ -2,12 +2,14 @@
  * Reading a sweep's state from Redis without changing it: its settings,
  * results and dead letters (page by page, consuming nothing, so the
  * aggregate can be made again and again), and the group's pending and
- * ready counts for stats and hasOutstanding.
+ * ready counts, and the figures of stats().
  */
 import { SweepGoneError, TtgError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import { settingsFromRecord, unreadableSettingsMessage, type ChunkResult, type DeadLetter, type SweepSettings } from '../../core/sweep.js';
 import { parseResultFields, parseTaskFields } from '../messages.js';
+import type { Redis } from 'ioredis';
+import type { QueueStats } from '../types.js';
 import type { Link, RedisLinks } from './connection.js';
 import type { Keys } from './keys.js';
 import { entriesOf, fieldsOfLoose, isRedisError, pendingSummary, readGroupEntries, type StreamEntry } from './replies.js';
@@ -69,6 +71,34 @@ export class RedisReader {
   }
 
   /** XPENDING summary; an absent group (no sweep) holds nothing. */
+  /** The sweep's figures, in chunks (never entries): one read of each key, all at once. */
+  async stats(link: Link): Promise<QueueStats> {
+    const k = this.#keys;
+    const run = <T>(f: (c: Redis) => Promise<T>) => this.#links.run(link, f);
+    const [settings, total, completed, dead, results, pending, ready, retrying] = await Promise.all([
+      this.settings(),
+      run((c) => c.hget(k.meta, 'total_chunks')),
+      run((c) => c.hlen(k.done)),
+      run((c) => c.hlen(k.deadChunks)),
+      run((c) => c.xlen(k.results)),
+      this.pending(link),
+      this.ready(link),
+      run((c) => c.zcard(k.delayed)),
+    ]);
+    return {
+      settings,
+      totalChunks: total === null ? 0 : Number(total),
+      completedChunks: completed,
+      deadLettered: dead,
+      settledChunks: completed + dead,
+      ready,
+      inFlight: pending.count,
+      retrying,
+      results,
+      consumers: pending.consumers,
+    };
+  }
+
   async pending(link: Link): Promise<{ count: number; consumers: Record<string, number> }> {
     try {
       return pendingSummary(await this.#links.run(link, (c) => c.call('XPENDING', this.#keys.tasks, this.#keys.group)));

@@ -6,6 +6,7 @@ import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import assert from 'node:assert/strict';
+import type { ChunkResult, Delivery, QueueBackend } from '../backends/types.js';
 
 /** The package root (tests run from dist/test/). */
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -173,4 +174,26 @@ export async function waitFor<T>(what: string, probe: () => T | Promise<T>, time
 /** A non-empty list as a truthy value (for waitFor), else null. */
 export function nonEmpty<T>(list: T[]): T[] | null {
   return list.length > 0 ? list : null;
+}
+
+/**
+ * A result computed here from the chunk's range alone (the sum of the parameters, as if the kernel
+ * were the identity): what a backend stores and hands back, for backend tests no kernel takes part in.
+ */
+export function rangeResult(d: Delivery, workerId = 'w'): ChunkResult {
+  const t = d.task!;
+  const n = t.endParam - t.startParam;
+  const sum = ((t.startParam + t.endParam - 1) * n) / 2;
+  return {
+    chunkId: t.chunkId, workerId, status: 'completed', durationSeconds: 0.001, completedAt: new Date().toISOString(),
+    stats: { count: n, sum, min: t.startParam, max: t.endParam - 1, argmin: t.startParam, argmax: t.endParam - 1, avg: sum / n, partials: [sum] },
+  };
+}
+
+/** Takes until at least n deliveries came (or timeoutMs passed), 200 ms per take. */
+export async function takeAtLeast(backend: QueueBackend, n: number, timeoutMs = 10_000): Promise<Delivery[]> {
+  const got: Delivery[] = [];
+  const deadline = Date.now() + timeoutMs;
+  while (got.length < n && Date.now() < deadline) got.push(...(await backend.take(n - got.length, 200)));
+  return got;
 }

@@ -17,8 +17,8 @@ import { BrokerUnavailableError } from '../core/errors.js';
 import { silentLogger } from '../core/log.js';
 import { RabbitBackend, rabbitNames } from '../backends/rabbitmq/backend.js';
 import { heartbeatSeconds } from '../backends/rabbitmq/names.js';
-import type { ChunkResult, Delivery, SweepSettings } from '../backends/types.js';
-import { RABBIT_HOST, RABBIT_PORT, randomPrefix, requireRabbit, waitFor } from './helpers.js';
+import type { SweepSettings } from '../backends/types.js';
+import { RABBIT_HOST, RABBIT_PORT, randomPrefix, requireRabbit, waitFor, rangeResult, takeAtLeast } from './helpers.js';
 import { TcpRelay } from './relay.js';
 
 const RAW_URL = `amqp://guest:guest@${RABBIT_HOST}:${RABBIT_PORT}/`;
@@ -48,23 +48,6 @@ function open(prefix: string, workerId: string, extra: Record<string, string | n
 
 function settings(totalParams: number, chunkSize: number): SweepSettings {
   return { totalParams, chunkSize, kernel: 'placeholder' };
-}
-
-function resultFor(d: Delivery, workerId: string): ChunkResult {
-  const t = d.task!;
-  const n = t.endParam - t.startParam;
-  const sum = ((t.startParam + t.endParam - 1) * n) / 2;
-  return {
-    chunkId: t.chunkId, workerId, status: 'completed', durationSeconds: 0.001, completedAt: new Date().toISOString(),
-    stats: { count: n, sum, min: t.startParam, max: t.endParam - 1, argmin: t.startParam, argmax: t.endParam - 1, avg: sum / n, partials: [sum] },
-  };
-}
-
-async function takeAtLeast(backend: RabbitBackend, n: number, timeoutMs = 10_000): Promise<Delivery[]> {
-  const got: Delivery[] = [];
-  const deadline = Date.now() + timeoutMs;
-  while (got.length < n && Date.now() < deadline) got.push(...(await backend.take(n - got.length, 200)));
-  return got;
 }
 
 async function rawConnection(): Promise<ChannelModel> {
@@ -211,19 +194,19 @@ test('take and complete: the result is readable again and again, the task is gon
   assert.ok(first?.task);
   assert.equal(first.attempt, 0);
   assert.equal(first.recovered, false);
-  assert.equal(await w.complete(first, resultFor(first, 'w')), true);
-  assert.equal(await w.complete(first, resultFor(first, 'w')), false, 'a delivery is completed once');
+  assert.equal(await w.complete(first, rangeResult(first, 'w')), true);
+  assert.equal(await w.complete(first, rangeResult(first, 'w')), false, 'a delivery is completed once');
   const once = await w.readResults();
   assert.equal(once.length, 1);
   assert.equal(once[0]!.chunkId, first.chunkId);
-  assert.deepEqual(once[0]!.stats, resultFor(first, 'w').stats);
+  assert.deepEqual(once[0]!.stats, rangeResult(first, 'w').stats);
   assert.deepEqual(await w.readResults(), once, 'reading results consumes nothing');
   assert.equal(await w.isSettled(), false);
   assert.equal(await w.hasOutstanding(), true);
 
   const rest = await takeAtLeast(w, 2);
   assert.equal(rest.length, 2);
-  for (const d of rest) assert.equal(await w.complete(d, resultFor(d, 'w')), true);
+  for (const d of rest) assert.equal(await w.complete(d, rangeResult(d, 'w')), true);
   assert.deepEqual(await w.take(5, 300), [], 'completed chunks do not come back');
   const results = await w.readResults();
   assert.deepEqual(results.map((r) => r.chunkId).sort(), ['00000', '00001', '00002']);
@@ -263,7 +246,7 @@ test('the retry queue and the dead-letter stream as they look on the broker: hea
   let pending = await takeAtLeast(w, 5);
   assert.equal(pending.length, 5);
   const good = pending.find((d) => d.chunkId === '00001' && d.task !== null)!;
-  assert.equal(await w.complete(good, resultFor(good, 'w')), true);
+  assert.equal(await w.complete(good, rangeResult(good, 'w')), true);
   for (const d of pending.filter((x) => x.task === null)) assert.equal(await w.fail(d, d.malformed!), 'dead-lettered');
   pending = pending.filter((d) => d.chunkId === '00000' && d.task !== null);
   assert.equal(pending.length, 1);
@@ -311,20 +294,20 @@ test('results survive a reconnection; deliveries of the lost connection come bac
   const w = open(prefix, 'w', { PREFETCH: 1 });
   await w.init(settings(300, 100));
   const [first] = await takeAtLeast(w, 1);
-  assert.equal(await w.complete(first!, resultFor(first!, 'w')), true);
+  assert.equal(await w.complete(first!, rangeResult(first!, 'w')), true);
   const [second] = await takeAtLeast(w, 1);
   assert.ok(second);
 
   const reconnectsBefore = w.reconnects;
   assert.ok((await closeBrokerConnections(prefix)) >= 1, 'the backend\'s connection was found');
   await waitFor('the backend noticed the loss and reconnected', () => w.reconnects > reconnectsBefore, 10_000, 20);
-  assert.equal(await w.complete(second, resultFor(second, 'w')), false, 'a delivery of a lost connection is not ours any more');
+  assert.equal(await w.complete(second, rangeResult(second, 'w')), false, 'a delivery of a lost connection is not ours any more');
 
   // The backend reconnects by itself; the unacknowledged chunk is redelivered.
   const after = await takeAtLeast(w, 2);
   assert.deepEqual(after.map((d) => d.chunkId).sort(), ['00000', '00001', '00002'].filter((id) => id !== first!.chunkId));
   assert.equal(after.find((d) => d.chunkId === second.chunkId)?.recovered, true);
-  for (const d of after) assert.equal(await w.complete(d, resultFor(d, 'w')), true);
+  for (const d of after) assert.equal(await w.complete(d, rangeResult(d, 'w')), true);
   const results = await w.readResults();
   assert.deepEqual(results.map((r) => r.chunkId).sort(), ['00000', '00001', '00002'], 'the result from before the cut is still there');
   assert.equal(await w.isSettled(), true);
@@ -365,11 +348,11 @@ test('a network cut: the worker reconnects with backoff and carries on; cut for 
   await waitFor('the backend noticed the cut', () => w.connectionState === 'reconnecting', 10_000, 20);
   // The broker is unreachable meanwhile: the backend keeps retrying, and take() still returns in time.
   assert.deepEqual(await w.take(1, 300), []);
-  assert.equal(await w.complete(first, resultFor(first, 'w')), false, 'a delivery of the cut connection is not acknowledged');
+  assert.equal(await w.complete(first, rangeResult(first, 'w')), false, 'a delivery of the cut connection is not acknowledged');
   await relay.up();
   const all = await takeAtLeast(w, 3);
   assert.deepEqual(all.map((d) => d.chunkId).sort(), ['00000', '00001', '00002'], 'the unacknowledged chunk came back');
-  for (const d of all) assert.equal(await w.complete(d, resultFor(d, 'w')), true);
+  for (const d of all) assert.equal(await w.complete(d, rangeResult(d, 'w')), true);
   assert.equal((await w.readResults()).length, 3);
 
   await relay.down(); // for good
@@ -389,5 +372,5 @@ test('a network cut: the worker reconnects with backoff and carries on; cut for 
   assert.doesNotMatch(err.e.message, /guest@/);
   const waited = Date.now() - started;
   assert.ok(waited >= 1500 && waited < 10_000, `gave up after about CONNECT_TIMEOUT_SECONDS (${waited} ms)`);
-  await assert.rejects(w.complete(all[0]!, resultFor(all[0]!, 'w')), BrokerUnavailableError);
+  await assert.rejects(w.complete(all[0]!, rangeResult(all[0]!, 'w')), BrokerUnavailableError);
 });

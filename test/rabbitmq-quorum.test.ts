@@ -17,9 +17,9 @@ import { QueueLayoutError } from '../core/errors.js';
 import { silentLogger } from '../core/log.js';
 import { RabbitBackend, rabbitNames } from '../backends/rabbitmq/backend.js';
 import { TASK_DELIVERY_LIMIT } from '../backends/rabbitmq/names.js';
-import type { ChunkResult, Delivery, SweepSettings } from '../backends/types.js';
+import type { SweepSettings } from '../backends/types.js';
 import {
-  golden, lastJsonLine, RABBIT_HOST, RABBIT_PORT, randomPrefix, requireRabbit, runTtg, testEnv, waitFor,
+  golden, lastJsonLine, RABBIT_HOST, RABBIT_PORT, randomPrefix, requireRabbit, runTtg, testEnv, waitFor, rangeResult, takeAtLeast,
 } from './helpers.js';
 
 const RAW_URL = `amqp://guest:guest@${RABBIT_HOST}:${RABBIT_PORT}/`;
@@ -45,24 +45,6 @@ function open(prefix: string, workerId: string, extra: Record<string, string | n
 }
 
 const SETTINGS: SweepSettings = { totalParams: 300, chunkSize: 100, kernel: 'placeholder' };
-
-/** A result computed here from the chunk's range (the backend stores it; nothing checks the kernel). */
-function resultFor(d: Delivery): ChunkResult {
-  const t = d.task!;
-  const n = t.endParam - t.startParam;
-  const sum = ((t.startParam + t.endParam - 1) * n) / 2;
-  return {
-    chunkId: t.chunkId, workerId: 'w', status: 'completed', durationSeconds: 0.001, completedAt: new Date().toISOString(),
-    stats: { count: n, sum, min: t.startParam, max: t.endParam - 1, argmin: t.startParam, argmax: t.endParam - 1, avg: sum / n, partials: [sum] },
-  };
-}
-
-async function takeAtLeast(backend: RabbitBackend, n: number, timeoutMs = 10_000): Promise<Delivery[]> {
-  const got: Delivery[] = [];
-  const deadline = Date.now() + timeoutMs;
-  while (got.length < n && Date.now() < deadline) got.push(...(await backend.take(n - got.length, 200)));
-  return got;
-}
 
 async function rawConnection(): Promise<ChannelModel> {
   raw ??= await connect(RAW_URL);
@@ -170,7 +152,7 @@ test(`a chunk handed out more than ${TASK_DELIVERY_LIMIT} times unacknowledged g
   // The other chunks are intact; the sweep settles with one chunk dead-lettered, as on every backend.
   const rest = await takeAtLeast(w, 2);
   assert.deepEqual(rest.map((d) => d.chunkId).sort(), ['00000', '00002']);
-  for (const d of rest) assert.equal(await w.complete(d, resultFor(d)), true);
+  for (const d of rest) assert.equal(await w.complete(d, rangeResult(d)), true);
   assert.deepEqual(await w.take(5, 300), []);
   assert.equal(await w.isSettled(), true);
   const stats = await w.stats();

@@ -21,9 +21,9 @@ import { backendOptions } from '../engine/backend.js';
 import { BrokerUnavailableError } from '../core/errors.js';
 import { silentLogger } from '../core/log.js';
 import { RabbitBackend, rabbitNames } from '../backends/rabbitmq/backend.js';
-import type { ChunkResult, Delivery, SweepSettings } from '../backends/types.js';
+import type { SweepSettings } from '../backends/types.js';
 import { PrivateRabbit } from '../faults/private-brokers.js';
-import { randomPrefix } from './helpers.js';
+import { randomPrefix, rangeResult } from './helpers.js';
 
 const PORT = 7216;
 const SETTINGS: SweepSettings = { totalParams: 300, chunkSize: 100, kernel: 'placeholder' };
@@ -43,16 +43,6 @@ function open(prefix: string, workerId: string, connectTimeoutSeconds: number): 
   const backend = new RabbitBackend(backendOptions(loadConfig(env), 'rabbitmq', workerId, silentLogger));
   opened.push(backend);
   return backend;
-}
-
-function resultFor(d: Delivery): ChunkResult {
-  const t = d.task!;
-  const n = t.endParam - t.startParam;
-  const sum = ((t.startParam + t.endParam - 1) * n) / 2;
-  return {
-    chunkId: t.chunkId, workerId: 'w', status: 'completed', durationSeconds: 0.001, completedAt: new Date().toISOString(),
-    stats: { count: n, sum, min: t.startParam, max: t.endParam - 1, argmin: t.startParam, argmax: t.endParam - 1, avg: sum / n, partials: [sum] },
-  };
 }
 
 /** Fails (within `bound` ms) with BrokerUnavailableError naming a queue that is not running, after waiting about `atLeast` ms. */
@@ -79,7 +69,7 @@ test('a sweep whose streams do not run after a restart: readers and workers wait
   const worker = open(prefix, 'w', 25);
   await worker.init(SETTINGS);
   const [first] = await worker.take(1, 10_000);
-  assert.equal(await worker.complete(first!, resultFor(first!)), true);
+  assert.equal(await worker.complete(first!, rangeResult(first!)), true);
   const [held] = await worker.take(1, 10_000);
   assert.ok(held, 'a second chunk in hand when the broker dies');
 

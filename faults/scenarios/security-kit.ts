@@ -15,6 +15,7 @@ import { rabbitNames } from '../../backends/rabbitmq/names.js';
 import { minimalRabbitPermissions } from '../../backends/rabbitmq/refusals.js';
 import { makeTestCertificates, PrivateRabbit, type TestCertificates } from '../private-brokers.js';
 import type { FaultBackend, FaultRunOptions, FaultScenarioResult } from '../types.js';
+import { golden, type GoldenRange } from '../../test/helpers.js';
 
 /** The package root (this file runs as dist/faults/scenarios/security-kit.js). */
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -228,19 +229,9 @@ export async function checkRefusal(checks: Checks, c: RefusalCase): Promise<void
 // ---------------------------------------------------------------------------------------------
 // A whole sweep, checked against the golden reference
 
-interface Golden {
-  start: number;
-  end: number;
-  count: number;
-  sum: number;
-  min: number;
-  max: number;
-}
-
 /** The reference statistics of the placeholder kernel over [0, total) (test/fixtures/golden.json, from independent implementations). */
-export function goldenPlaceholder(total: number): Golden {
-  const all = JSON.parse(readFileSync(path.join(ROOT, 'test/fixtures/golden.json'), 'utf8')) as { placeholder: Golden[] };
-  const g = all.placeholder.find((r) => r.start === 0 && r.end === total);
+export function goldenPlaceholder(total: number): GoldenRange {
+  const g = golden().placeholder.find((r) => r.start === 0 && r.end === total);
   if (!g) throw new Error(`test/fixtures/golden.json has no placeholder range [0, ${total})`);
   return g;
 }

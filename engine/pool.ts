@@ -13,7 +13,8 @@
  */
 import { Piscina } from 'piscina';
 import type { KernelChoice, KernelImpl, SliceStats } from '../kernel/types.js';
-import type { BatchOutcome, SliceBatch, SliceOutcome, SliceTask } from './thread.js';
+import type { SliceBatch, SliceTask } from './thread.js';
+import { unpackBatch, type BatchOutcome, type SliceOutcome } from './batch-outcome.js';
 import { mergeSlices, sliceRange } from './stats.js';
 
 export interface KernelPoolOptions {
@@ -144,7 +145,8 @@ export class KernelPool {
     if (others.length) this.#runBatch(others);
     const ranges: number[] = [];
     for (const w of mine) ranges.push(w.start, w.end);
-    (this.#pool.run({ ...this.#taskBase(total), ranges }) as Promise<BatchOutcome>).then((outcomes) => {
+    (this.#pool.run({ ...this.#taskBase(total), ranges }) as Promise<BatchOutcome>).then((outcome) => {
+      const outcomes = unpackBatch(outcome, mine.length);
       let params = 0;
       let seconds = 0;
       mine.forEach((w, i) => {

@@ -10,6 +10,9 @@ import { createKernelRunner } from '../kernel/index.js';
 import type { KernelChoice, KernelImpl, KernelRunner, SliceStats, UserKernelSpec } from '../kernel/types.js';
 import { UserJsKernel } from '../kernel/user-js.js';
 import { UserWasmKernel, type UserKernelRunner } from '../kernel/user-wasm.js';
+import { packBatch, type BatchOutcome, type SliceOutcome } from './batch-outcome.js';
+
+export type { BatchOutcome, SliceOutcome } from './batch-outcome.js';
 
 export interface SliceTask {
   kernel: KernelChoice;
@@ -67,11 +70,6 @@ function busyWait(ms: number): void {
   }
 }
 
-/** A slice's statistics and the thread time it took (seconds). */
-export interface SliceOutcome extends SliceStats {
-  seconds: number;
-}
-
 function finish(task: SliceTask, t0: number, stats: SliceStats): SliceOutcome {
   if (task.simulateWorkMs > 0) busyWait(task.simulateWorkMs * (task.end - task.start));
   return { ...stats, seconds: (performance.now() - t0) / 1000 };
@@ -83,19 +81,37 @@ export interface SliceBatch extends Omit<SliceTask, 'start' | 'end'> {
   ranges: number[];
 }
 
-/** Per slice, its outcome or why it failed: one kernel error fails that slice only, not its batch neighbours. */
-export type BatchOutcome = Array<SliceOutcome | { error: string }>;
+export function runSlices(batch: SliceBatch): BatchOutcome | Promise<BatchOutcome> {
+  const { kernel } = batch;
+  // A built-in kernel runs synchronously: no await (a microtask) per slice. A user kernel waits for its load once.
+  if (typeof kernel === 'string') {
+    const runner = runnerFor(batch.impl);
+    return packSlices(batch, (start, end) => runner.sweep(kernel, start, end, batch.total));
+  }
+  return userRunnerFor(batch.impl, kernel).then(
+    (runner) => packSlices(batch, (start, end) => runner.sweep(start, end, batch.total)),
+    (err: unknown) => packSlices(batch, () => {
+      throw err;
+    }),
+  );
+}
 
-export async function runSlices(batch: SliceBatch): Promise<BatchOutcome> {
-  const out: BatchOutcome = [];
-  for (let i = 0; i + 1 < batch.ranges.length; i += 2) {
+function packSlices(batch: SliceBatch, sweep: (start: number, end: number) => SliceStats): BatchOutcome {
+  const slices = batch.ranges.length >> 1;
+  const rows: Array<SliceOutcome | { error: string }> = new Array(slices);
+  for (let i = 0; i < slices; i++) {
+    const start = batch.ranges[2 * i]!;
+    const end = batch.ranges[2 * i + 1]!;
+    const t0 = performance.now();
     try {
-      out.push(await runSlice({ ...batch, start: batch.ranges[i]!, end: batch.ranges[i + 1]! }));
+      const stats = sweep(start, end);
+      if (batch.simulateWorkMs > 0) busyWait(batch.simulateWorkMs * (end - start));
+      rows[i] = { ...stats, seconds: (performance.now() - t0) / 1000 };
     } catch (err) {
-      out.push({ error: err instanceof Error ? err.message : String(err) });
+      rows[i] = { error: err instanceof Error ? err.message : String(err) };
     }
   }
-  return out;
+  return packBatch(rows);
 }
 
 /**
@@ -104,7 +120,7 @@ export async function runSlices(batch: SliceBatch): Promise<BatchOutcome> {
  * start (one by require(), one by import()) trip an internal assertion of Node 20
  * (ERR_INTERNAL_ASSERTION "imported again after being required").
  */
-export default function runTask(task: SliceTask | SliceBatch): SliceOutcome | Promise<SliceOutcome> | Promise<BatchOutcome> {
+export default function runTask(task: SliceTask | SliceBatch): SliceOutcome | Promise<SliceOutcome> | BatchOutcome | Promise<BatchOutcome> {
   return 'ranges' in task ? runSlices(task) : runSlice(task);
 }
 

@@ -132,7 +132,7 @@ export class QueueWorker implements MetricsSource {
     const init = await backend.init({
       totalParams: config.totalParams, chunkSize: config.chunkSize, kernel: config.kernel,
       ...(config.kernelSha256 ? { kernelSha256: config.kernelSha256 } : {}),
-    });
+    }, { consumeWhileCreating: true });
     this.#initialized = true;
     this.#opts.metrics?.watch(this);
     log.info(init.created ? 'created the sweep\'s tasks' : 'joined the sweep', {

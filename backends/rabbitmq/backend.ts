@@ -41,7 +41,7 @@
  * naming the broker's address (never the URL, which holds the password).
  */
 import type {
-  BackendOptions, ChunkResult, ConnectionState, DeadLetter, Delivery, InitOutcome, QueueBackend, QueueStats, SweepSettings,
+  BackendOptions, ChunkResult, ConnectionState, DeadLetter, Delivery, InitOptions, InitOutcome, QueueBackend, QueueStats, SweepSettings,
 } from '../types.js';
 import { SweepGoneError, sweepGoneMessage, TtgError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
@@ -133,7 +133,7 @@ export class RabbitBackend implements QueueBackend {
 
   // ---------------------------------------------------------------- sweep
 
-  async init(settings: SweepSettings): Promise<InitOutcome> {
+  async init(settings: SweepSettings, options: InitOptions = {}): Promise<InitOutcome> {
     this.#assertUsable();
     this.#declareTopology = true;
     const totalChunks = chunkCount(settings);
@@ -143,7 +143,7 @@ export class RabbitBackend implements QueueBackend {
       try {
         // A connection opened before init() (readSettings, stats) has not declared anything yet.
         if (!s.declared) await this.#declare(s);
-        const created = await this.#creation.joinOrCreate(s, settings, this.#consumerName);
+        const created = await this.#creation.joinOrCreate(s, settings, this.#consumerName, options.consumeWhileCreating === true);
         if (created === null) {
           if (!waitLogged) this.#log.info('another worker is creating the sweep\'s tasks; waiting for it');
           waitLogged = true;
@@ -176,6 +176,8 @@ export class RabbitBackend implements QueueBackend {
     // A worker about to wait follows the results, so it is woken the moment the sweep settles.
     if (waitMs > 0 && !this.#settledSeen) {
       const link = this.#session.current;
+      // Out of tasks while the sweep's creation is unfinished: take it over if its creator is gone.
+      if (link && this.#creation.incomplete) void this.#creation.takeOverIfAbandoned(link, this.#settings);
       if (link) {
         this.#reader.follow(link, this.#settings, () => {
           this.#settledSeen = true;
@@ -279,8 +281,10 @@ export class RabbitBackend implements QueueBackend {
     return this.#session.withLink(async (s) => {
       const settings = this.#settings ?? (await this.#reader.settings(s));
       if (!settings) return false;
-      // Fast answer first: a task ready or waiting out its retry delay means not settled, without
+      // Settled as the followed results say (see take()): no round trip, once it is so. Otherwise the
+      // fast answer first: a task ready or waiting out its retry delay means not settled, without
       // reading the results stream to its quiet end (which takes a fraction of a second).
+      if (this.#settledSeen) return true;
       if (this.#consumer.buffered > 0) return false;
       if ((await this.#reader.queueInfo(s, this.#names.tasks)).messageCount > 0) return false;
       if ((await this.#reader.queueInfo(s, this.#names.retry)).messageCount > 0) return false;
@@ -297,7 +301,7 @@ export class RabbitBackend implements QueueBackend {
    */
   async hasOutstanding(): Promise<boolean> {
     if (await this.isSettled()) return false;
-    if (this.#consumer.buffered > 0) return true;
+    if (this.#consumer.buffered > 0 || this.#creation.incomplete) return true;
     return this.#session.withLink(async (s) => {
       const retry = await this.#reader.queueInfo(s, this.#names.retry);
       if (retry.messageCount > 0) return true;
@@ -363,6 +367,7 @@ export class RabbitBackend implements QueueBackend {
     this.#settings = null;
     this.#settledSeen = false;
     this.#reader.forget();
+    this.#creation.forget();
     this.#log.debug(`deleted the sweep's queues and exchanges (QUEUE_PREFIX=${this.#opts.queuePrefix})`);
   }
 

@@ -20,6 +20,12 @@ import type { Probe } from './http.js';
 
 /** Work in hand, in seconds of this worker's measured rate, when PREFETCH is unset: covers a take's round trip many times over. */
 const HOLD_SECONDS = 0.05;
+/**
+ * ...or, where committing takes longer (a loaded broker, RabbitMQ's stream confirms), this many
+ * commit latencies: while one batch is being committed and its replacements fetched, the threads
+ * have the next ones. Above 2 so that a worker held back by its own in-hand limit grows out of it.
+ */
+const HOLD_COMMITS = 4;
 /** Most chunks in hand when PREFETCH is unset, and most asked for in one take(). */
 const MAX_IN_HAND = 4096;
 
@@ -71,6 +77,8 @@ export class QueueWorker implements MetricsSource {
   #changed = deferred();
   /** When this worker first took chunks, for its rate (chunks done per second) that sizes the work in hand. */
   #firstTakeAt = 0;
+  /** Seconds from a chunk's result being ready to its commit being answered (moving average). */
+  #commitSeconds = 0;
 
   constructor(opts: QueueWorkerOptions) {
     this.#opts = opts;
@@ -237,15 +245,17 @@ export class QueueWorker implements MetricsSource {
   }
 
   /**
-   * Chunks to hold: PREFETCH when set; else HOLD_SECONDS of this worker's rate so far (chunks done
-   * per second since its first take), at least the default PREFETCH and at most MAX_IN_HAND.
+   * Chunks to hold: PREFETCH when set; else this worker's rate so far (chunks done per second since
+   * its first take) times HOLD_SECONDS or HOLD_COMMITS commit latencies, whichever is longer, at
+   * least the default PREFETCH and at most MAX_IN_HAND.
    */
   #inHandTarget(): number {
     const { config } = this.#opts;
     if (!config.prefetchAuto) return config.prefetch;
     const seconds = (performance.now() - this.#firstTakeAt) / 1000;
     const rate = this.#firstTakeAt > 0 && seconds > 0 ? (this.#chunksProcessed + this.#chunksFailed) / seconds : 0;
-    return Math.max(config.prefetch, Math.min(MAX_IN_HAND, Math.ceil(rate * HOLD_SECONDS)));
+    const hold = Math.max(HOLD_SECONDS, HOLD_COMMITS * this.#commitSeconds);
+    return Math.max(config.prefetch, Math.min(MAX_IN_HAND, Math.ceil(rate * hold)));
   }
 
   #startAll(deliveries: Delivery[]): void {
@@ -294,8 +304,11 @@ export class QueueWorker implements MetricsSource {
         stats: toChunkStats(stats),
       };
       let committed: boolean;
+      const ready = performance.now();
       try {
         committed = await backend.complete(delivery, result);
+        const took = (performance.now() - ready) / 1000;
+        this.#commitSeconds = this.#commitSeconds === 0 ? took : 0.9 * this.#commitSeconds + 0.1 * took;
       } catch (err) {
         if (err instanceof BrokerUnavailableError || err instanceof SweepGoneError) throw err;
         // The kernel did its part: a commit refused by a broker hiccup is no failure of the chunk

@@ -224,7 +224,8 @@ async function cmdWorker(args: string[]): Promise<number> {
       throw err;
     } finally {
       off();
-      await backend.close().catch(() => {});
+      // Everything closes at once: the last result is in, and the process ends when all of it is closed.
+      await Promise.all([backend.close().catch(() => {}), closeEndpoints(), pool.close().catch(() => {})]);
     }
   } finally {
     await closeEndpoints();

@@ -11,8 +11,18 @@ import type { KernelChoice, KernelImpl, KernelRunner, SliceStats, UserKernelSpec
 import { UserJsKernel } from '../kernel/user-js.js';
 import { UserWasmKernel, type UserKernelRunner } from '../kernel/user-wasm.js';
 import { packBatch, type BatchOutcome, type SliceOutcome } from './batch-outcome.js';
+import { workerData } from 'node:worker_threads';
+import { boundHeap } from './heap.js';
 
 export type { BatchOutcome, SliceOutcome } from './batch-outcome.js';
+
+/** What every thread of a pool is given at its start (Piscina's workerData). */
+export interface ThreadData {
+  boundHeap: boolean;
+}
+
+// After this thread's heap was set up, which put V8's growth factor back (engine/heap.ts).
+if ((workerData as ThreadData | undefined)?.boundHeap) boundHeap();
 
 export interface SliceTask {
   kernel: KernelChoice;

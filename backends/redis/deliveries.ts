@@ -6,7 +6,7 @@
  */
 import type { Logger } from '../../core/log.js';
 import type { ChunkResult, SweepSettings } from '../../core/sweep.js';
-import { parseTaskFields, resultFields } from '../messages.js';
+import { parseTaskFields, resultFieldList } from '../messages.js';
 import type { Delivery } from '../types.js';
 import type { RedisLinks } from './connection.js';
 import type { Keys } from './keys.js';
@@ -68,7 +68,7 @@ export async function toDeliveries(
 export async function sendCompletions(
   links: RedisLinks, k: Keys, consumer: string, prefix: string, log: Logger, items: Completion[],
 ): Promise<boolean[]> {
-  const chunks = items.map(({ entryId, chunkId, result }) => [entryId, chunkId, Object.entries(resultFields(result)).flat()]);
+  const chunks = items.map(({ entryId, chunkId, result }) => [entryId, chunkId, resultFieldList(result)]);
   const link = await links.commands();
   const codes = (await links.script(link, 'complete', [k.tasks, k.results, k.done, k.deadChunks, k.meta],
     [k.group, consumer, k.events, JSON.stringify(chunks)])) as unknown[];

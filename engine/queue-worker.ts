@@ -73,8 +73,10 @@ export class QueueWorker implements MetricsSource {
   #chunksFailed = 0;
   #chunksDeadLettered = 0;
   #started = performance.now();
-  /** Resolved (and replaced) whenever a chunk in hand is done: one wait for the loop, whatever is in hand. */
+  /** Resolved (and replaced) whenever a chunk in hand is computed or done: one wait for the loop, whatever is in hand. */
   #changed = deferred();
+  /** Chunks in hand handed to the threads and not yet computed. */
+  #computing = 0;
   /** When this worker first took chunks, for its rate (chunks done per second) that sizes the work in hand. */
   #firstTakeAt = 0;
   /** Seconds from a chunk's result being ready to its commit being answered (moving average). */
@@ -165,7 +167,11 @@ export class QueueWorker implements MetricsSource {
     try {
       while (!this.#stopping && this.#fatal === null) {
         const target = this.#inHandTarget();
-        let capacity = target - this.#inHand.size;
+        // Sized by time (PREFETCH unset), the target counts the chunks the threads have yet to compute:
+        // the next batch is taken while the last one is being committed, so the threads never wait
+        // for a commit and a take in a row. A PREFETCH given counts every chunk held.
+        const held = config.prefetchAuto ? this.#computing : this.#inHand.size;
+        let capacity = Math.min(target - held, MAX_IN_HAND - this.#inHand.size);
         if (capacity > 0 && Date.now() >= nextStaleCheck) {
           nextStaleCheck = Date.now() + staleEveryMs;
           const claimed = await backend.claimStale(capacity, config.staleThresholdMs);
@@ -270,11 +276,15 @@ export class QueueWorker implements MetricsSource {
   #start(delivery: Delivery): void {
     const work = this.#process(delivery).finally(() => {
       this.#inHand.delete(delivery);
-      const changed = this.#changed;
-      this.#changed = deferred();
-      changed.resolve();
+      this.#wake();
     });
     this.#inHand.set(delivery, work);
+  }
+
+  #wake(): void {
+    const changed = this.#changed;
+    this.#changed = deferred();
+    changed.resolve();
   }
 
   async #process(delivery: Delivery): Promise<void> {
@@ -289,7 +299,15 @@ export class QueueWorker implements MetricsSource {
       }
       const startedAt = new Date().toISOString();
       log.debug(`chunk ${task.chunkId} started`, { attempt: delivery.attempt });
-      const { stats, threadSeconds: durationSeconds } = await pool.runRange(task.startParam, task.endParam, task.totalParams);
+      this.#computing++;
+      let outcome: Awaited<ReturnType<KernelPool['runRange']>>;
+      try {
+        outcome = await pool.runRange(task.startParam, task.endParam, task.totalParams);
+      } finally {
+        this.#computing--;
+        this.#wake();
+      }
+      const { stats, threadSeconds: durationSeconds } = outcome;
       if (this.#aborted) return; // given back already: never commit after an abort
       const result: ChunkResult = {
         chunkId: task.chunkId,

@@ -4,12 +4,13 @@
  * task; the logic lives in kernel/. A user kernel's module (or its JS twin)
  * is loaded on the thread's first slice and kept: a kernel that traps or
  * returns NaN fails that slice with an error naming the parameter, and the
- * runner replaces its own instance, so the thread goes on.
+ * runner replaces its own instance, so the thread goes on. The user-kernel
+ * loaders (and node:crypto, for the module's hash) are imported only by a
+ * thread that runs one: a built-in kernel's thread starts without them.
  */
 import { createKernelRunner } from '../kernel/index.js';
 import type { KernelChoice, KernelImpl, KernelRunner, SliceStats, UserKernelSpec } from '../kernel/types.js';
-import { UserJsKernel } from '../kernel/user-js.js';
-import { UserWasmKernel, type UserKernelRunner } from '../kernel/user-wasm.js';
+import type { UserKernelRunner } from '../kernel/user-wasm.js';
 import { packBatch, type BatchOutcome, type SliceOutcome } from './batch-outcome.js';
 import { workerData } from 'node:worker_threads';
 import { boundHeap } from './heap.js';
@@ -62,8 +63,10 @@ function userRunnerFor(impl: KernelImpl, spec: UserKernelSpec): Promise<UserKern
 async function loadUserRunner(impl: KernelImpl, spec: UserKernelSpec): Promise<UserKernelRunner> {
   if (impl === 'js') {
     if (spec.jsPath === null) throw new Error(`kernel ${spec.name}: KERNEL_IMPL=js needs the kernel's JS twin (KERNEL_JS)`);
+    const { UserJsKernel } = await import('../kernel/user-js.js');
     return UserJsKernel.fromFile(spec.jsPath, spec.name);
   }
+  const { UserWasmKernel } = await import('../kernel/user-wasm.js');
   const kernel = UserWasmKernel.fromFile(spec.wasmPath, spec.name);
   // The sweep's settings hold the hash this worker checked; a file replaced since then is another kernel.
   if (kernel.sha256 !== spec.sha256) {

@@ -14,9 +14,10 @@
  *                  that are not chunks of the sweep,, the
  *                  original body with x-ttg-reason / x-ttg-attempts / x-ttg-worker headers
  *   p.results      stream: one entry per completed delivery (JSON, the Redis field names)
- *   p.meta         stream: the sweep's settings, written once by the creator
- *   p.meta.ready   exchange used as a flag: it exists once every task is
- *                  enqueued and p.meta holds the settings
+ *   p.meta         stream: the sweep's settings, written once by the creator,
+ *                  then how many tasks are in (see init-lock.ts)
+ *   p.meta.ready   exchange used as a flag: it exists once p.meta holds the
+ *                  settings; the tasks follow while workers consume
  *   p.init-lock    exclusive queue: the mutex of sweep creation
  *   p.consumers.<name>  exclusive queue per live worker: unique consumer names
  *

@@ -84,6 +84,11 @@ export class RabbitSession {
   #waiters = new Set<() => void>();
   /** Message ids of this session: a random prefix and a counter. */
   readonly #idPrefix = `${randomUUID().slice(0, 8)}.`;
+
+  /** What every message id this session publishes starts with (its own messages can be told apart). */
+  get messageIdPrefix(): string {
+    return this.#idPrefix;
+  }
   #published = 0;
   /** Whether a lost connection is reopened at once (a consuming worker) or on the next call. */
   reconnectEagerly = () => false;

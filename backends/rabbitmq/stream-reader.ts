@@ -86,6 +86,16 @@ function countResult(p: Progress, msg: ConsumeMessage, total: number): void {
   }
 }
 
+/** A result this session published (a well-formed result of a chunk it computed): counted from its header. */
+function countOwnResult(p: Progress, msg: ConsumeMessage, total: number): void {
+  p.results++;
+  const chunkId = headerText(headersOf(msg)[RABBIT_HEADERS.chunkId]);
+  if (chunkId !== undefined && chunkIndexOf(chunkId, total) !== null) {
+    p.done.add(chunkId);
+    p.settled.add(chunkId);
+  }
+}
+
 /**
  * Only a dead letter of the chunk's genuine task settles it: deadLetterOf parses with the sweep's
  * settings, so a task that is not exactly a chunk comes back null.
@@ -125,6 +135,7 @@ export class StreamReader {
   follow(s: Link, settings: SweepSettings, onSettled: () => void): Promise<void> {
     if (this.#following?.gen === s.gen) return Promise.resolve();
     const total = chunkCount(settings);
+    const own = this.#session.messageIdPrefix;
     const run = async (): Promise<void> => {
       if (this.#following?.gen === s.gen || s.lost) return;
       if (this.#progress.gen !== s.gen) this.#progress = freshProgress(s.gen);
@@ -155,7 +166,9 @@ export class StreamReader {
           if (stream === 'results') {
             if (offset === null || offset < p.resultsNext) return;
             p.resultsNext = offset + 1;
-            countResult(p, msg, total);
+            // This worker's own results need no reading: it wrote them, chunk id in the header.
+            if (typeof msg.properties.messageId === 'string' && msg.properties.messageId.startsWith(own)) countOwnResult(p, msg, total);
+            else countResult(p, msg, total);
           } else {
             if (offset === null || offset < p.deadNext) return;
             p.deadNext = offset + 1;

@@ -1,7 +1,7 @@
 /**
  * Peak resident memory of one `ttg worker` (Redis, THREADS=1, METRICS_PORT=0)
  * over sweeps of different sizes in chunks of 10,000, started as `./ttg`
- * starts it: is a worker's memory flat in the length of its sweep? The sizes
+ * starts it (plain `node`): is a worker's memory flat in the length of its sweep? The sizes
  * alternate run by run (the machine is shared); prints each run's peak RSS
  * (VmHWM, Linux) and the medians.
  *
@@ -13,8 +13,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../engine/cli.js');
-/** As ./ttg starts node (engine/heap.ts). */
-const NODE_FLAGS = ['--max-semi-space-size=2'];
+/** As ./ttg starts node: no flags (engine/heap.ts bounds the heap at run time). */
+const NODE_FLAGS: string[] = [];
 
 function arg(name: string, def: string): string {
   const a = process.argv.find((x) => x.startsWith(`--${name}=`));

@@ -1,6 +1,5 @@
 /**
- * The queue path as a user runs it: real `ttg worker` processes (2 × THREADS=1,
- * started as `./ttg` starts them)
+ * The queue path as a user runs it: real `ttg worker` processes (2 × THREADS=1)
  * against Redis and RabbitMQ, timed from spawn to the last exit and, from
  * the results' own timestamps, spawn → first chunk started and spawn → last
  * result; beside them BullMQ, the tool a user would pick instead, doing the
@@ -21,8 +20,6 @@ import { createBackend } from '../engine/backend.js';
 
 const DIST = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = path.join(DIST, 'engine/cli.js');
-/** Node's flags as `./ttg` and the image start a worker (engine/heap.ts). */
-const NODE_FLAGS = ['--max-semi-space-size=2'];
 const REDIS_HOST = process.env['REDIS_HOST'] ?? '127.0.0.1';
 const REDIS_PORT = process.env['REDIS_PORT'] ?? '6379';
 const RABBITMQ_HOST = process.env['RABBITMQ_HOST'] ?? '127.0.0.1';
@@ -95,7 +92,7 @@ async function ttgRun(backend: 'redis' | 'rabbitmq', totalParams: number, chunkS
   const run: QueueRun = { system: `ttg-${backend}`, totalParams, chunkSize, seconds: NaN, toLastResult: NaN };
   const t0 = Date.now();
   const children = Array.from({ length: workers }, (_, i) =>
-    spawn(process.execPath, [...NODE_FLAGS, CLI, 'worker'], { env: { ...env, WORKER_ID: String(i) }, stdio: ['ignore', 'ignore', 'pipe'] }));
+    spawn(process.execPath, [CLI, 'worker'], { env: { ...env, WORKER_ID: String(i) }, stdio: ['ignore', 'ignore', 'pipe'] }));
   const stderr: string[] = children.map(() => '');
   children.forEach((c, i) => c.stderr!.on('data', (b: Buffer) => (stderr[i] += b.toString())));
   const codes = await Promise.all(children.map(exited));

@@ -24,7 +24,7 @@ function arg(name: string, def: string): string {
 }
 
 function sweep(threads: number, params: string, chunk: string): number {
-  const out = spawnSync(process.execPath, ['--max-semi-space-size=2', CLI, 'run', '--workers', '1', '--json'], {
+  const out = spawnSync(process.execPath, [CLI, 'run', '--workers', '1', '--json'], {
     env: {
       PATH: process.env['PATH'], HOME: process.env['HOME'], KERNEL: 'mandelbrot', TOTAL_PARAMS: params, CHUNK_SIZE: chunk,
       THREADS: String(threads), METRICS_PORT: '0', LOG_LEVEL: 'warn',

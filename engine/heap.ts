@@ -8,16 +8,16 @@
  * and promoted garbage piles up in the old generation until V8's limit (about
  * three times the live size) calls a major collection. A 100M-parameter sweep
  * peaked ~25 MB above a 10M one. The heap's sizes can only be given when node
- * starts: `./ttg`, `npm start` and the image (NODE_OPTIONS) start it with
- * `--max-semi-space-size=2`. Started without (`node dist/engine/cli.js`), two
- * flags still work, read as the heap runs: a growth factor of 1 keeps the
- * young generation at the size it reached while the modules loaded, and the
- * old generation grows by 20% between major collections (both ways). V8 puts a growth factor below 2 back to 2 whenever it sets up
- * a new heap, that is at every pool thread's start, so the pool's threads set
- * them once their own heap is up (engine/thread.ts), and the last one to
- * start leaves them set for the whole process (V8's flags are process-wide).
- * The price: more frequent collections, measurable only where chunks are
- * tiny and many (docs/bench/queue-path-log.md).
+ * starts (`--max-semi-space-size` makes every start ~30 ms slower: the modules
+ * load through a small young generation), but two flags are read as the heap
+ * runs: a growth factor of 1 keeps the young generation at the size it has
+ * reached, and the old generation grows by 20% between major collections. V8
+ * puts a growth factor below 2 back to 2 whenever it sets up a heap, that is
+ * at every pool thread's start, so the pool's threads set them once their own
+ * heap is up (engine/thread.ts), and the last one to start leaves them set for
+ * the whole process (V8's flags are process-wide). The price: more frequent
+ * collections, measurable only where chunks are tiny and many
+ * (docs/bench/queue-path-log.md).
  */
 import v8 from 'node:v8';
 

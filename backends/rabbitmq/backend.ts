@@ -175,10 +175,11 @@ export class RabbitBackend implements QueueBackend {
     this.#assertUsable();
     if (!this.#joined || this.#settings === null) throw new Error('take() called before init()');
     // A worker about to wait follows the results, so it is woken the moment the sweep settles.
+    // Until the sweep's creation is known finished, look now and then whether it was abandoned (init-lock.ts).
+    const current = this.#session.current;
+    if (current && this.#creation.incomplete && !this.#settledSeen) void this.#creation.takeOverIfAbandoned(current, this.#settings);
     if (waitMs > 0 && !this.#settledSeen) {
       const link = this.#session.current;
-      // Out of tasks while the sweep's creation is unfinished: take it over if its creator is gone.
-      if (link && this.#creation.incomplete) void this.#creation.takeOverIfAbandoned(link, this.#settings);
       if (link) {
         this.#reader.follow(link, this.#settings, () => {
           this.#settledSeen = true;
@@ -282,9 +283,8 @@ export class RabbitBackend implements QueueBackend {
     return this.#session.withLink(async (s) => {
       const settings = this.#settings ?? (await this.#reader.settings(s));
       if (!settings) return false;
-      // Settled as the followed results say (see take()): no round trip, once it is so. Otherwise the
-      // fast answer first: a task ready or waiting out its retry delay means not settled, without
-      // reading the results stream to its quiet end (which takes a fraction of a second).
+      // Settled as the followed results say (see take()), or the fast answer: a task ready or waiting
+      // out its retry delay means not settled, without reading the results stream to its quiet end.
       if (this.#settledSeen) return true;
       if (this.#consumer.buffered > 0) return false;
       if ((await this.#reader.queueInfo(s, this.#names.tasks)).messageCount > 0) return false;

@@ -14,8 +14,8 @@
  * batch is confirmed appends `{"ttg_tasks_created": N}` to `<p>.meta`: tasks
  * [0, N) are in the queue. A creator that dies leaves the count where it
  * stopped and the lock free; whoever finds the count short of the total and
- * can take the lock (a worker joining, or one that runs out of tasks)
- * publishes the rest. Tasks of the batch the creator was confirming when it
+ * can take the lock (a worker joining, or one taking tasks, which looks
+ * every half second until the count is complete) publishes the rest. Tasks of the batch the creator was confirming when it
  * died may then be enqueued twice: such a chunk is computed twice and
  * counted once, as any chunk delivered twice.
  *
@@ -39,7 +39,7 @@ const PUBLISH_BATCH = 2000;
 const TASKS_FOLLOW = 'tasks_follow';
 /** A `<p>.meta` entry: tasks [0, N) are confirmed in the task queue. */
 const CREATED = 'ttg_tasks_created';
-/** How often a worker waiting for tasks looks whether a sweep's creation was abandoned. */
+/** How often a worker looks whether a sweep's creation is finished, or was abandoned. */
 const ABANDONED_CHECK_MS = 500;
 
 export class SweepCreation {
@@ -81,7 +81,7 @@ export class SweepCreation {
     const existing = await this.#reader.settings(s);
     if (existing) {
       this.#join(existing, settings);
-      // A caller that waits gets every task; one that consumes at once looks when it runs out (takeOverIfAbandoned).
+      // A caller that waits gets every task; one that consumes at once looks as it takes (takeOverIfAbandoned).
       if (!background) await this.#finishIfAbandoned(s, settings, false);
       return false;
     }
@@ -101,9 +101,10 @@ export class SweepCreation {
   }
 
   /**
-   * For a worker about to wait for tasks: at most every ABANDONED_CHECK_MS,
-   * if the sweep's creation is not known complete, publishes the tasks its
-   * creator left unpublished (when the creator is gone). Never throws.
+   * For a worker taking tasks: at most every ABANDONED_CHECK_MS, if the
+   * sweep's creation is not known complete, looks whether it is, and
+   * publishes the tasks its creator left unpublished when the creator is
+   * gone. Never throws.
    */
   async takeOverIfAbandoned(s: Link, settings: SweepSettings): Promise<void> {
     if (this.#complete || this.#running || Date.now() < this.#nextCheck) return;

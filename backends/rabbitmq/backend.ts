@@ -217,7 +217,9 @@ export class RabbitBackend implements QueueBackend {
       }
       return false;
     }
-    return this.#consumer.settle(h, link, 'ack');
+    if (!this.#consumer.settle(h, link, 'ack')) return false;
+    this.#reader.noteCommitted(link, result.chunkId);
+    return true;
   }
 
   async fail(delivery: Delivery, reason: string): Promise<FailOutcome> {
@@ -289,8 +291,7 @@ export class RabbitBackend implements QueueBackend {
       if (this.#consumer.buffered > 0) return false;
       if ((await this.#reader.queueInfo(s, this.#names.tasks)).messageCount > 0) return false;
       if ((await this.#reader.queueInfo(s, this.#names.retry)).messageCount > 0) return false;
-      const p = await this.#reader.poll(s, settings, true);
-      return p.settled.size >= chunkCount(settings);
+      return (await this.#reader.poll(s, settings, true)).settled.size >= chunkCount(settings);
     });
   }
 
@@ -376,8 +377,8 @@ export class RabbitBackend implements QueueBackend {
     if (this.#closed) return;
     this.#closed = true;
     this.#joined = false;
-    // Closing the consumer's channel first hands its unacknowledged chunks back at once.
-    await this.#session.close((link) => this.#consumer.stop(link));
+    // Closing the connection hands the unacknowledged chunks back at once (the acks due go out first).
+    await this.#session.close((link) => this.#consumer.stop(link, true));
     this.#consumer.wanted = false;
   }
 

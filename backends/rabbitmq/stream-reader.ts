@@ -112,7 +112,7 @@ export class StreamReader {
   #progress: Progress = freshProgress(0);
   #progressChain: Promise<unknown> = Promise.resolve();
   /** The channel following the streams on connection `gen`, if any (see follow()). */
-  #following: { gen: number; closing: () => void } | null = null;
+  #following: { gen: number; closing: () => void; committed: (chunkId: string) => void } | null = null;
 
   constructor(session: RabbitSession, names: Names, prefix: string) {
     this.#session = session;
@@ -141,15 +141,21 @@ export class StreamReader {
       if (this.#progress.gen !== s.gen) this.#progress = freshProgress(s.gen);
       const p = this.#progress;
       const ch = await this.#session.openChannel(s);
-      const following = { gen: s.gen, closing: () => void ch.close().catch(() => {}) };
+      const settledNow = () => {
+        if (p.settled.size >= total) onSettled();
+      };
+      const committed = (chunkId: string) => {
+        if (chunkIndexOf(chunkId, total) === null) return;
+        p.done.add(chunkId);
+        p.settled.add(chunkId);
+        settledNow();
+      };
+      const following = { gen: s.gen, closing: () => void ch.close().catch(() => {}), committed };
       this.#following = following;
       ch.on('close', () => {
         if (this.#following === following) this.#following = null;
       });
       await ch.prefetch(STREAM_PREFETCH);
-      const settledNow = () => {
-        if (p.settled.size >= total) onSettled();
-      };
       // Acks give the stream its credit back: one for many (`allUpTo`, every entry here is read at
       // once), well within the prefetch, saves a frame and a socket write per result.
       let unacked = 0;
@@ -186,6 +192,14 @@ export class StreamReader {
     const next = this.#progressChain.then(run, run);
     this.#progressChain = next.catch(() => {});
     return next;
+  }
+
+  /**
+   * A result this worker just had confirmed: counted at once while following, so the worker that
+   * settles the last chunk knows it without waiting for the stream to bring its own result back.
+   */
+  noteCommitted(s: Link, chunkId: string): void {
+    if (this.#following?.gen === s.gen) this.#following.committed(chunkId);
   }
 
   /** The sweep's settings, or null when there is no sweep (no ready flag). */

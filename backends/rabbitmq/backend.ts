@@ -377,8 +377,8 @@ export class RabbitBackend implements QueueBackend {
     if (this.#closed) return;
     this.#closed = true;
     this.#joined = false;
-    // Closing the connection hands the unacknowledged chunks back at once (the acks due go out first).
-    await this.#session.close((link) => this.#consumer.stop(link, true));
+    // Closing the consumer's channel first hands its unacknowledged chunks back at once.
+    await this.#session.close((link) => this.#consumer.stop(link));
     this.#consumer.wanted = false;
   }
 

@@ -225,10 +225,10 @@ export class TaskConsumer {
 
   /**
    * Stops consuming on `link` for good (reset, close): closing the channel hands unacknowledged
-   * chunks back at once. `closingConnection`: the connection is closed next, which does the same
-   * (one round trip fewer on the way out).
+   * chunks back at once. (Closing the connection alone would too, but its close frame may overtake
+   * the acks still queued on this channel: those chunks would be handed out and computed again.)
    */
-  async stop(link: Link | null, closingConnection = false): Promise<void> {
+  async stop(link: Link | null): Promise<void> {
     this.wanted = false;
     this.#buffer = [];
     if (!link) return;
@@ -237,6 +237,6 @@ export class TaskConsumer {
     link.consumerTag = null;
     // Acks still due go out first (closing would hand those chunks back); frames leave in order.
     if (this.#flushScheduled && this.#unacked?.channel === consumer) this.#flushAcks();
-    if (consumer && !closingConnection) await consumer.close().catch(() => {});
+    if (consumer) await consumer.close().catch(() => {});
   }
 }

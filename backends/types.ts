@@ -32,6 +32,17 @@ export interface Delivery {
   readonly handle: unknown;
 }
 
+export interface InitOptions {
+  /**
+   * The caller starts taking at once: a backend whose creation of the tasks
+   * takes long (RabbitMQ: one confirmed message per task) may return before
+   * every task is in the queue and go on adding them meanwhile; until they
+   * are all in, hasOutstanding() is true. Unset, init() returns once every
+   * task is there.
+   */
+  consumeWhileCreating?: boolean;
+}
+
 export interface InitOutcome {
   /** True when this call created the sweep's tasks (the first worker to arrive). */
   created: boolean;
@@ -109,7 +120,7 @@ export interface QueueBackend {
    * Throws SettingsMismatchError naming the difference when the queue holds
    * another sweep.
    */
-  init(settings: SweepSettings): Promise<InitOutcome>;
+  init(settings: SweepSettings, options?: InitOptions): Promise<InitOutcome>;
 
   /** Up to `max` new deliveries; waits at most `waitMs` for the first one. */
   take(max: number, waitMs: number): Promise<Delivery[]>;

@@ -10,9 +10,7 @@ import { createLogger, LOG_LEVELS, redact, type Logger, type LogLevel } from '..
 import { KernelPool } from './pool.js';
 import { QueueWorker } from './queue-worker.js';
 import type { AggregateReport } from './aggregate.js';
-import { commandHelp, usage } from './help.js';
 import { withResolvedKernel } from './user-kernel.js';
-import { RunProgress } from './run-progress.js';
 import type { WebMonitor } from './web-monitor.js';
 import { createBackend } from './backend.js';
 import type { QueueBackend, SweepSettings } from '../backends/types.js';
@@ -20,7 +18,6 @@ import { chunkIdOf } from '../core/sweep.js';
 import type { WorkerMetrics } from './metrics.js';
 import type { Probe } from './http.js';
 import { existsSync, readFileSync } from 'node:fs';
-import { text as readStream } from 'node:stream/consumers';
 
 const VERSION: string = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version;
 
@@ -29,10 +26,11 @@ const EXIT_INCOMPLETE = 3;
 
 /**
  * What only some commands need is loaded when they run, so `ttg worker` starts
- * without the monitor, the aggregator, the kernel compiler or prom-client
- * (when METRICS_PORT=0).
+ * without the monitor, the aggregator, the help texts, the kernel compiler or
+ * prom-client (when METRICS_PORT=0).
  */
 const aggregate = () => import('./aggregate.js');
+const help = () => import('./help.js');
 
 /** Prints the report; its exit status says whether the sweep is complete. */
 async function printReport(report: AggregateReport, json: boolean): Promise<number> {
@@ -168,7 +166,7 @@ async function cmdWorker(args: string[]): Promise<number> {
   const log = logger(config, `worker-${config.workerId}`);
   for (const warning of misspeltVariableWarnings()) log.warn(warning);
   log.info(`starting: ${describeSettings(config)}`);
-  const pool = new KernelPool({ threads: config.threads, kernel, impl: config.kernelImpl, simulateWorkMs: config.simulateWorkMs });
+  const pool = new KernelPool({ threads: config.threads, kernel, impl: config.kernelImpl, simulateWorkMs: config.simulateWorkMs, boundHeap: true });
   let probes = () => ({ health: { ok: true, detail: 'starting' }, ready: STARTING });
   const { metrics, close: closeEndpoints } = await serveEndpoints(config, log, config.useQueue ? 'queue' : 'static', () => probes());
   try {
@@ -225,7 +223,8 @@ async function cmdWorker(args: string[]): Promise<number> {
       throw err;
     } finally {
       off();
-      await backend.close().catch(() => {});
+      // Everything closes at once: the last result is in, and the process ends when all of it is closed.
+      await Promise.all([backend.close().catch(() => {}), closeEndpoints(), pool.close().catch(() => {})]);
     }
   } finally {
     await closeEndpoints();
@@ -263,7 +262,7 @@ async function cmdRun(args: string[]): Promise<number> {
   for (const warning of misspeltVariableWarnings()) log.warn(warning);
   log.info(`starting ${workers} workers: ${describeSettings(base)}`);
 
-  const pool = new KernelPool({ threads: base.threads, kernel, impl: base.kernelImpl, simulateWorkMs: base.simulateWorkMs });
+  const pool = new KernelPool({ threads: base.threads, kernel, impl: base.kernelImpl, simulateWorkMs: base.simulateWorkMs, boundHeap: true });
   let probes = () => ({ health: { ok: true, detail: 'starting' }, ready: STARTING });
   const { metrics, close: closeEndpoints } = await serveEndpoints(base, log, 'queue', () => probes());
   const reader = await createBackend({ config: base, workerId: 'run', log });
@@ -294,7 +293,7 @@ async function cmdRun(args: string[]): Promise<number> {
     let processed = 0;
     // The live line goes to stderr (stdout carries the report); --json asks for nothing but the object.
     const progress = flags['json'] ? null
-      : new RunProgress(loops.map((l) => l.worker), Math.ceil(base.totalParams / base.chunkSize));
+      : new (await import('./run-progress.js')).RunProgress(loops.map((l) => l.worker), Math.ceil(base.totalParams / base.chunkSize));
     try {
       const summaries = await Promise.all(loops.map((l) => l.worker.run()));
       for (const s of summaries) log.debug('worker summary', { ...s });
@@ -357,7 +356,10 @@ async function cmdAggregate(args: string[]): Promise<number> {
   if (isStatic) {
     const summaries = [];
     const { staticSummariesIn, buildStaticReport } = await aggregate();
-    if (files.length === 0) summaries.push(...staticSummariesIn(await readStream(process.stdin), 'stdin'));
+    if (files.length === 0) {
+      const { text: readStream } = await import('node:stream/consumers');
+      summaries.push(...staticSummariesIn(await readStream(process.stdin), 'stdin'));
+    }
     for (const file of files) {
       let text: string;
       try {
@@ -573,6 +575,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
     const topic = command === 'help' ? args[0] : undefined;
+    const { commandHelp, usage } = await help();
     if (topic !== undefined) {
       const text = commandHelp(topic);
       if (text === null) {
@@ -587,11 +590,11 @@ export async function main(argv: string[]): Promise<number> {
   }
   const run = COMMANDS[command];
   if (!run) {
-    process.stderr.write(`ttg: unknown command "${command}"\n${usage()}\n`);
+    process.stderr.write(`ttg: unknown command "${command}"\n${(await help()).usage()}\n`);
     return 2;
   }
   if (args.includes('--help') || args.includes('-h')) {
-    process.stdout.write(commandHelp(command)! + '\n');
+    process.stdout.write((await help()).commandHelp(command)! + '\n');
     return 0;
   }
   try {

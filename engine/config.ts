@@ -176,7 +176,8 @@ export function misspeltVariableWarnings(env: Env = process.env): string[] {
 
 /** The sweep's settings in one line, for the start-up log: no credentials (broker addresses never carry them). */
 export function describeSettings(config: Config): string {
-  const n = (x: number) => x.toLocaleString('en-US');
+  // Grouped by hand: the first toLocaleString of a process loads ICU's data, ~15 ms of every worker's start.
+  const n = (x: number) => String(x).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
   const where = config.useQueue
     ? `queue mode on ${config.queueBackend}${brokerAddress(config)}, QUEUE_PREFIX=${config.queuePrefix}`
     : `static mode, worker ${config.workerId} of ${config.totalWorkers}`;

@@ -13,7 +13,8 @@
  */
 import { Piscina } from 'piscina';
 import type { KernelChoice, KernelImpl, SliceStats } from '../kernel/types.js';
-import type { BatchOutcome, SliceBatch, SliceOutcome, SliceTask } from './thread.js';
+import type { SliceBatch, SliceTask, ThreadData } from './thread.js';
+import { unpackBatch, type BatchOutcome, type SliceOutcome } from './batch-outcome.js';
 import { mergeSlices, sliceRange } from './stats.js';
 
 export interface KernelPoolOptions {
@@ -22,6 +23,8 @@ export interface KernelPoolOptions {
   kernel: KernelChoice;
   impl: KernelImpl;
   simulateWorkMs?: number;
+  /** Bound the process's heap once the threads are up (engine/heap.ts): the long-running commands ask for it. */
+  boundHeap?: boolean;
 }
 
 export interface RangeOutcome {
@@ -56,13 +59,14 @@ export class KernelPool {
     if (!Number.isInteger(opts.threads) || opts.threads < 1) {
       throw new RangeError('threads must be a positive integer');
     }
-    this.#opts = { simulateWorkMs: 0, ...opts };
+    this.#opts = { simulateWorkMs: 0, boundHeap: false, ...opts };
     this.#pool = new Piscina<SliceTask | SliceBatch, SliceOutcome | BatchOutcome>({
       filename: new URL('./thread.js', import.meta.url).href,
       minThreads: opts.threads,
       maxThreads: opts.threads,
       // Threads stay for the whole sweep: each holds a compiled kernel instance.
       idleTimeout: 60 * 60 * 1000,
+      workerData: { boundHeap: this.#opts.boundHeap } satisfies ThreadData,
     });
   }
 
@@ -144,7 +148,8 @@ export class KernelPool {
     if (others.length) this.#runBatch(others);
     const ranges: number[] = [];
     for (const w of mine) ranges.push(w.start, w.end);
-    (this.#pool.run({ ...this.#taskBase(total), ranges }) as Promise<BatchOutcome>).then((outcomes) => {
+    (this.#pool.run({ ...this.#taskBase(total), ranges }) as Promise<BatchOutcome>).then((outcome) => {
+      const outcomes = unpackBatch(outcome, mine.length);
       let params = 0;
       let seconds = 0;
       mine.forEach((w, i) => {

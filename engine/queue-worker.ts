@@ -20,6 +20,12 @@ import type { Probe } from './http.js';
 
 /** Work in hand, in seconds of this worker's measured rate, when PREFETCH is unset: covers a take's round trip many times over. */
 const HOLD_SECONDS = 0.05;
+/**
+ * ...or, where committing takes longer (a loaded broker, RabbitMQ's stream confirms), this many
+ * commit latencies: while one batch is being committed and its replacements fetched, the threads
+ * have the next ones. Above 2 so that a worker held back by its own in-hand limit grows out of it.
+ */
+const HOLD_COMMITS = 4;
 /** Most chunks in hand when PREFETCH is unset, and most asked for in one take(). */
 const MAX_IN_HAND = 4096;
 
@@ -67,10 +73,14 @@ export class QueueWorker implements MetricsSource {
   #chunksFailed = 0;
   #chunksDeadLettered = 0;
   #started = performance.now();
-  /** Resolved (and replaced) whenever a chunk in hand is done: one wait for the loop, whatever is in hand. */
+  /** Resolved (and replaced) whenever a chunk in hand is computed or done: one wait for the loop, whatever is in hand. */
   #changed = deferred();
+  /** Chunks in hand handed to the threads and not yet computed. */
+  #computing = 0;
   /** When this worker first took chunks, for its rate (chunks done per second) that sizes the work in hand. */
   #firstTakeAt = 0;
+  /** Seconds from a chunk's result being ready to its commit being answered (moving average). */
+  #commitSeconds = 0;
 
   constructor(opts: QueueWorkerOptions) {
     this.#opts = opts;
@@ -132,7 +142,7 @@ export class QueueWorker implements MetricsSource {
     const init = await backend.init({
       totalParams: config.totalParams, chunkSize: config.chunkSize, kernel: config.kernel,
       ...(config.kernelSha256 ? { kernelSha256: config.kernelSha256 } : {}),
-    });
+    }, { consumeWhileCreating: true });
     this.#initialized = true;
     this.#opts.metrics?.watch(this);
     log.info(init.created ? 'created the sweep\'s tasks' : 'joined the sweep', {
@@ -161,7 +171,11 @@ export class QueueWorker implements MetricsSource {
     try {
       while (!this.#stopping && this.#fatal === null) {
         const target = this.#inHandTarget();
-        let capacity = target - this.#inHand.size;
+        // Sized by time (PREFETCH unset), the target counts the chunks the threads have yet to compute:
+        // the next batch is taken while the last one is being committed, so the threads never wait
+        // for a commit and a take in a row. A PREFETCH given counts every chunk held.
+        const held = config.prefetchAuto ? this.#computing : this.#inHand.size;
+        let capacity = Math.min(target - held, MAX_IN_HAND - this.#inHand.size);
         if (capacity > 0 && Date.now() >= nextStaleCheck) {
           nextStaleCheck = Date.now() + staleEveryMs;
           const claimed = await backend.claimStale(capacity, config.staleThresholdMs);
@@ -247,15 +261,17 @@ export class QueueWorker implements MetricsSource {
   }
 
   /**
-   * Chunks to hold: PREFETCH when set; else HOLD_SECONDS of this worker's rate so far (chunks done
-   * per second since its first take), at least the default PREFETCH and at most MAX_IN_HAND.
+   * Chunks to hold: PREFETCH when set; else this worker's rate so far (chunks done per second since
+   * its first take) times HOLD_SECONDS or HOLD_COMMITS commit latencies, whichever is longer, at
+   * least the default PREFETCH and at most MAX_IN_HAND.
    */
   #inHandTarget(): number {
     const { config } = this.#opts;
     if (!config.prefetchAuto) return config.prefetch;
     const seconds = (performance.now() - this.#firstTakeAt) / 1000;
     const rate = this.#firstTakeAt > 0 && seconds > 0 ? (this.#chunksProcessed + this.#chunksFailed) / seconds : 0;
-    return Math.max(config.prefetch, Math.min(MAX_IN_HAND, Math.ceil(rate * HOLD_SECONDS)));
+    const hold = Math.max(HOLD_SECONDS, HOLD_COMMITS * this.#commitSeconds);
+    return Math.max(config.prefetch, Math.min(MAX_IN_HAND, Math.ceil(rate * hold)));
   }
 
   #startAll(deliveries: Delivery[]): void {
@@ -270,11 +286,15 @@ export class QueueWorker implements MetricsSource {
   #start(delivery: Delivery): void {
     const work = this.#process(delivery).finally(() => {
       this.#inHand.delete(delivery);
-      const changed = this.#changed;
-      this.#changed = deferred();
-      changed.resolve();
+      this.#wake();
     });
     this.#inHand.set(delivery, work);
+  }
+
+  #wake(): void {
+    const changed = this.#changed;
+    this.#changed = deferred();
+    changed.resolve();
   }
 
   async #process(delivery: Delivery): Promise<void> {
@@ -289,7 +309,15 @@ export class QueueWorker implements MetricsSource {
       }
       const startedAt = new Date().toISOString();
       log.debug(`chunk ${task.chunkId} started`, { attempt: delivery.attempt });
-      const { stats, threadSeconds: durationSeconds } = await pool.runRange(task.startParam, task.endParam, task.totalParams);
+      this.#computing++;
+      let outcome: Awaited<ReturnType<KernelPool['runRange']>>;
+      try {
+        outcome = await pool.runRange(task.startParam, task.endParam, task.totalParams);
+      } finally {
+        this.#computing--;
+        this.#wake();
+      }
+      const { stats, threadSeconds: durationSeconds } = outcome;
       if (this.#aborted) return; // given back already: never commit after an abort
       const result: ChunkResult = {
         chunkId: task.chunkId,
@@ -306,8 +334,11 @@ export class QueueWorker implements MetricsSource {
         stats: toChunkStats(stats),
       };
       let committed: boolean;
+      const ready = performance.now();
       try {
         committed = await backend.complete(delivery, result);
+        const took = (performance.now() - ready) / 1000;
+        this.#commitSeconds = this.#commitSeconds === 0 ? took : 0.9 * this.#commitSeconds + 0.1 * took;
       } catch (err) {
         if (err instanceof BrokerUnavailableError || err instanceof SweepGoneError) throw err;
         // The kernel did its part: a commit refused by a broker hiccup is no failure of the chunk

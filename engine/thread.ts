@@ -4,12 +4,26 @@
  * task; the logic lives in kernel/. A user kernel's module (or its JS twin)
  * is loaded on the thread's first slice and kept: a kernel that traps or
  * returns NaN fails that slice with an error naming the parameter, and the
- * runner replaces its own instance, so the thread goes on.
+ * runner replaces its own instance, so the thread goes on. The user-kernel
+ * loaders (and node:crypto, for the module's hash) are imported only by a
+ * thread that runs one: a built-in kernel's thread starts without them.
  */
 import { createKernelRunner } from '../kernel/index.js';
 import type { KernelChoice, KernelImpl, KernelRunner, SliceStats, UserKernelSpec } from '../kernel/types.js';
-import { UserJsKernel } from '../kernel/user-js.js';
-import { UserWasmKernel, type UserKernelRunner } from '../kernel/user-wasm.js';
+import type { UserKernelRunner } from '../kernel/user-wasm.js';
+import { packBatch, type BatchOutcome, type SliceOutcome } from './batch-outcome.js';
+import { workerData } from 'node:worker_threads';
+import { boundHeap } from './heap.js';
+
+export type { BatchOutcome, SliceOutcome } from './batch-outcome.js';
+
+/** What every thread of a pool is given at its start (Piscina's workerData). */
+export interface ThreadData {
+  boundHeap: boolean;
+}
+
+// After this thread's heap was set up, which put V8's growth factor back (engine/heap.ts).
+if ((workerData as ThreadData | undefined)?.boundHeap) boundHeap();
 
 export interface SliceTask {
   kernel: KernelChoice;
@@ -49,8 +63,10 @@ function userRunnerFor(impl: KernelImpl, spec: UserKernelSpec): Promise<UserKern
 async function loadUserRunner(impl: KernelImpl, spec: UserKernelSpec): Promise<UserKernelRunner> {
   if (impl === 'js') {
     if (spec.jsPath === null) throw new Error(`kernel ${spec.name}: KERNEL_IMPL=js needs the kernel's JS twin (KERNEL_JS)`);
+    const { UserJsKernel } = await import('../kernel/user-js.js');
     return UserJsKernel.fromFile(spec.jsPath, spec.name);
   }
+  const { UserWasmKernel } = await import('../kernel/user-wasm.js');
   const kernel = UserWasmKernel.fromFile(spec.wasmPath, spec.name);
   // The sweep's settings hold the hash this worker checked; a file replaced since then is another kernel.
   if (kernel.sha256 !== spec.sha256) {
@@ -67,11 +83,6 @@ function busyWait(ms: number): void {
   }
 }
 
-/** A slice's statistics and the thread time it took (seconds). */
-export interface SliceOutcome extends SliceStats {
-  seconds: number;
-}
-
 function finish(task: SliceTask, t0: number, stats: SliceStats): SliceOutcome {
   if (task.simulateWorkMs > 0) busyWait(task.simulateWorkMs * (task.end - task.start));
   return { ...stats, seconds: (performance.now() - t0) / 1000 };
@@ -83,19 +94,37 @@ export interface SliceBatch extends Omit<SliceTask, 'start' | 'end'> {
   ranges: number[];
 }
 
-/** Per slice, its outcome or why it failed: one kernel error fails that slice only, not its batch neighbours. */
-export type BatchOutcome = Array<SliceOutcome | { error: string }>;
+export function runSlices(batch: SliceBatch): BatchOutcome | Promise<BatchOutcome> {
+  const { kernel } = batch;
+  // A built-in kernel runs synchronously: no await (a microtask) per slice. A user kernel waits for its load once.
+  if (typeof kernel === 'string') {
+    const runner = runnerFor(batch.impl);
+    return packSlices(batch, (start, end) => runner.sweep(kernel, start, end, batch.total));
+  }
+  return userRunnerFor(batch.impl, kernel).then(
+    (runner) => packSlices(batch, (start, end) => runner.sweep(start, end, batch.total)),
+    (err: unknown) => packSlices(batch, () => {
+      throw err;
+    }),
+  );
+}
 
-export async function runSlices(batch: SliceBatch): Promise<BatchOutcome> {
-  const out: BatchOutcome = [];
-  for (let i = 0; i + 1 < batch.ranges.length; i += 2) {
+function packSlices(batch: SliceBatch, sweep: (start: number, end: number) => SliceStats): BatchOutcome {
+  const slices = batch.ranges.length >> 1;
+  const rows: Array<SliceOutcome | { error: string }> = new Array(slices);
+  for (let i = 0; i < slices; i++) {
+    const start = batch.ranges[2 * i]!;
+    const end = batch.ranges[2 * i + 1]!;
+    const t0 = performance.now();
     try {
-      out.push(await runSlice({ ...batch, start: batch.ranges[i]!, end: batch.ranges[i + 1]! }));
+      const stats = sweep(start, end);
+      if (batch.simulateWorkMs > 0) busyWait(batch.simulateWorkMs * (end - start));
+      rows[i] = { ...stats, seconds: (performance.now() - t0) / 1000 };
     } catch (err) {
-      out.push({ error: err instanceof Error ? err.message : String(err) });
+      rows[i] = { error: err instanceof Error ? err.message : String(err) };
     }
   }
-  return out;
+  return packBatch(rows);
 }
 
 /**
@@ -104,7 +133,7 @@ export async function runSlices(batch: SliceBatch): Promise<BatchOutcome> {
  * start (one by require(), one by import()) trip an internal assertion of Node 20
  * (ERR_INTERNAL_ASSERTION "imported again after being required").
  */
-export default function runTask(task: SliceTask | SliceBatch): SliceOutcome | Promise<SliceOutcome> | Promise<BatchOutcome> {
+export default function runTask(task: SliceTask | SliceBatch): SliceOutcome | Promise<SliceOutcome> | BatchOutcome | Promise<BatchOutcome> {
   return 'ranges' in task ? runSlices(task) : runSlice(task);
 }
 

@@ -14,9 +14,10 @@
  *                  that are not chunks of the sweep,, the
  *                  original body with x-ttg-reason / x-ttg-attempts / x-ttg-worker headers
  *   p.results      stream: one entry per completed delivery (JSON, the Redis field names)
- *   p.meta         stream: the sweep's settings, written once by the creator
- *   p.meta.ready   exchange used as a flag: it exists once every task is
- *                  enqueued and p.meta holds the settings
+ *   p.meta         stream: the sweep's settings, written once by the creator,
+ *                  then how many tasks are in (see init-lock.ts)
+ *   p.meta.ready   exchange used as a flag: it exists once p.meta holds the
+ *                  settings; the tasks follow while workers consume
  *   p.init-lock    exclusive queue: the mutex of sweep creation
  *   p.consumers.<name>  exclusive queue per live worker: unique consumer names
  *   p.redrives, p.redrive-lock, p.joined  re-drives of dead letters and who joined (redrive.ts)
@@ -40,8 +41,8 @@
  * naming the broker's address (never the URL, which holds the password).
  */
 import type {
-  BackendOptions, ChunkResult, ConnectionState, ConsumerRecord, DeadLetter, Delivery, InitOutcome, QueueBackend, QueueStats,
-  RedriveOutcome, SweepSettings,
+  BackendOptions, ChunkResult, ConnectionState, ConsumerRecord, DeadLetter, Delivery, InitOptions, InitOutcome, QueueBackend,
+  QueueStats, RedriveOutcome, SweepSettings,
 } from '../types.js';
 import { SweepGoneError, sweepGoneMessage, TtgError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
@@ -137,7 +138,7 @@ export class RabbitBackend implements QueueBackend {
 
   // ---------------------------------------------------------------- sweep
 
-  async init(settings: SweepSettings): Promise<InitOutcome> {
+  async init(settings: SweepSettings, options: InitOptions = {}): Promise<InitOutcome> {
     this.#assertUsable();
     this.#declareTopology = true;
     const totalChunks = chunkCount(settings);
@@ -147,7 +148,7 @@ export class RabbitBackend implements QueueBackend {
       try {
         // A connection opened before init() (readSettings, stats) has not declared anything yet.
         if (!s.declared) await this.#declare(s);
-        const created = await this.#creation.joinOrCreate(s, settings, this.#consumerName);
+        const created = await this.#creation.joinOrCreate(s, settings, this.#consumerName, options.consumeWhileCreating === true);
         if (created === null) {
           if (!waitLogged) this.#log.info('another worker is creating the sweep\'s tasks; waiting for it');
           waitLogged = true;
@@ -181,6 +182,9 @@ export class RabbitBackend implements QueueBackend {
     this.#assertUsable();
     if (!this.#joined || this.#settings === null) throw new Error('take() called before init()');
     // A worker about to wait follows the results, so it is woken the moment the sweep settles.
+    // Until the sweep's creation is known finished, look now and then whether it was abandoned (init-lock.ts).
+    const current = this.#session.current;
+    if (current && this.#creation.incomplete && !this.#settledSeen) void this.#creation.takeOverIfAbandoned(current, this.#settings);
     if (waitMs > 0 && !this.#settledSeen) {
       const link = this.#session.current;
       if (link) {
@@ -220,7 +224,9 @@ export class RabbitBackend implements QueueBackend {
       }
       return false;
     }
-    return this.#consumer.settle(h, link, 'ack');
+    if (!this.#consumer.settle(h, link, 'ack')) return false;
+    this.#reader.noteCommitted(link, result.chunkId);
+    return true;
   }
 
   async fail(delivery: Delivery, reason: string): Promise<FailOutcome> {
@@ -286,13 +292,16 @@ export class RabbitBackend implements QueueBackend {
     return this.#session.withLink(async (s) => {
       const settings = this.#settings ?? (await this.#reader.settings(s));
       if (!settings) return false;
-      // Fast answer first: a task ready or waiting out its retry delay means not settled, without
-      // reading the results stream to its quiet end (which takes a fraction of a second).
-      if (this.#consumer.buffered > 0) return false;
-      if ((await this.#reader.queueInfo(s, this.#names.tasks)).messageCount > 0) return false;
-      if ((await this.#reader.queueInfo(s, this.#names.retry)).messageCount > 0) return false;
-      const p = await this.#reader.poll(s, settings, true);
-      return p.settled.size >= chunkCount(settings);
+      // Settled as the followed results say (see take()), or the fast answer: a task ready or waiting
+      // out its retry delay means not settled, without reading the results stream to its quiet end.
+      // Only when every chunk has a result: one settled by a dead letter may be re-driven since.
+      if (this.#settledSeen && this.#reader.allDone(s, chunkCount(settings))) return true;
+      const settled = this.#consumer.buffered === 0
+        && (await this.#reader.queueInfo(s, this.#names.tasks)).messageCount === 0
+        && (await this.#reader.queueInfo(s, this.#names.retry)).messageCount === 0
+        && (await this.#reader.poll(s, settings, true)).settled.size >= chunkCount(settings);
+      if (!settled) this.#settledSeen = false; // re-driven: take() waits for work again
+      return settled;
     });
   }
 
@@ -304,7 +313,7 @@ export class RabbitBackend implements QueueBackend {
    */
   async hasOutstanding(): Promise<boolean> {
     if (await this.isSettled()) return false;
-    if (this.#consumer.buffered > 0) return true;
+    if (this.#consumer.buffered > 0 || this.#creation.incomplete) return true;
     return this.#session.withLink(async (s) => {
       const retry = await this.#reader.queueInfo(s, this.#names.retry);
       if (retry.messageCount > 0) return true;
@@ -359,6 +368,7 @@ export class RabbitBackend implements QueueBackend {
     this.#settings = null;
     this.#settledSeen = false;
     this.#reader.forget();
+    this.#creation.forget();
     this.#log.debug(`deleted the sweep's queues and exchanges (QUEUE_PREFIX=${this.#opts.queuePrefix})`);
   }
 

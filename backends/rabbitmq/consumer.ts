@@ -8,6 +8,14 @@
  * it, so complete() and fail() answer false / 'not-owner' for it. release()
  * cancels the consumer before handing chunks back, or the broker would give
  * them straight back to this worker.
+ *
+ * Acknowledgements leave once per turn of the event loop, not one frame per
+ * chunk: the deliveries completed in that turn that form a contiguous run
+ * from the oldest unsettled one are acknowledged with one `multiple` ack of
+ * the run's last tag; completed ones beyond a gap (a chunk still being
+ * computed) are acknowledged one by one, so that no delivery is ever
+ * acknowledged before its own result was confirmed and the prefetch window
+ * never waits on a slow chunk.
  */
 import type { Channel, ConsumeMessage } from 'amqplib';
 import type { Logger } from '../../core/log.js';
@@ -17,6 +25,8 @@ import { SessionLostError, type Link, type RabbitSession } from './session.js';
 /** What Delivery.handle holds: the message and the connection it came on. */
 export class TaskHandle {
   settled = false;
+  /** Settled by an ack that has not been sent yet (see TaskConsumer#flushAcks). */
+  ackDue = false;
   constructor(
     readonly owner: TaskConsumer,
     readonly gen: number,
@@ -31,6 +41,9 @@ export class TaskConsumer {
   readonly #tag: (link: Link, prefetch: number) => string;
   /** Messages delivered and not yet handed out by take(). */
   #buffer: TaskHandle[] = [];
+  /** Deliveries of the consumer channel not yet acknowledged to the broker, in delivery-tag order. */
+  #unacked: { channel: Channel; handles: TaskHandle[] } | null = null;
+  #flushScheduled = false;
   /** Set by the first take(): (re)connections start the consumer. */
   wanted = false;
   /**
@@ -112,7 +125,10 @@ export class TaskConsumer {
           return;
         }
         if (link.lost || link.consumer !== channel) return; // the broker redelivers it
-        this.#buffer.push(new TaskHandle(this, link.gen, msg));
+        const handle = new TaskHandle(this, link.gen, msg);
+        if (this.#unacked?.channel !== channel) this.#unacked = { channel, handles: [] };
+        this.#unacked.handles.push(handle);
+        this.#buffer.push(handle);
         this.#session.wake();
       }, { consumerTag: this.#tag(link, want) });
       link.consumerTag = consumerTag;
@@ -136,12 +152,50 @@ export class TaskConsumer {
   settle(h: TaskHandle, link: Link, how: 'ack' | 'requeue'): boolean {
     if (h.settled || link.lost || this.#session.current !== link || !link.consumer || link.gen !== h.gen) return false;
     try {
-      if (how === 'ack') link.consumer.ack(h.msg);
-      else link.consumer.nack(h.msg, false, true);
+      if (how === 'ack') {
+        h.ackDue = true;
+        this.#scheduleAcks();
+      } else {
+        link.consumer.nack(h.msg, false, true);
+      }
       h.settled = true;
       return true;
     } catch {
       return false;
+    }
+  }
+
+  #scheduleAcks(): void {
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    // After the current turn's microtasks: every completion confirmed in this turn shares the frame.
+    process.nextTick(() => {
+      this.#flushScheduled = false;
+      this.#flushAcks();
+    });
+  }
+
+  /** Sends the acks due: one `multiple` ack for the settled run at the front, single acks past its first gap. */
+  #flushAcks(): void {
+    const state = this.#unacked;
+    if (!state) return;
+    const { channel, handles } = state;
+    let last: TaskHandle | null = null;
+    let n = 0;
+    while (n < handles.length && handles[n]!.settled) {
+      if (handles[n]!.ackDue) last = handles[n]!;
+      n++;
+    }
+    const beyond = handles.slice(n).filter((h) => h.ackDue);
+    state.handles = handles.slice(n).filter((h) => !h.ackDue);
+    try {
+      // A multiple ack of tag T acknowledges every unacknowledged delivery up to T on the channel:
+      // all of those are settled here (acked now, or nacked already), none is still being computed.
+      if (last) channel.ack(last.msg, true);
+      for (const h of beyond) channel.ack(h.msg);
+    } catch (err) {
+      // The channel is gone: the broker hands these chunks out again (their results are in: counted once).
+      this.#log.debug(`could not acknowledge deliveries (${describe(err)}); the broker redelivers them`);
     }
   }
 
@@ -169,7 +223,11 @@ export class TaskConsumer {
     }
   }
 
-  /** Stops consuming on `link` for good (reset, close): closing the channel hands unacknowledged chunks back at once. */
+  /**
+   * Stops consuming on `link` for good (reset, close): closing the channel hands unacknowledged
+   * chunks back at once. (Closing the connection alone would too, but its close frame may overtake
+   * the acks still queued on this channel: those chunks would be handed out and computed again.)
+   */
   async stop(link: Link | null): Promise<void> {
     this.wanted = false;
     this.#buffer = [];
@@ -177,6 +235,8 @@ export class TaskConsumer {
     const consumer = link.consumer;
     link.consumer = null;
     link.consumerTag = null;
+    // Acks still due go out first (closing would hand those chunks back); frames leave in order.
+    if (this.#flushScheduled && this.#unacked?.channel === consumer) this.#flushAcks();
     if (consumer) await consumer.close().catch(() => {});
   }
 }

@@ -78,6 +78,16 @@ export function countResult(p: Progress, msg: ConsumeMessage, total: number): vo
   }
 }
 
+/** A result this session published (a well-formed result of a chunk it computed): counted from its header. */
+export function countOwnResult(p: Progress, msg: ConsumeMessage, total: number): void {
+  p.results++;
+  const chunkId = headerText(headersOf(msg)[RABBIT_HEADERS.chunkId]);
+  if (chunkId !== undefined && chunkIndexOf(chunkId, total) !== null) {
+    p.done.add(chunkId);
+    p.settled.add(chunkId);
+  }
+}
+
 /**
  * Only a dead letter of the chunk's genuine task settles it: deadLetterOf parses with the sweep's
  * settings, so a task that is not exactly a chunk comes back null.

@@ -22,6 +22,7 @@ import { backoffDelay } from '../../core/backoff.js';
 import { BrokerUnavailableError, TtgError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import { describe, errorCode } from './names.js';
+import { coalesceWrites } from './coalesce.js';
 
 /** The connection (or a channel the session depends on) went away during an operation. */
 export class SessionLostError extends Error {}
@@ -85,6 +86,14 @@ export class RabbitSession {
   readonly #readyHooks: Setup[] = [];
   readonly #lostHandlers: Array<(link: Link) => void> = [];
   #waiters = new Set<() => void>();
+  /** Message ids of this session: a random prefix and a counter. */
+  readonly #idPrefix = `${randomUUID().slice(0, 8)}.`;
+
+  /** What every message id this session publishes starts with (its own messages can be told apart). */
+  get messageIdPrefix(): string {
+    return this.#idPrefix;
+  }
+  #published = 0;
   /** Whether a lost connection is reopened at once (a consuming worker) or on the next call. */
   reconnectEagerly = () => false;
 
@@ -205,7 +214,8 @@ export class RabbitSession {
         reject(new SessionLostError('the connection is gone'));
         return;
       }
-      const messageId = randomUUID();
+      // Unique on this connection (returns come back on it): a counter, cheaper than a UUID per message.
+      const messageId = `${this.#idPrefix}${link.gen}.${++this.#published}`;
       try {
         link.pub.publish(exchange, routingKey, body, { ...options, mandatory: true, messageId }, (err: unknown) => {
           if (link.returned.delete(messageId)) reject(new Error(`no queue took the message for ${routingKey} (deleted?)`));
@@ -307,6 +317,7 @@ export class RabbitSession {
       // The irrecoverable ones (login, vhost, certificate): retrying will not change the answer.
       throw this.#refused(err) ?? err;
     }
+    coalesceWrites(conn);
     const log = this.#opts.log;
     // Unhandled 'error' events would crash the process: every emitter gets a handler.
     conn.on('error', (err: Error) => log.debug(`RabbitMQ connection error: ${describe(err)}`));

@@ -17,12 +17,12 @@ import type { ConsumeMessage } from 'amqplib';
 import { TtgError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import {
-  chunkCount, settingsFromRecord, unreadableSettingsMessage, type ChunkResult, type DeadLetter, type SweepSettings,
+  chunkCount, chunkIndexOf, settingsFromRecord, unreadableSettingsMessage, type ChunkResult, type DeadLetter, type SweepSettings,
 } from '../../core/sweep.js';
 import { parseResultFields } from '../messages.js';
 import { describe, errorCode, headersOf, isQueueDown, jsonObject, RABBIT_HEADERS, STREAM, streamOffset, type Names } from './names.js';
 import {
-  countDeadLetter, countRedrive, countResult, deadLetterOf, deadNow, freshProgress, redriveRecordOf, type Progress,
+  countDeadLetter, countOwnResult, countRedrive, countResult, deadLetterOf, deadNow, freshProgress, redriveRecordOf, type Progress,
 } from './progress.js';
 import { SessionLostError, type Link, type RabbitSession } from './session.js';
 import { readStream, STREAM_PREFETCH, type StreamEnd } from './stream-read.js';
@@ -42,7 +42,7 @@ export class StreamReader {
   #progress: Progress = freshProgress(0);
   #progressChain: Promise<unknown> = Promise.resolve();
   /** The channel following the streams on connection `gen`, if any (see follow()). */
-  #following: { gen: number; closing: () => void } | null = null;
+  #following: { gen: number; closing: () => void; committed: (chunkId: string) => void } | null = null;
 
   constructor(session: RabbitSession, names: Names, prefix: string) {
     this.#session = session;
@@ -86,6 +86,7 @@ export class StreamReader {
   follow(s: Link, settings: SweepSettings, onSettled: () => void): Promise<void> {
     if (this.#following?.gen === s.gen) return Promise.resolve();
     const total = chunkCount(settings);
+    const own = this.#session.messageIdPrefix;
     const run = async (): Promise<void> => {
       if (this.#following?.gen === s.gen || s.lost) return;
       if (this.#progress.gen !== s.gen) this.#progress = freshProgress(s.gen);
@@ -94,12 +95,6 @@ export class StreamReader {
       // while this worker waits is followed too (a worker has joined the sweep: it declares its queues).
       await this.#session.probe(s, (c) => c.assertQueue(this.#names.redrives, STREAM));
       const ch = await this.#session.openChannel(s);
-      const following = { gen: s.gen, closing: () => void ch.close().catch(() => {}) };
-      this.#following = following;
-      ch.on('close', () => {
-        if (this.#following === following) this.#following = null;
-      });
-      await ch.prefetch(STREAM_PREFETCH);
       let verifying = false;
       const settledNow = () => {
         if (p.settled.size < total || verifying) return;
@@ -113,6 +108,18 @@ export class StreamReader {
           }, () => {})
           .finally(() => (verifying = false));
       };
+      const committed = (chunkId: string) => {
+        if (chunkIndexOf(chunkId, total) === null) return;
+        p.done.add(chunkId);
+        p.settled.add(chunkId);
+        settledNow();
+      };
+      const following = { gen: s.gen, closing: () => void ch.close().catch(() => {}), committed };
+      this.#following = following;
+      ch.on('close', () => {
+        if (this.#following === following) this.#following = null;
+      });
+      await ch.prefetch(STREAM_PREFETCH);
       // Acks give the stream its credit back: one for many (`allUpTo`, every entry here is read at
       // once), well within the prefetch, saves a frame and a socket write per result.
       let unacked = 0;
@@ -129,8 +136,11 @@ export class StreamReader {
           if (headersOf(msg)[RABBIT_HEADERS.marker] !== undefined) return;
           if (offset === null || offset < p[position[stream]]) return;
           p[position[stream]] = offset + 1;
-          if (stream === 'results') countResult(p, msg, total);
-          else if (stream === 'dead') countDeadLetter(p, msg, settings);
+          if (stream === 'results') {
+            // This worker's own results need no reading: it wrote them, chunk id in the header.
+            if (typeof msg.properties.messageId === 'string' && msg.properties.messageId.startsWith(own)) countOwnResult(p, msg, total);
+            else countResult(p, msg, total);
+          } else if (stream === 'dead') countDeadLetter(p, msg, settings);
           else countRedrive(p, msg, total);
           settledNow();
         } catch {
@@ -145,6 +155,19 @@ export class StreamReader {
     const next = this.#progressChain.then(run, run);
     this.#progressChain = next.catch(() => {});
     return next;
+  }
+
+  /** Every chunk has a result, as read on this connection so far (results are final: no re-drive undoes one). */
+  allDone(s: Link, total: number): boolean {
+    return this.#progress.gen === s.gen && this.#progress.done.size >= total;
+  }
+
+  /**
+   * A result this worker just had confirmed: counted at once while following, so the worker that
+   * settles the last chunk knows it without waiting for the stream to bring its own result back.
+   */
+  noteCommitted(s: Link, chunkId: string): void {
+    if (this.#following?.gen === s.gen) this.#following.committed(chunkId);
   }
 
   /** The sweep's settings, or null when there is no sweep (no ready flag). */

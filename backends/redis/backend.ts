@@ -124,6 +124,9 @@ export class RedisBackend implements QueueBackend {
     blocking.catch(() => {});
     const link = await this.#links.commands();
     const k = this.#keys;
+    // The consumer name's lease travels with the first init call (one round trip for both).
+    const naming = this.#consumer ? null : this.#lease.chooseName(`worker-${this.#workerId}`, this.#opts.hostName);
+    naming?.catch(() => {});
     const totalChunks = chunkCount(settings);
     const createdAt = new Date().toISOString();
     let created = false;
@@ -140,8 +143,8 @@ export class RedisBackend implements QueueBackend {
     }
     this.#settings = settings;
     if (created) this.#settleSignal.rearm();
-    if (!this.#consumer) {
-      this.#consumer = await this.#lease.chooseName(`worker-${this.#workerId}`, this.#opts.hostName);
+    if (naming) {
+      this.#consumer = await naming;
       this.#resumable = await this.#reader.ownPending(link, this.#consumer);
       await recordJoin(this.#links, link, k, {
         consumer: this.#consumer, workerId: this.#workerId, host: this.#opts.hostName, joinedAt: new Date().toISOString(),

@@ -15,7 +15,10 @@
   ARGV[1] consumer group name
   ARGV[2] consumer name
   ARGV[3] pub/sub channel told 'settled' when this call settles the sweep's last chunk
-  ARGV[4..] per chunk: task entry id, chunk id, n, then n result fields and values, alternating
+  ARGV[4] the chunks, as one JSON array with per chunk an array of: task entry id, chunk id, and
+          the array of result fields and values, alternating
+          (one argument rather than a dozen per chunk: building and sending the arguments of a
+          batch one by one cost the worker more than the script costs Redis)
 
   Returns one code per chunk, in order:
      1  published; the first result of this chunk
@@ -38,13 +41,9 @@ local totalChunks = tonumber(sweep[1])
 local idWidth = tonumber(sweep[2])
 local newlyDone = 0
 
-local i = 4
-while i <= #ARGV do
-  local entryId = ARGV[i]
-  local chunkId = ARGV[i + 1]
-  local n = tonumber(ARGV[i + 2])
-  local first = i + 3
-  i = first + n
+for _, chunk in ipairs(cjson.decode(ARGV[4])) do
+  local entryId = chunk[1]
+  local chunkId = chunk[2]
   local code
   -- The sweep's meta hash goes with `ttg reset`: say so, rather than "not the owner".
   local pending = totalChunks and redis.pcall('XPENDING', tasks, group, entryId, entryId, 1, consumer)
@@ -54,7 +53,7 @@ while i <= #ARGV do
     code = -1
   else
     redis.call('XACK', tasks, group, entryId)
-    redis.call('XADD', KEYS[2], '*', unpack(ARGV, first, i - 1))
+    redis.call('XADD', KEYS[2], '*', unpack(chunk[3]))
     -- Only a canonical id of this sweep counts towards completion, so a
     -- hand-made entry named 'abc' or '99999' cannot make the sweep look settled.
     local isChunk = #chunkId == idWidth and string.match(chunkId, '^%d+$') ~= nil

@@ -6,7 +6,7 @@
  */
 import type { Logger } from '../../core/log.js';
 import type { ChunkResult, SweepSettings } from '../../core/sweep.js';
-import { parseTaskFields, resultFields } from '../messages.js';
+import { parseTaskFields, resultFieldList } from '../messages.js';
 import type { Delivery } from '../types.js';
 import type { RedisLinks } from './connection.js';
 import type { Keys } from './keys.js';
@@ -70,13 +70,10 @@ export async function toDeliveries(
 export async function sendCompletions(
   links: RedisLinks, k: Keys, consumer: string, prefix: string, log: Logger, items: Completion[],
 ): Promise<boolean[]> {
-  const args: (string | number)[] = [k.group, consumer, k.events];
-  for (const { entryId, chunkId, result } of items) {
-    const fields = Object.entries(resultFields(result)).flat();
-    args.push(entryId, chunkId, fields.length, ...fields);
-  }
+  const chunks = items.map(({ entryId, chunkId, result }) => [entryId, chunkId, resultFieldList(result)]);
   const link = await links.commands();
-  const codes = (await links.script(link, 'complete', [k.tasks, k.results, k.done, k.deadChunks, k.meta], args)) as unknown[];
+  const codes = (await links.script(link, 'complete', [k.tasks, k.results, k.done, k.deadChunks, k.meta],
+    [k.group, consumer, k.events, JSON.stringify(chunks)])) as unknown[];
   const outcomes = items.map((_, i) => outcomeOf('complete', codes[i], { prefix }));
   // Reset under a running worker: one error that ends it, not a line per chunk in hand.
   if (outcomes.includes('sweep-gone')) throw new SweepGoneError(sweepGoneMessage(prefix));

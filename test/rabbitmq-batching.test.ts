@@ -1,0 +1,188 @@
+/**
+ * The RabbitMQ backend's batched paths, against a real broker: acks that
+ * leave once per turn (one `multiple` ack for the settled run, single acks
+ * past a gap) never acknowledge a chunk still being worked on; workers
+ * consume while the creator still publishes the tasks; a creator that dies
+ * half-way is taken over and the sweep still completes, each chunk counted
+ * once. Each test uses its own QUEUE_PREFIX and deletes it afterwards.
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { connect, type ChannelModel } from 'amqplib';
+import { loadConfig } from '../engine/config.js';
+import { backendOptions } from '../engine/backend.js';
+import { KernelPool } from '../engine/pool.js';
+import { QueueWorker } from '../engine/queue-worker.js';
+import { buildReport } from '../engine/aggregate.js';
+import { silentLogger } from '../core/log.js';
+import { RabbitBackend, rabbitNames } from '../backends/rabbitmq/backend.js';
+import type { ChunkResult, Delivery, SweepSettings } from '../backends/types.js';
+import { golden, RABBIT_HOST, RABBIT_PORT, randomPrefix, requireRabbit, waitFor } from './helpers.js';
+import { TcpRelay } from './relay.js';
+
+const opened: RabbitBackend[] = [];
+const prefixes = new Set<string>();
+const relays: TcpRelay[] = [];
+let raw: ChannelModel | null = null;
+let pool: KernelPool | null = null;
+
+after(async () => {
+  for (const r of relays) await r.up().catch(() => {});
+  for (const b of opened) await b.close().catch(() => {});
+  for (const r of relays) await r.down().catch(() => {});
+  for (const prefix of prefixes) {
+    const cleaner = new RabbitBackend(backendOptions(loadConfig(env(prefix)), 'rabbitmq', 'cleanup', silentLogger));
+    await cleaner.reset().catch(() => {});
+    await cleaner.close();
+  }
+  await raw?.close().catch(() => {});
+  await pool?.close();
+});
+
+function env(prefix: string, extra: Record<string, string | number> = {}): Record<string, string> {
+  const e: Record<string, string> = {
+    USE_QUEUE: 'true', QUEUE_BACKEND: 'rabbitmq', RABBITMQ_HOST: RABBIT_HOST, RABBITMQ_PORT: String(RABBIT_PORT),
+    QUEUE_PREFIX: prefix, THREADS: '1', TOTAL_PARAMS: '600', CHUNK_SIZE: '100', CONNECT_TIMEOUT_SECONDS: '20',
+  };
+  for (const [k, v] of Object.entries(extra)) e[k] = String(v);
+  return e;
+}
+
+function open(prefix: string, workerId: string, extra: Record<string, string | number> = {}): RabbitBackend {
+  prefixes.add(prefix);
+  const backend = new RabbitBackend(backendOptions(loadConfig(env(prefix, { WORKER_ID: workerId, ...extra })), 'rabbitmq', workerId, silentLogger));
+  opened.push(backend);
+  return backend;
+}
+
+/** A backend whose connections go through a relay, so the test can cut them as a crash would. */
+async function openCrashable(prefix: string, workerId: string, extra: Record<string, string | number> = {}) {
+  const relay = new TcpRelay(RABBIT_HOST, RABBIT_PORT);
+  await relay.up();
+  relays.push(relay);
+  return { backend: open(prefix, workerId, { ...extra, RABBITMQ_PORT: relay.port }), crash: () => relay.down() };
+}
+
+function settings(totalParams: number, chunkSize: number): SweepSettings {
+  return { totalParams, chunkSize, kernel: 'placeholder' };
+}
+
+function resultFor(d: Delivery): ChunkResult {
+  const t = d.task!;
+  const n = t.endParam - t.startParam;
+  const sum = ((t.startParam + t.endParam - 1) * n) / 2;
+  return {
+    chunkId: t.chunkId, workerId: 'w', status: 'completed', durationSeconds: 0.001, completedAt: new Date().toISOString(),
+    stats: { count: n, sum, min: t.startParam, max: t.endParam - 1, argmin: t.startParam, argmax: t.endParam - 1, avg: sum / n, partials: [sum] },
+  };
+}
+
+async function takeAtLeast(backend: RabbitBackend, n: number, timeoutMs = 10_000): Promise<Delivery[]> {
+  const got: Delivery[] = [];
+  const deadline = Date.now() + timeoutMs;
+  while (got.length < n && Date.now() < deadline) got.push(...(await backend.take(n - got.length, 200)));
+  return got;
+}
+
+/** The broker's own count of a queue's delivered, unacknowledged messages. */
+function unacknowledged(queue: string): number {
+  let out: string;
+  try {
+    out = execFileSync('rabbitmqctl', ['-q', 'list_queues', 'name', 'messages_unacknowledged'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (err) {
+    throw new Error(`rabbitmqctl list_queues failed (this test needs rabbitmqctl on PATH, talking to the test broker): ${String(err)}`);
+  }
+  const line = out.split('\n').find((l) => l.split('\t')[0] === queue);
+  return line ? Number(line.split('\t')[1]) : NaN;
+}
+
+/** queue.declare-ok of a queue, with plain amqplib: how many messages wait, unacknowledged ones excluded. */
+async function ready(queue: string): Promise<number> {
+  raw ??= await connect(`amqp://guest:guest@${RABBIT_HOST}:${RABBIT_PORT}/`);
+  const ch = await raw.createChannel();
+  try {
+    return (await ch.checkQueue(queue)).messageCount;
+  } finally {
+    await ch.close().catch(() => {});
+  }
+}
+
+test('acks leave in batches but never cover a chunk still in hand: after a crash exactly the unfinished chunks come back', { timeout: 120_000 }, async () => {
+  await requireRabbit();
+  const prefix = randomPrefix('rb-acks');
+  const { backend: a, crash } = await openCrashable(prefix, 'a', { PREFETCH: 6 });
+  await a.init(settings(600, 100));
+  const held = await takeAtLeast(a, 6);
+  assert.deepEqual(held.map((d) => d.chunkId), ['00000', '00001', '00002', '00003', '00004', '00005'], 'delivered in order');
+  // 0 and 1 form the settled run at the front (one multiple ack); 3 and 5 lie past the gap at 2 (single acks).
+  const done = [held[0]!, held[1]!, held[3]!, held[5]!];
+  assert.deepEqual(await Promise.all(done.map((d) => a.complete(d, resultFor(d)))), [true, true, true, true]);
+  // The acks have reached the broker once only the two unfinished chunks are unacknowledged there.
+  await waitFor('the broker has the acks of the four completed chunks', () => unacknowledged(rabbitNames(prefix).tasks) === 2, 20_000, 100);
+  const b = open(prefix, 'b');
+  await b.init(settings(600, 100));
+  await crash();
+  const back = await takeAtLeast(b, 2);
+  assert.deepEqual(back.map((d) => d.chunkId).sort(), ['00002', '00004'], 'only the chunks that were never completed come back');
+  assert.deepEqual(await b.take(10, 500), [], 'no completed chunk is handed out again');
+  for (const d of back) assert.equal(await b.complete(d, resultFor(d)), true);
+  const report = buildReport(await b.readSettings(), await b.readResults(), []);
+  assert.deepEqual(report.missing_chunks, []);
+  assert.equal(report.duplicate_results, 0);
+  assert.equal(report.grand_sum, (599 * 600) / 2);
+});
+
+test('a worker consumes while its creator is still publishing the tasks, and the sweep is exact', { timeout: 120_000 }, async () => {
+  await requireRabbit();
+  const prefix = randomPrefix('rb-early');
+  const total = 5000;
+  const creator = open(prefix, 'c', { TOTAL_PARAMS: total, CHUNK_SIZE: 1 });
+  const outcome = await creator.init(settings(total, 1), { consumeWhileCreating: true });
+  assert.equal(outcome.created, true);
+  // init() returned before the tasks are all in, and the first ones can be taken at once.
+  assert.ok((await ready(rabbitNames(prefix).tasks)) < total, 'the tasks are still being published');
+  const first = await takeAtLeast(creator, 1);
+  assert.equal(first[0]?.chunkId, '00000');
+  assert.equal(await creator.hasOutstanding(), true);
+  for (const d of first) assert.equal(await creator.complete(d, resultFor(d)), true);
+  let taken = first.length;
+  // Every task comes (a take may come back empty on a busy machine while the creator publishes).
+  const deadline = Date.now() + 60_000;
+  while (taken < total) {
+    assert.ok(Date.now() < deadline, `tasks keep coming (${taken} of ${total} so far)`);
+    const got = await creator.take(500, 1000);
+    for (const d of got) assert.equal(await creator.complete(d, resultFor(d)), true);
+    taken += got.length;
+  }
+  await waitFor('the sweep is settled', () => creator.isSettled(), 10_000, 50);
+  const report = buildReport(await creator.readSettings(), await creator.readResults(), []);
+  assert.equal(report.total_chunks, total);
+  assert.deepEqual(report.missing_chunks, []);
+  assert.equal(report.duplicate_results, 0, 'every task was published once');
+  assert.equal(report.grand_sum, ((total - 1) * total) / 2);
+  assert.equal(await ready(rabbitNames(prefix).tasks), 0);
+});
+
+test('a creator that dies half-way through the tasks is taken over: the sweep completes, each chunk counted once', { timeout: 120_000 }, async () => {
+  await requireRabbit();
+  const prefix = randomPrefix('rb-takeover');
+  const ref = golden().placeholder.find((g) => g.start === 0 && g.end === 100000)!;
+  const chunkSize = 20; // 5,000 tasks: far more than the creator publishes before the cut
+  const { backend: creator, crash } = await openCrashable(prefix, 'c', { TOTAL_PARAMS: ref.end, CHUNK_SIZE: chunkSize });
+  assert.equal((await creator.init(settings(ref.end, chunkSize), { consumeWhileCreating: true })).created, true);
+  await crash();
+  const published = await ready(rabbitNames(prefix).tasks);
+  assert.ok(published < 5000, `the creator died before publishing every task (${published} of 5000 in the queue)`);
+
+  pool ??= new KernelPool({ threads: 1, kernel: 'placeholder', impl: 'wasm' });
+  const config = loadConfig(env(prefix, { WORKER_ID: '1', TOTAL_PARAMS: ref.end, CHUNK_SIZE: chunkSize }));
+  const worker = open(prefix, '1', { TOTAL_PARAMS: ref.end, CHUNK_SIZE: chunkSize });
+  const summary = await new QueueWorker({ config, backend: worker, pool, log: silentLogger, pollMs: 100 }).run();
+  assert.equal(summary.status, 'completed');
+  const report = buildReport(await worker.readSettings(), await worker.readResults(), []);
+  assert.deepEqual(report.missing_chunks, []);
+  assert.equal(report.total_chunks, 5000);
+  assert.equal(report.grand_sum, ref.sum);
+  assert.equal(report.total_params, ref.count);
+});

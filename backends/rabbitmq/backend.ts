@@ -292,14 +292,14 @@ export class RabbitBackend implements QueueBackend {
     return this.#session.withLink(async (s) => {
       const settings = this.#settings ?? (await this.#reader.settings(s));
       if (!settings) return false;
-      // Settled as the followed results say (see take()), or the fast answer: a task ready or waiting
-      // out its retry delay means not settled, without reading the results stream to its quiet end.
-      // Only when every chunk has a result: one settled by a dead letter may be re-driven since.
-      if (this.#settledSeen && this.#reader.allDone(s, chunkCount(settings))) return true;
+      // Nothing ready or retrying (malformed entries too wait for their dead letter); then every chunk
+      // has a result as followed (see take()), or else the streams are read on: a chunk settled by a
+      // dead letter may have been re-driven since.
       const settled = this.#consumer.buffered === 0
         && (await this.#reader.queueInfo(s, this.#names.tasks)).messageCount === 0
         && (await this.#reader.queueInfo(s, this.#names.retry)).messageCount === 0
-        && (await this.#reader.poll(s, settings, true)).settled.size >= chunkCount(settings);
+        && ((this.#settledSeen && this.#reader.allDone(s, chunkCount(settings)))
+          || (await this.#reader.poll(s, settings, true)).settled.size >= chunkCount(settings));
       if (!settled) this.#settledSeen = false; // re-driven: take() waits for work again
       return settled;
     });
@@ -319,8 +319,7 @@ export class RabbitBackend implements QueueBackend {
       if (retry.messageCount > 0) return true;
       const tasks = await this.#reader.queueInfo(s, this.#names.tasks);
       if (tasks.messageCount > 0) return true;
-      const ours = s.consumerTag ? 1 : 0;
-      return tasks.consumerCount - ours > 0;
+      return tasks.consumerCount - (s.consumerTag ? 1 : 0) - s.retiredTags.length > 0;
     });
   }
 

@@ -133,7 +133,8 @@ export class TaskConsumer {
       }, { consumerTag: this.#tag(link, want) });
       link.consumerTag = consumerTag;
       link.consumerPrefetch = want;
-      if (previous) await channel.cancel(previous);
+      // The outgrown consumer keeps its few deliveries coming into the same buffer (see Link.retiredTags).
+      if (previous) link.retiredTags.push(previous);
     };
     const step = link.consumerSetup.then(run, run);
     link.consumerSetup = step.catch(() => {});
@@ -205,10 +206,11 @@ export class TaskConsumer {
     if (link && link.consumer && link.consumerTag) {
       const channel = link.consumer;
       const stop = async () => {
-        const tag = link.consumerTag;
+        const tags = [...link.retiredTags, link.consumerTag];
         link.consumerTag = null;
+        link.retiredTags = [];
         link.consumerPrefetch = 0;
-        if (tag) await channel.cancel(tag).catch(() => {});
+        for (const tag of tags) if (tag) await channel.cancel(tag).catch(() => {});
       };
       const step = link.consumerSetup.then(stop, stop);
       link.consumerSetup = step.catch(() => {});
@@ -235,6 +237,7 @@ export class TaskConsumer {
     const consumer = link.consumer;
     link.consumer = null;
     link.consumerTag = null;
+    link.retiredTags = [];
     // Acks still due go out first (closing would hand those chunks back); frames leave in order.
     if (this.#flushScheduled && this.#unacked?.channel === consumer) this.#flushAcks();
     if (consumer) await consumer.close().catch(() => {});

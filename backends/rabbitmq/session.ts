@@ -44,6 +44,11 @@ export interface Link {
   /** The task consumer's channel (acks must go on the channel a delivery came on). */
   consumer: Channel | null;
   consumerTag: string | null;
+  /**
+   * Earlier consumers of this channel, outgrown but not cancelled: cancelling a quorum-queue consumer
+   * hands back the deliveries it had on the way, and they would come again flagged redelivered.
+   */
+  retiredTags: string[];
   /** The per-consumer prefetch the current consumer was started with. */
   consumerPrefetch: number;
   /** Serializes consumer (re)starts. */
@@ -327,7 +332,7 @@ export class RabbitSession {
     try {
       const pub = await conn.createConfirmChannel();
       const made: Link = {
-        gen: ++this.#generation, conn, pub, consumer: null, consumerTag: null, consumerPrefetch: 0,
+        gen: ++this.#generation, conn, pub, consumer: null, consumerTag: null, retiredTags: [], consumerPrefetch: 0,
         consumerSetup: Promise.resolve(), declared: false, lost: false, returned: new Set(),
       };
       link = made;

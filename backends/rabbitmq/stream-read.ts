@@ -94,10 +94,11 @@ function consumeToEnd(
     // After every event: when the read may end, and what ends it.
     const schedule = () => {
       clearTimeout(timer);
-      // Nothing from either consumer: an empty stream (waiting longer when the broker counted entries, which
-      // come, unless the count was of a stream deleted since).
+      // Nothing from either consumer: an empty stream (waiting longer when it cannot be empty: the broker
+      // counted entries, or earlier reads got entries below `from`; the probe's answer then comes, unless
+      // the stream was deleted since).
       if (end === 'end' && !heardAnything) {
-        timer = setTimeout(() => finish(), counted === 0 ? EMPTY_STREAM_MS : EMPTY_STREAM_MS * 10);
+        timer = setTimeout(() => finish(), counted === 0 && from === 0 ? EMPTY_STREAM_MS : EMPTY_STREAM_MS * 10);
       } else if (end === 'end' && probeAnswered && next > target) {
         // Past the last chunk as the probe showed it: done once the probe has been quiet a moment (entries the
         // reader gets meanwhile were written since the read began; they are read, and do not hold it up).

@@ -300,8 +300,10 @@ export class RabbitBackend implements QueueBackend {
         && (await this.#reader.queueInfo(s, this.#names.retry)).messageCount === 0
         && ((this.#settledSeen && this.#reader.allDone(s, chunkCount(settings)))
           || (await this.#reader.poll(s, settings, true)).settled.size >= chunkCount(settings));
-      if (!settled) this.#settledSeen = false; // re-driven: take() waits for work again
-      return settled;
+      if (settled) await this.#consumer.release([]); // deliveries on their way (malformed too) come back first
+      const still = settled && (await this.#reader.queueInfo(s, this.#names.tasks)).messageCount === 0;
+      if (!still) this.#settledSeen = false; // re-driven, or handed back: take() waits for work again
+      return still;
     });
   }
 

@@ -292,9 +292,8 @@ export class RabbitBackend implements QueueBackend {
     return this.#session.withLink(async (s) => {
       const settings = this.#settings ?? (await this.#reader.settings(s));
       if (!settings) return false;
-      // Nothing ready or retrying (malformed entries too wait for their dead letter); then every chunk
-      // has a result as followed (see take()), or else the streams are read on: a chunk settled by a
-      // dead letter may have been re-driven since.
+      // Nothing ready or retrying (malformed entries too wait for their dead letter); then every chunk has a
+      // result as followed (take()), or the streams are read on (a dead-lettered chunk may be re-driven since).
       const settled = this.#consumer.buffered === 0
         && (await this.#reader.queueInfo(s, this.#names.tasks)).messageCount === 0
         && (await this.#reader.queueInfo(s, this.#names.retry)).messageCount === 0

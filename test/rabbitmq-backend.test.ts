@@ -11,40 +11,22 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { connect } from 'amqplib';
 import type { ChannelModel, ConsumeMessage } from 'amqplib';
-import { loadConfig } from '../engine/config.js';
-import { backendOptions } from '../engine/backend.js';
 import { BrokerUnavailableError } from '../core/errors.js';
-import { silentLogger } from '../core/log.js';
-import { RabbitBackend, rabbitNames } from '../backends/rabbitmq/backend.js';
+import { rabbitNames } from '../backends/rabbitmq/backend.js';
 import { heartbeatSeconds } from '../backends/rabbitmq/names.js';
 import type { SweepSettings } from '../backends/types.js';
 import { RABBIT_HOST, RABBIT_PORT, randomPrefix, requireRabbit, waitFor, rangeResult, takeAtLeast } from './helpers.js';
+import { rabbitFixture } from './rabbit-fixture.js';
 import { TcpRelay } from './relay.js';
 
 const RAW_URL = `amqp://guest:guest@${RABBIT_HOST}:${RABBIT_PORT}/`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-const opened: RabbitBackend[] = [];
-const prefixes = new Set<string>();
 let raw: ChannelModel | null = null;
 
-function env(prefix: string, extra: Record<string, string | number> = {}): Record<string, string> {
-  const e: Record<string, string> = {
-    USE_QUEUE: 'true', QUEUE_BACKEND: 'rabbitmq', RABBITMQ_HOST: RABBIT_HOST, RABBITMQ_PORT: String(RABBIT_PORT),
-    QUEUE_PREFIX: prefix, THREADS: '1', TOTAL_PARAMS: '300', CHUNK_SIZE: '100',
-    RABBITMQ_RETRY_DELAY_MS: '200', RABBITMQ_MAX_RETRIES: '3', CONNECT_TIMEOUT_SECONDS: '10',
-  };
-  for (const [k, v] of Object.entries(extra)) e[k] = String(v);
-  return e;
-}
-
-function open(prefix: string, workerId: string, extra: Record<string, string | number> = {}): RabbitBackend {
-  prefixes.add(prefix);
-  const config = loadConfig(env(prefix, { WORKER_ID: workerId, ...extra }));
-  const backend = new RabbitBackend(backendOptions(config, 'rabbitmq', workerId, silentLogger));
-  opened.push(backend);
-  return backend;
-}
+const { open, cleanup } = rabbitFixture({
+  TOTAL_PARAMS: 300, CHUNK_SIZE: 100, RABBITMQ_RETRY_DELAY_MS: 200, RABBITMQ_MAX_RETRIES: 3, CONNECT_TIMEOUT_SECONDS: 10,
+});
 
 function settings(totalParams: number, chunkSize: number): SweepSettings {
   return { totalParams, chunkSize, kernel: 'placeholder' };
@@ -123,12 +105,7 @@ async function closeBrokerConnections(prefix: string): Promise<number> {
 
 
 after(async () => {
-  for (const b of opened) await b.close().catch(() => {});
-  for (const prefix of prefixes) {
-    const cleaner = new RabbitBackend(backendOptions(loadConfig(env(prefix)), 'rabbitmq', 'cleanup', silentLogger));
-    await cleaner.reset().catch(() => {});
-    await cleaner.close();
-  }
+  await cleanup();
   await raw?.close().catch(() => {});
 });
 

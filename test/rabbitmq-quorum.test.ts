@@ -11,38 +11,19 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { connect, type ChannelModel } from 'amqplib';
-import { loadConfig } from '../engine/config.js';
-import { backendOptions } from '../engine/backend.js';
 import { QueueLayoutError } from '../core/errors.js';
-import { silentLogger } from '../core/log.js';
-import { RabbitBackend, rabbitNames } from '../backends/rabbitmq/backend.js';
+import { rabbitNames } from '../backends/rabbitmq/backend.js';
 import { TASK_DELIVERY_LIMIT } from '../backends/rabbitmq/names.js';
 import type { SweepSettings } from '../backends/types.js';
 import {
   golden, lastJsonLine, RABBIT_HOST, RABBIT_PORT, randomPrefix, requireRabbit, runTtg, testEnv, waitFor, rangeResult, takeAtLeast,
 } from './helpers.js';
+import { rabbitFixture } from './rabbit-fixture.js';
 
 const RAW_URL = `amqp://guest:guest@${RABBIT_HOST}:${RABBIT_PORT}/`;
-const opened: RabbitBackend[] = [];
-const prefixes = new Set<string>();
 let raw: ChannelModel | null = null;
 
-function env(prefix: string, extra: Record<string, string | number> = {}): Record<string, string> {
-  const e: Record<string, string> = {
-    USE_QUEUE: 'true', QUEUE_BACKEND: 'rabbitmq', RABBITMQ_HOST: RABBIT_HOST, RABBITMQ_PORT: String(RABBIT_PORT),
-    QUEUE_PREFIX: prefix, THREADS: '1', TOTAL_PARAMS: '300', CHUNK_SIZE: '100', RETRY_DELAY_MS: '100',
-    MAX_RETRIES: '3', CONNECT_TIMEOUT_SECONDS: '10',
-  };
-  for (const [k, v] of Object.entries(extra)) e[k] = String(v);
-  return e;
-}
-
-function open(prefix: string, workerId: string, extra: Record<string, string | number> = {}): RabbitBackend {
-  prefixes.add(prefix);
-  const backend = new RabbitBackend(backendOptions(loadConfig(env(prefix, { WORKER_ID: workerId, ...extra })), 'rabbitmq', workerId, silentLogger));
-  opened.push(backend);
-  return backend;
-}
+const { env, open, prefixes, cleanup } = rabbitFixture({ TOTAL_PARAMS: 300, CHUNK_SIZE: 100, RETRY_DELAY_MS: 100, MAX_RETRIES: 3, CONNECT_TIMEOUT_SECONDS: 10 });
 
 const SETTINGS: SweepSettings = { totalParams: 300, chunkSize: 100, kernel: 'placeholder' };
 
@@ -70,12 +51,7 @@ function listQueues(prefix: string, ...columns: string[]): Map<string, string[]>
 }
 
 after(async () => {
-  for (const b of opened) await b.close().catch(() => {});
-  for (const prefix of prefixes) {
-    const cleaner = new RabbitBackend(backendOptions(loadConfig(env(prefix)), 'rabbitmq', 'cleanup', silentLogger));
-    await cleaner.reset().catch(() => {});
-    await cleaner.close();
-  }
+  await cleanup();
   await raw?.close().catch(() => {});
 });
 

@@ -69,17 +69,34 @@ export function aliasedName(env: Env, names: readonly string[]): string {
   return set[0] ?? names[0]!;
 }
 
-/** Edit distance (insertions, deletions, substitutions) between two short names. */
-function distance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+/**
+ * Whether the edit distance (insertions, deletions, substitutions) between two short names is at
+ * most `limit`. Every variable of the environment is compared with every known name at each
+ * start, so rows are reused and the comparison stops as soon as a whole row exceeds the limit
+ * (a full table per pair cost a worker ~5-10 ms of its start and most of its early garbage).
+ */
+const rowA = new Int32Array(64);
+const rowB = new Int32Array(64);
+function withinDistance(a: string, b: string, limit: number): boolean {
+  if (Math.abs(a.length - b.length) > limit) return false;
+  if (b.length >= rowA.length) return false;
+  let prev = rowA;
+  let row = rowB;
+  for (let j = 0; j <= b.length; j++) prev[j] = j;
   for (let i = 1; i <= a.length; i++) {
-    const row = [i];
+    row[0] = i;
+    let best = i;
     for (let j = 1; j <= b.length; j++) {
-      row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+      const cell = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a.charCodeAt(i - 1) === b.charCodeAt(j - 1) ? 0 : 1));
+      row[j] = cell;
+      if (cell < best) best = cell;
     }
+    if (best > limit) return false;
+    const t = prev;
     prev = row;
+    row = t;
   }
-  return prev[b.length]!;
+  return prev[b.length]! <= limit;
 }
 
 /**
@@ -98,7 +115,7 @@ export function nearMisses(env: Env, known: readonly string[]): Array<{ name: st
     if (/_SERVICE_(HOST|PORT)\b|_PORT_\d+_(TCP|UDP)/.test(name) || /^(tcp|udp):\/\//.test(value ?? '')) continue;
     const bare = name.startsWith('TTG_') ? name.slice(4) : name;
     const meant = known.find((k) => k === bare || squash(k) === squash(bare)) ??
-      (bare.length >= 6 ? known.find((k) => Math.abs(k.length - bare.length) <= 2 && distance(k, bare) <= (k.length >= 10 ? 2 : 1)) : undefined);
+      (bare.length >= 6 ? known.find((k) => withinDistance(k, bare, k.length >= 10 ? 2 : 1)) : undefined);
     if (meant !== undefined) found.push({ name, meant });
   }
   return found;

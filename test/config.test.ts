@@ -196,13 +196,15 @@ test('ENV_VARIABLES lists every variable the config reads (the manifests are che
 test('misspelt variables are named with what was meant; other variables and Service links are left alone', () => {
   const warnings = misspeltVariableWarnings({
     TOTAL_PARAM: '2000', CHUNKSIZE: '500', TTG_THREADS: '2', THREAD: '4', IDLE_TIMEOUT_SECOND: '5', REDIS_HOTS: 'x',
-    CHUNK_SIZE_: '1', TOTAL_PARAMS: '9000',
+    CHUNK_SIZE_: '1', TOTAL_PARAMS: '9000', STALE_THRESHOLD_MX: '1',
+    // Too far from any ttg name (two edits from THREADS, whose limit is one; four from TOTAL_PARAMS).
+    THREADXX: '1', TOTAL_PARAMETERS: '1',
     // Not typos: the system's own, ttg's own, and what the kubelet injects for a Service named ttg-redis.
     PATH: '/bin', HOME: '/root', HOSTNAME: 'pod-1', LANG: 'C', TERM: 'xterm', NODE_ENV: 'production',
     TTG_REDIS_PORT: 'tcp://10.0.0.1:6379', TTG_REDIS_SERVICE_HOST: '10.0.0.1', TTG_REDIS_PORT_6379_TCP_ADDR: '10.0.0.1',
   });
   const named = (w: string) => /^(\w+) is not a ttg variable/.exec(w)?.[1];
-  assert.deepEqual(warnings.map(named).sort(), ['CHUNKSIZE', 'CHUNK_SIZE_', 'IDLE_TIMEOUT_SECOND', 'REDIS_HOTS', 'THREAD', 'TOTAL_PARAM', 'TTG_THREADS']);
+  assert.deepEqual(warnings.map(named).sort(), ['CHUNKSIZE', 'CHUNK_SIZE_', 'IDLE_TIMEOUT_SECOND', 'REDIS_HOTS', 'STALE_THRESHOLD_MX', 'THREAD', 'TOTAL_PARAM', 'TTG_THREADS']);
   assert.ok(warnings.includes('CHUNKSIZE is not a ttg variable and is ignored: did you mean CHUNK_SIZE? (CHUNK_SIZE is unset, so its default applies)'));
   assert.ok(warnings.includes('TOTAL_PARAM is not a ttg variable and is ignored: did you mean TOTAL_PARAMS?'), 'no default note when the real one is set');
   assert.ok(warnings.some((w) => w.startsWith('TTG_THREADS is not a ttg variable and is ignored: did you mean THREADS?')));

@@ -40,11 +40,12 @@ function expand(source: string): string[] {
 
 /**
  * dist/ in the image holds what the build stage compiles: the source folders it copies.
- * The repository's dist/ also has the tests, which the image does not.
+ * The repository's dist/ also has the tests, which the image does not; scripts/ (the bundler, run
+ * by the build) is copied but not compiled.
  */
 function distFolders(build: DockerStage): string[] {
   return stageCopies(build).filter((c) => c.from === null).flatMap((c) => c.sources)
-    .filter((s) => statSync(path.join(ROOT, s)).isDirectory());
+    .filter((s) => statSync(path.join(ROOT, s)).isDirectory() && s !== 'scripts');
 }
 
 /** Replays the runtime stage into `dir` (its WORKDIR). Returns the stage's ENV. */

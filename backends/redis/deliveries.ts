@@ -5,12 +5,12 @@
  * is still checked for ownership and settled on its own.
  */
 import type { Logger } from '../../core/log.js';
-import type { ChunkResult, SweepSettings } from '../../core/sweep.js';
-import { parseTaskFields, resultFieldList } from '../messages.js';
+import { notAChunkOf, type ChunkResult, type ChunkTask, type SweepSettings } from '../../core/sweep.js';
+import { parseTaskFields, resultFieldList, type ParsedTask } from '../messages.js';
 import type { Delivery } from '../types.js';
 import type { RedisLinks } from './connection.js';
 import type { Keys } from './keys.js';
-import type { Fields, StreamEntry } from './replies.js';
+import { entriesOf, type Fields, type StreamEntry } from './replies.js';
 import { outcomeOf } from './scripts.js';
 import { SweepGoneError, sweepGoneMessage } from '../../core/errors.js';
 
@@ -57,13 +57,64 @@ export async function toDeliveries(
       ? { task: p.task, chunkId: p.task.chunkId, attempt, recovered, handle }
       : { task: null, malformed: p.reason, chunkId: p.chunkId, attempt, recovered, handle });
   });
-  if (settled.length) {
-    await links.run(link, (c) => c.xack(k.tasks, k.group, ...settled));
-    // Rare (duplicates only), and maybe after the sweep settled: trim now rather than leave them behind.
-    await links.script(link, 'trim', [k.tasks], [k.group]);
-    log.debug(`acknowledged ${settled.length} entries of chunks that already have a result`);
-  }
+  if (settled.length) await acknowledgeSettled(links, k, log, settled);
   return deliveries;
+}
+
+/**
+ * Up to `max` new entries for `consumer` as deliveries, read with read-3.lua
+ * in one round trip: entries of the usual shape come as one line each with
+ * their failure count and whether the chunk has a result (no nested reply to
+ * decode), any other entry the long way (toDeliveries).
+ */
+export async function readDeliveries(
+  links: RedisLinks, k: Keys, log: Logger, settings: SweepSettings, consumer: string, max: number,
+): Promise<Delivery[]> {
+  const link = await links.commands();
+  const [lines, others] = (await links.script(link, 'read', [k.tasks, k.attempts, k.done], [k.group, consumer, max])) as [string, unknown];
+  const deliveries: Delivery[] = [];
+  const settled: string[] = [];
+  let at = 0;
+  while (at < lines.length) {
+    const end = lines.indexOf('\n', at);
+    const [entryId, chunkId, start, stop, total, failures, done] = lines.slice(at, end).split(' ') as [
+      string, string, string, string, string, string, string];
+    at = end + 1;
+    const fields: Fields = { chunk_id: chunkId, start_param: start, end_param: stop, total_params: total };
+    const parsed = plainTask(chunkId, Number(start), Number(stop), Number(total), settings) ?? parseTaskFields(fields, settings);
+    if (parsed.ok && done === '1') {
+      settled.push(entryId);
+      continue;
+    }
+    const handle: RedisHandle = { entryId, fields };
+    deliveries.push(parsed.ok
+      ? { task: parsed.task, chunkId, attempt: Number(failures), recovered: false, handle }
+      : { task: null, malformed: parsed.reason, chunkId: parsed.chunkId, attempt: 0, recovered: false, handle });
+  }
+  if (settled.length) await acknowledgeSettled(links, k, log, settled);
+  const rest = entriesOf(others);
+  return rest.length ? [...deliveries, ...(await toDeliveries(links, k, log, settings, rest, false))] : deliveries;
+}
+
+/**
+ * The task when it is exactly a chunk of the sweep (what parseTaskFields
+ * accepts, checked without its regular expressions: the values are digits
+ * already), else null, and parseTaskFields says why not.
+ */
+function plainTask(chunkId: string, startParam: number, endParam: number, totalParams: number, settings: SweepSettings): ParsedTask | null {
+  if (!Number.isSafeInteger(startParam) || !Number.isSafeInteger(endParam) || !Number.isSafeInteger(totalParams)) return null;
+  if (endParam <= startParam || endParam > totalParams) return null;
+  const task: ChunkTask = { chunkId, startParam, endParam, totalParams };
+  return notAChunkOf(task, settings) === null ? { ok: true, task } : null;
+}
+
+/** Entries of chunks that already have a result (a recovered duplicate): acknowledged, nobody computes them again. */
+async function acknowledgeSettled(links: RedisLinks, k: Keys, log: Logger, entryIds: string[]): Promise<void> {
+  const link = await links.commands();
+  await links.run(link, (c) => c.xack(k.tasks, k.group, ...entryIds));
+  // Rare (duplicates only), and maybe after the sweep settled: trim now rather than leave them behind.
+  await links.script(link, 'trim', [k.tasks], [k.group]);
+  log.debug(`acknowledged ${entryIds.length} entries of chunks that already have a result`);
 }
 
 /** One complete-5.lua call for a batch of completions; true for each chunk published (first result or duplicate). */

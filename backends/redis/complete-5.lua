@@ -15,10 +15,14 @@
   ARGV[1] consumer group name
   ARGV[2] consumer name
   ARGV[3] pub/sub channel told 'settled' when this call settles the sweep's last chunk
-  ARGV[4] the chunks, as one JSON array with per chunk an array of: task entry id, chunk id, and
-          the array of result fields and values, alternating
-          (one argument rather than a dozen per chunk: building and sending the arguments of a
-          batch one by one cost the worker more than the script costs Redis)
+  ARGV[4] the results' worker_id, ARGV[5] their status, ARGV[6] their consumer ('' for none):
+          the same for every chunk of a call
+  ARGV[7] the chunks, one line each, ending in '\n', of eight values separated by tabs:
+          task entry id, chunk id, duration_seconds, completed_at, started_at, recovered,
+          attempts, result_data ('' for an optional field the result does not have); in
+          completed_at and started_at a tab, a newline and a backslash come as \t, \n and \\
+          (one argument rather than a dozen per chunk, and lines rather than JSON: building,
+          sending and decoding a batch's arguments cost the worker more than the script costs Redis)
 
   Returns one code per chunk, in order:
      1  published; the first result of this chunk
@@ -34,26 +38,51 @@
 local tasks = KEYS[1]
 local group = ARGV[1]
 local consumer = ARGV[2]
+local workerId = ARGV[4]
+local status = ARGV[5]
+local consumerField = ARGV[6]
 local codes = {}
+local acked = {}
+local owned = {}
 
 local sweep = redis.call('HMGET', KEYS[5], 'total_chunks', 'chunk_id_width')
 local totalChunks = tonumber(sweep[1])
 local idWidth = tonumber(sweep[2])
+local anyDead = totalChunks and redis.call('HLEN', KEYS[4]) > 0
 local newlyDone = 0
 
-for _, chunk in ipairs(cjson.decode(ARGV[4])) do
-  local entryId = chunk[1]
-  local chunkId = chunk[2]
+local unescapes = {t = '\t', n = '\n', ['\\'] = '\\'}
+local function text(value)
+  if string.find(value, '\\', 1, true) then
+    return (string.gsub(value, '\\(.)', unescapes))
+  end
+  return value
+end
+
+local pattern = '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$'
+for line in string.gmatch(ARGV[7], '([^\n]*)\n') do
+  local entryId, chunkId, duration, completedAt, startedAt, recovered, attempts, data = string.match(line, pattern)
   local code
   -- The sweep's meta hash goes with `ttg reset`: say so, rather than "not the owner".
-  local pending = totalChunks and redis.pcall('XPENDING', tasks, group, entryId, entryId, 1, consumer)
+  -- An entry is this consumer's while pending under its name and not yet acknowledged by this call.
+  local pending = totalChunks and not acked[entryId] and redis.pcall('XPENDING', tasks, group, entryId, entryId, 1, consumer)
   if not totalChunks then
     code = -3
   elseif type(pending) ~= 'table' or pending.err or #pending == 0 then
     code = -1
   else
-    redis.call('XACK', tasks, group, entryId)
-    redis.call('XADD', KEYS[2], '*', unpack(chunk[3]))
+    acked[entryId] = true
+    owned[#owned + 1] = entryId
+    local fields = {'chunk_id', chunkId, 'worker_id', workerId, 'status', status,
+      'duration_seconds', duration, 'completed_at', text(completedAt)}
+    local n = 10
+    if startedAt ~= '' then fields[n + 1] = 'started_at'; fields[n + 2] = text(startedAt); n = n + 2 end
+    if recovered ~= '' then fields[n + 1] = 'recovered'; fields[n + 2] = recovered; n = n + 2 end
+    if attempts ~= '' then fields[n + 1] = 'attempts'; fields[n + 2] = attempts; n = n + 2 end
+    if consumerField ~= '' then fields[n + 1] = 'consumer'; fields[n + 2] = consumerField; n = n + 2 end
+    fields[n + 1] = 'result_data'
+    fields[n + 2] = data
+    redis.call('XADD', KEYS[2], '*', unpack(fields, 1, n + 2))
     -- Only a canonical id of this sweep counts towards completion, so a
     -- hand-made entry named 'abc' or '99999' cannot make the sweep look settled.
     local isChunk = #chunkId == idWidth and string.match(chunkId, '^%d+$') ~= nil
@@ -62,7 +91,7 @@ for _, chunk in ipairs(cjson.decode(ARGV[4])) do
       code = 1
     else
       -- A chunk that has a result is no longer dead, whatever happened before.
-      redis.call('HDEL', KEYS[4], chunkId)
+      if anyDead then redis.call('HDEL', KEYS[4], chunkId) end
       if redis.call('HSETNX', KEYS[3], chunkId, '1') == 1 then
         code = 1
         newlyDone = newlyDone + 1
@@ -72,6 +101,10 @@ for _, chunk in ipairs(cjson.decode(ARGV[4])) do
     end
   end
   codes[#codes + 1] = code
+end
+-- The entries published for are acknowledged together (the call is atomic: nobody sees them in between).
+for first = 1, #owned, 1000 do
+  redis.call('XACK', tasks, group, unpack(owned, first, math.min(#owned, first + 999)))
 end
 
 -- Wake the workers waiting for tasks: the sweep is over, they can leave now.

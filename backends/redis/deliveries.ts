@@ -6,7 +6,7 @@
  */
 import type { Logger } from '../../core/log.js';
 import { notAChunkOf, type ChunkResult, type ChunkTask, type SweepSettings } from '../../core/sweep.js';
-import { parseTaskFields, resultFieldList, type ParsedTask } from '../messages.js';
+import { parseTaskFields, type ParsedTask } from '../messages.js';
 import type { Delivery } from '../types.js';
 import type { RedisLinks } from './connection.js';
 import type { Keys } from './keys.js';
@@ -72,14 +72,19 @@ export async function readDeliveries(
 ): Promise<Delivery[]> {
   const link = await links.commands();
   const [lines, others] = (await links.script(link, 'read', [k.tasks, k.attempts, k.done], [k.group, consumer, max])) as [string, unknown];
-  const deliveries: Delivery[] = [];
+  // In stream order; an entry of another shape (its id alone on its line) is read the long way, in its place.
+  const inOrder: Array<Delivery | string> = [];
   const settled: string[] = [];
   let at = 0;
   while (at < lines.length) {
     const end = lines.indexOf('\n', at);
-    const [entryId, chunkId, start, stop, total, failures, done] = lines.slice(at, end).split(' ') as [
-      string, string, string, string, string, string, string];
+    const line = lines.slice(at, end);
     at = end + 1;
+    if (!line.includes(' ')) {
+      inOrder.push(line);
+      continue;
+    }
+    const [entryId, chunkId, start, stop, total, failures, done] = line.split(' ') as [string, string, string, string, string, string, string];
     const fields: Fields = { chunk_id: chunkId, start_param: start, end_param: stop, total_params: total };
     const parsed = plainTask(chunkId, Number(start), Number(stop), Number(total), settings) ?? parseTaskFields(fields, settings);
     if (parsed.ok && done === '1') {
@@ -87,13 +92,15 @@ export async function readDeliveries(
       continue;
     }
     const handle: RedisHandle = { entryId, fields };
-    deliveries.push(parsed.ok
+    inOrder.push(parsed.ok
       ? { task: parsed.task, chunkId, attempt: Number(failures), recovered: false, handle }
       : { task: null, malformed: parsed.reason, chunkId: parsed.chunkId, attempt: 0, recovered: false, handle });
   }
   if (settled.length) await acknowledgeSettled(links, k, log, settled);
   const rest = entriesOf(others);
-  return rest.length ? [...deliveries, ...(await toDeliveries(links, k, log, settings, rest, false))] : deliveries;
+  if (!rest.length) return inOrder as Delivery[];
+  const read = new Map((await toDeliveries(links, k, log, settings, rest, false)).map((d) => [(d.handle as RedisHandle).entryId, d]));
+  return inOrder.flatMap((d) => (typeof d !== 'string' ? [d] : read.has(d) ? [read.get(d)!] : []));
 }
 
 /**
@@ -117,15 +124,44 @@ async function acknowledgeSettled(links: RedisLinks, k: Keys, log: Logger, entry
   log.debug(`acknowledged ${entryIds.length} entries of chunks that already have a result`);
 }
 
-/** One complete-5.lua call for a batch of completions; true for each chunk published (first result or duplicate). */
+/** A tab, a newline or a backslash in a free-text value of complete-5.lua's lines. */
+const SEPARATORS = /[\t\n\\]/;
+
+/** A free-text value escaped as complete-5.lua unescapes it (only timestamps could hold a separator, and never do). */
+function text(value: string): string {
+  return SEPARATORS.test(value) ? value.replace(/[\t\n\\]/g, (c) => (c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\\\')) : value;
+}
+
+/**
+ * One complete-5.lua call for a batch of completions; true for each chunk
+ * published (first result or duplicate). The fields every result of a worker
+ * shares (worker_id, status, consumer) go once per call; should a batch mix
+ * several, each kind goes in a call of its own.
+ */
 export async function sendCompletions(
   links: RedisLinks, k: Keys, consumer: string, prefix: string, log: Logger, items: Completion[],
 ): Promise<boolean[]> {
-  const chunks = items.map(({ entryId, chunkId, result }) => [entryId, chunkId, resultFieldList(result)]);
+  const first = items[0]!.result;
+  const shared = ({ result: r }: Completion) =>
+    r.workerId === first.workerId && r.status === first.status && (r.consumer ?? '') === (first.consumer ?? '');
+  if (!items.every(shared)) {
+    const [alike, rest] = [items.filter(shared), items.filter((item) => !shared(item))];
+    const [alikeAnswers, restAnswers] = await Promise.all([
+      sendCompletions(links, k, consumer, prefix, log, alike), sendCompletions(links, k, consumer, prefix, log, rest)]);
+    const answers = new Map<Completion, boolean>([...alike.map((c, i) => [c, alikeAnswers[i]!] as const),
+      ...rest.map((c, i) => [c, restAnswers[i]!] as const)]);
+    return items.map((item) => answers.get(item)!);
+  }
+  // Entry ids come from Redis and chunk ids are canonical (complete() checks them): neither holds a separator.
+  let lines = '';
+  for (const { entryId, chunkId, result: r } of items) {
+    lines += `${entryId}\t${chunkId}\t${r.durationSeconds}\t${text(r.completedAt)}\t${r.startedAt ? text(r.startedAt) : ''}\t` +
+      `${r.recovered ? 'true' : ''}\t${r.attempts ? r.attempts : ''}\t${JSON.stringify(r.stats)}\n`;
+  }
   const link = await links.commands();
   const codes = (await links.script(link, 'complete', [k.tasks, k.results, k.done, k.deadChunks, k.meta],
-    [k.group, consumer, k.events, JSON.stringify(chunks)])) as unknown[];
-  const outcomes = items.map((_, i) => outcomeOf('complete', codes[i], { prefix }));
+    [k.group, consumer, k.events, first.workerId, first.status, first.consumer ?? '', lines])) as unknown[];
+  const outcomes = items.map((_, i) => (codes[i] === 1 ? 'published' : outcomeOf('complete', codes[i], { prefix })));
   // Reset under a running worker: one error that ends it, not a line per chunk in hand.
   if (outcomes.includes('sweep-gone')) throw new SweepGoneError(sweepGoneMessage(prefix));
   return items.map(({ chunkId }, i) => {

@@ -16,35 +16,42 @@
   ARGV[3] most entries to read
 
   Returns {lines, others}:
-    lines   one line per entry of the shape every ttg writer gives a task
-            (fields chunk_id, start_param, end_param, total_params in that
-            order, each value decimal digits), each ending in '\n':
+    lines   one line per entry, in stream order, each ending in '\n'; for an
+            entry of the shape every ttg writer gives a task (fields chunk_id,
+            start_param, end_param, total_params in that order, each value
+            decimal digits):
             "<entry id> <chunk_id> <start_param> <end_param> <total_params> <failures> <done>"
-            (failures: the attempts hash's value, or 0; done: 1 or 0)
-    others  the entries of any other shape, as XREADGROUP gives them
-            ({id, {field, value, ...}}): the worker reads those the long way
+            (failures: the attempts hash's value, or 0; done: 1 or 0);
+            for any other entry its id alone
+    others  those other entries, as XREADGROUP gives them ({id, {field, value, ...}}):
+            the worker reads them the long way
 ]]
 local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'STREAMS', KEYS[1], '>')
 if not reply then
   return {'', {}}
 end
 
-local plain = {}
+local lines = {}
 local others = {}
+-- Of each entry of the usual shape: its chunk id, its entry id and values, and its place in lines.
 local ids = {}
+local heads = {}
+local values = {}
+local at = {}
 for _, entry in ipairs(reply[1][2]) do
   local f = entry[2]
   local line = #f == 8 and f[1] == 'chunk_id' and f[3] == 'start_param' and f[5] == 'end_param' and f[7] == 'total_params'
     and (f[2] .. ' ' .. f[4] .. ' ' .. f[6] .. ' ' .. f[8])
   if line and string.find(line, '^%d+ %d+ %d+ %d+$') then
-    plain[#plain + 1] = entry[1] .. ' ' .. line
+    lines[#lines + 1] = false
+    at[#at + 1] = #lines
     ids[#ids + 1] = f[2]
+    heads[#heads + 1] = entry[1]
+    values[#values + 1] = line
   else
+    lines[#lines + 1] = entry[1] .. '\n'
     others[#others + 1] = entry
   end
-end
-if #ids == 0 then
-  return {'', others}
 end
 
 -- Looked up a thousand at a time (unpack() has a limit on how many values it spreads).
@@ -55,7 +62,7 @@ for first = 1, #ids, 1000 do
   for i = first, last do
     local failures = attempts[i - first + 1]
     if not failures or not string.find(failures, '^%d+$') then failures = '0' end
-    plain[i] = plain[i] .. ' ' .. failures .. (done[i - first + 1] and ' 1\n' or ' 0\n')
+    lines[at[i]] = heads[i] .. ' ' .. values[i] .. ' ' .. failures .. (done[i - first + 1] and ' 1\n' or ' 0\n')
   end
 end
-return {table.concat(plain), others}
+return {table.concat(lines), others}

@@ -217,14 +217,18 @@ export class RedisBackend implements QueueBackend {
     }
   }
 
-  async complete(delivery: Delivery, result: ChunkResult): Promise<boolean> {
-    this.#requireInit('complete');
-    const handle = handleOf(delivery);
-    if (!delivery.task) throw new TtgError(`chunk ${delivery.chunkId} is malformed (${delivery.malformed}): it can only fail, not complete`);
-    if (result.chunkId !== delivery.task.chunkId) {
-      throw new TtgError(`result of chunk ${result.chunkId} given for the delivery of chunk ${delivery.task.chunkId}`);
+  complete(delivery: Delivery, result: ChunkResult): Promise<boolean> {
+    try {
+      this.#requireInit('complete');
+      const handle = handleOf(delivery);
+      if (!delivery.task) throw new TtgError(`chunk ${delivery.chunkId} is malformed (${delivery.malformed}): it can only fail, not complete`);
+      if (result.chunkId !== delivery.task.chunkId) {
+        throw new TtgError(`result of chunk ${result.chunkId} given for the delivery of chunk ${delivery.task.chunkId}`);
+      }
+      return this.#completions.add({ entryId: handle.entryId, chunkId: delivery.task.chunkId, result });
+    } catch (err) {
+      return Promise.reject(err);
     }
-    return this.#completions.add({ entryId: handle.entryId, chunkId: delivery.task.chunkId, result });
   }
 
   async fail(delivery: Delivery, reason: string): Promise<FailOutcome> {

@@ -153,11 +153,13 @@ export async function sendCompletions(
     return items.map((item) => answers.get(item)!);
   }
   // Entry ids come from Redis and chunk ids are canonical (complete() checks them): neither holds a separator.
-  let lines = '';
+  // Pieces joined once: a string grown piece by piece is a rope that writing it to the socket must flatten.
+  const parts: (string | number)[] = [];
   for (const { entryId, chunkId, result: r } of items) {
-    lines += `${entryId}\t${chunkId}\t${r.durationSeconds}\t${text(r.completedAt)}\t${r.startedAt ? text(r.startedAt) : ''}\t` +
-      `${r.recovered ? 'true' : ''}\t${r.attempts ? r.attempts : ''}\t${JSON.stringify(r.stats)}\n`;
+    parts.push(entryId, '\t', chunkId, '\t', r.durationSeconds, '\t', text(r.completedAt), '\t', r.startedAt ? text(r.startedAt) : '', '\t',
+      r.recovered ? 'true' : '', '\t', r.attempts ? r.attempts : '', '\t', JSON.stringify(r.stats), '\n');
   }
+  const lines = parts.join('');
   const link = await links.commands();
   const codes = (await links.script(link, 'complete', [k.tasks, k.results, k.done, k.deadChunks, k.meta],
     [k.group, consumer, k.events, first.workerId, first.status, first.consumer ?? '', lines])) as unknown[];

@@ -41,15 +41,10 @@ local consumer = ARGV[2]
 local workerId = ARGV[4]
 local status = ARGV[5]
 local consumerField = ARGV[6]
-local codes = {}
-local acked = {}
-local owned = {}
 
 local sweep = redis.call('HMGET', KEYS[5], 'total_chunks', 'chunk_id_width')
 local totalChunks = tonumber(sweep[1])
 local idWidth = tonumber(sweep[2])
-local anyDead = totalChunks and redis.call('HLEN', KEYS[4]) > 0
-local newlyDone = 0
 
 local unescapes = {t = '\t', n = '\n', ['\\'] = '\\'}
 local function text(value)
@@ -59,53 +54,107 @@ local function text(value)
   return value
 end
 
+local chunks = {}
 local pattern = '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$'
 for line in string.gmatch(ARGV[7], '([^\n]*)\n') do
-  local entryId, chunkId, duration, completedAt, startedAt, recovered, attempts, data = string.match(line, pattern)
-  local code
-  -- The sweep's meta hash goes with `ttg reset`: say so, rather than "not the owner".
-  -- An entry is this consumer's while pending under its name and not yet acknowledged by this call.
-  local pending = totalChunks and not acked[entryId] and redis.pcall('XPENDING', tasks, group, entryId, entryId, 1, consumer)
-  if not totalChunks then
-    code = -3
-  elseif type(pending) ~= 'table' or pending.err or #pending == 0 then
-    code = -1
-  else
-    acked[entryId] = true
-    owned[#owned + 1] = entryId
-    local fields = {'chunk_id', chunkId, 'worker_id', workerId, 'status', status,
-      'duration_seconds', duration, 'completed_at', text(completedAt)}
-    local n = 10
-    if startedAt ~= '' then fields[n + 1] = 'started_at'; fields[n + 2] = text(startedAt); n = n + 2 end
-    if recovered ~= '' then fields[n + 1] = 'recovered'; fields[n + 2] = recovered; n = n + 2 end
-    if attempts ~= '' then fields[n + 1] = 'attempts'; fields[n + 2] = attempts; n = n + 2 end
-    if consumerField ~= '' then fields[n + 1] = 'consumer'; fields[n + 2] = consumerField; n = n + 2 end
-    fields[n + 1] = 'result_data'
-    fields[n + 2] = data
-    redis.call('XADD', KEYS[2], '*', unpack(fields, 1, n + 2))
-    -- Only a canonical id of this sweep counts towards completion, so a
-    -- hand-made entry named 'abc' or '99999' cannot make the sweep look settled.
-    local isChunk = #chunkId == idWidth and string.match(chunkId, '^%d+$') ~= nil
-      and tonumber(chunkId) < totalChunks
-    if not isChunk then
-      code = 1
-    else
-      -- A chunk that has a result is no longer dead, whatever happened before.
-      if anyDead then redis.call('HDEL', KEYS[4], chunkId) end
-      if redis.call('HSETNX', KEYS[3], chunkId, '1') == 1 then
-        code = 1
-        newlyDone = newlyDone + 1
-      else
-        code = 2
-      end
-    end
-  end
-  codes[#codes + 1] = code
+  chunks[#chunks + 1] = {string.match(line, pattern)}
 end
--- The entries published for are acknowledged together (the call is atomic: nobody sees them in between).
+local n = #chunks
+local codes = {}
+
+-- The sweep's meta hash goes with `ttg reset`: say so, rather than "not the owner".
+if not totalChunks then
+  for i = 1, n do codes[i] = -3 end
+  return codes
+end
+
+-- Which entries this consumer holds: its oldest pending entries, in one XPENDING, are usually the
+-- very ones of this call (a worker commits in the order it took); any other is looked up alone.
+local pending = {}
+local oldest = redis.pcall('XPENDING', tasks, group, '-', '+', n + 16, consumer)
+if type(oldest) == 'table' and not oldest.err then
+  for _, p in ipairs(oldest) do pending[p[1]] = true end
+end
+local function holds(entryId)
+  if pending[entryId] then return true end
+  local one = redis.pcall('XPENDING', tasks, group, entryId, entryId, 1, consumer)
+  return type(one) == 'table' and not one.err and #one > 0
+end
+
+-- Which chunks have a result already, in one HMGET.
+local canonical = {}
+local ids = {}
+for i, c in ipairs(chunks) do
+  -- Only a canonical id of this sweep counts towards completion, so a
+  -- hand-made entry named 'abc' or '99999' cannot make the sweep look settled.
+  local chunkId = c[2]
+  if #chunkId == idWidth and string.match(chunkId, '^%d+$') ~= nil and tonumber(chunkId) < totalChunks then
+    canonical[i] = true
+    ids[#ids + 1] = chunkId
+  end
+end
+local done = {}
+for first = 1, #ids, 1000 do
+  local last = math.min(#ids, first + 999)
+  local had = redis.call('HMGET', KEYS[3], unpack(ids, first, last))
+  for j = first, last do
+    if had[j - first + 1] then done[ids[j]] = true end
+  end
+end
+
+-- The entries this consumer holds are acknowledged first, together (a refused XACK then leaves
+-- nothing half done); an entry counts once, however often it is in the call.
+local acked = {}
+local owned = {}
+for i, c in ipairs(chunks) do
+  if acked[c[1]] or not holds(c[1]) then
+    codes[i] = -1
+  else
+    acked[c[1]] = true
+    owned[#owned + 1] = c[1]
+  end
+end
 for first = 1, #owned, 1000 do
   redis.call('XACK', tasks, group, unpack(owned, first, math.min(#owned, first + 999)))
 end
+
+local anyDead = redis.call('HLEN', KEYS[4]) > 0
+local newly = {}
+for i, c in ipairs(chunks) do
+  local entryId, chunkId, duration, completedAt, startedAt, recovered, attempts, data =
+    c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
+  if codes[i] == nil then
+    local fields = {'chunk_id', chunkId, 'worker_id', workerId, 'status', status,
+      'duration_seconds', duration, 'completed_at', text(completedAt)}
+    local k = 10
+    if startedAt ~= '' then fields[k + 1] = 'started_at'; fields[k + 2] = text(startedAt); k = k + 2 end
+    if recovered ~= '' then fields[k + 1] = 'recovered'; fields[k + 2] = recovered; k = k + 2 end
+    if attempts ~= '' then fields[k + 1] = 'attempts'; fields[k + 2] = attempts; k = k + 2 end
+    if consumerField ~= '' then fields[k + 1] = 'consumer'; fields[k + 2] = consumerField; k = k + 2 end
+    fields[k + 1] = 'result_data'
+    fields[k + 2] = data
+    redis.call('XADD', KEYS[2], '*', unpack(fields, 1, k + 2))
+    if not canonical[i] then
+      codes[i] = 1
+    else
+      -- A chunk that has a result is no longer dead, whatever happened before.
+      if anyDead then redis.call('HDEL', KEYS[4], chunkId) end
+      if done[chunkId] then
+        codes[i] = 2
+      else
+        codes[i] = 1
+        done[chunkId] = true
+        newly[#newly + 1] = chunkId
+        newly[#newly + 1] = '1'
+      end
+    end
+  end
+end
+-- The chunks done for the first time, recorded together.
+for first = 1, #newly, 2000 do
+  redis.call('HSET', KEYS[3], unpack(newly, first, math.min(#newly, first + 1999)))
+end
+local newlyDone = #newly / 2
 
 -- Wake the workers waiting for tasks: the sweep is over, they can leave now.
 if newlyDone > 0 and redis.call('HLEN', KEYS[3]) + redis.call('HLEN', KEYS[4]) >= totalChunks then

@@ -153,13 +153,24 @@ export async function sendCompletions(
     return items.map((item) => answers.get(item)!);
   }
   // Entry ids come from Redis and chunk ids are canonical (complete() checks them): neither holds a separator.
-  // Pieces joined once: a string grown piece by piece is a rope that writing it to the socket must flatten.
-  const parts: (string | number)[] = [];
+  // Pieces joined once (a string grown piece by piece is a rope that writing it must flatten), and
+  // sent as bytes: a string argument is copied once more on the heap into the command's text.
+  const parts = new Array<string | number>(items.length * 16);
+  let at = 0;
   for (const { entryId, chunkId, result: r } of items) {
-    parts.push(entryId, '\t', chunkId, '\t', r.durationSeconds, '\t', text(r.completedAt), '\t', r.startedAt ? text(r.startedAt) : '', '\t',
-      r.recovered ? 'true' : '', '\t', r.attempts ? r.attempts : '', '\t', JSON.stringify(r.stats), '\n');
+    parts[at] = entryId;
+    parts[at + 2] = chunkId;
+    parts[at + 4] = r.durationSeconds;
+    parts[at + 6] = text(r.completedAt);
+    parts[at + 8] = r.startedAt ? text(r.startedAt) : '';
+    parts[at + 10] = r.recovered ? 'true' : '';
+    parts[at + 12] = r.attempts ? r.attempts : '';
+    parts[at + 14] = JSON.stringify(r.stats);
+    for (let i = 1; i < 15; i += 2) parts[at + i] = '\t';
+    parts[at + 15] = '\n';
+    at += 16;
   }
-  const lines = parts.join('');
+  const lines = Buffer.from(parts.join(''), 'utf8');
   const link = await links.commands();
   const codes = (await links.script(link, 'complete', [k.tasks, k.results, k.done, k.deadChunks, k.meta],
     [k.group, consumer, k.events, first.workerId, first.status, first.consumer ?? '', lines])) as unknown[];

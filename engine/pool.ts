@@ -163,8 +163,12 @@ export class KernelPool {
     const mine = batch.filter((w) => w.total === total);
     const others = batch.filter((w) => w.total !== total);
     if (others.length) this.#runBatch(others);
-    const ranges: number[] = [];
-    for (const w of mine) ranges.push(w.start, w.end);
+    // A typed array crosses to the thread as one copy, not a value at a time.
+    const ranges = new Float64Array(2 * mine.length);
+    mine.forEach((w, i) => {
+      ranges[2 * i] = w.start;
+      ranges[2 * i + 1] = w.end;
+    });
     (this.#pool.run({ ...this.#taskBase(total), ranges }) as Promise<BatchOutcome>).then((outcome) => {
       const outcomes = unpackBatch(outcome, mine.length);
       let params = 0;

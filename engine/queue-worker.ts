@@ -98,8 +98,12 @@ export class QueueWorker implements MetricsSource {
   #commitWindowMin = Infinity;
   #commitWindowStart = 0;
 
+  /** Whether the per-chunk debug lines are written (their text is not even made otherwise: thousands of chunks a second). */
+  readonly #chunkLines: boolean;
+
   constructor(opts: QueueWorkerOptions) {
     this.#opts = opts;
+    this.#chunkLines = opts.config.logLevel === 'debug';
   }
 
   /** The consumer name (the `worker` label of the metrics). */
@@ -319,7 +323,7 @@ export class QueueWorker implements MetricsSource {
       void this.#failed(delivery, new SimulatedFaultError(`simulated fault (SIMULATE_FAULT_RATE=${config.simulateFaultRate})`));
       return;
     }
-    log.debug(`chunk ${task.chunkId} started`, { attempt: delivery.attempt });
+    if (this.#chunkLines) log.debug(`chunk ${task.chunkId} started`, { attempt: delivery.attempt });
     this.#computing++;
     const chunk = new Computing(this.#steps, delivery, task, isoNow(), performance.now());
     // A pool without runRangeInto (a test's stand-in) is asked through its promise.
@@ -380,7 +384,7 @@ export class QueueWorker implements MetricsSource {
         this.#paramsProcessed += params;
         if (delivery.recovered) this.#chunksRecovered++;
         metrics?.chunkCompleted(this.worker, params, (performance.now() - chunk.taken) / 1000, delivery.recovered);
-        log.debug(`chunk ${task.chunkId} done`, { params, seconds: round6(threadSeconds) });
+        if (this.#chunkLines) log.debug(`chunk ${task.chunkId} done`, { params, seconds: round6(threadSeconds) });
       } else if (this.#fatal === null) {
         log.warn(`chunk ${task.chunkId} is no longer this worker's (taken over, or its connection was lost); ` +
           'its result here is dropped and the chunk counts from whoever holds it now');

@@ -148,6 +148,7 @@ export class QueueWorker implements MetricsSource {
     this.#aborted = true;
     const unfinished = [...this.#inHand];
     this.#inHand.clear();
+    this.#wake();
     try {
       await this.#opts.backend.release(unfinished);
     } catch (err) {

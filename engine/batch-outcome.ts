@@ -25,30 +25,58 @@ export interface BatchOutcome {
 
 const HEAD = 8;
 
-export function packBatch(rows: ReadonlyArray<SliceOutcome | { error: string }>): BatchOutcome {
-  let length = 0;
-  for (const r of rows) length += HEAD + ('error' in r ? 0 : r.partials.length);
-  const packed = new Float64Array(length);
-  const errors: Record<number, string> = {};
-  let at = 0;
-  rows.forEach((r, i) => {
-    if ('error' in r) {
-      packed[at] = 1;
-      errors[i] = r.error;
-      at += HEAD;
-      return;
+/** Packs a batch's outcomes slice by slice, straight into the buffer (no object per slice). */
+export class BatchPacker {
+  #packed: Float64Array;
+  #at = 0;
+  #slice = 0;
+  readonly #errors: Record<number, string> = {};
+
+  /** Room for `slices` slices of up to 4 partials; it grows when they have more. */
+  constructor(slices: number) {
+    this.#packed = new Float64Array(Math.max(1, slices) * (HEAD + 4));
+  }
+
+  add(stats: SliceStats, seconds: number): void {
+    const n = stats.partials.length;
+    const at = this.#room(HEAD + n);
+    const p = this.#packed;
+    p[at] = 0;
+    p[at + 1] = stats.count;
+    p[at + 2] = stats.min;
+    p[at + 3] = stats.max;
+    p[at + 4] = stats.argmin;
+    p[at + 5] = stats.argmax;
+    p[at + 6] = seconds;
+    p[at + 7] = n;
+    for (let j = 0; j < n; j++) p[at + HEAD + j] = stats.partials[j]!;
+    this.#slice++;
+  }
+
+  failed(message: string): void {
+    const at = this.#room(HEAD);
+    this.#packed.fill(0, at, at + HEAD);
+    this.#packed[at] = 1;
+    this.#errors[this.#slice++] = message;
+  }
+
+  /** The packed outcomes (a copy cut to size when there is room left: a view would carry its whole buffer to the main thread). */
+  finish(): BatchOutcome {
+    const packed = this.#at === this.#packed.length ? this.#packed : this.#packed.slice(0, this.#at);
+    return { packed, errors: this.#errors };
+  }
+
+  /** Where the next `length` values go, growing the buffer if they do not fit. */
+  #room(length: number): number {
+    const at = this.#at;
+    if (at + length > this.#packed.length) {
+      const bigger = new Float64Array(Math.max(2 * this.#packed.length, at + length));
+      bigger.set(this.#packed.subarray(0, at));
+      this.#packed = bigger;
     }
-    packed[at + 1] = r.count;
-    packed[at + 2] = r.min;
-    packed[at + 3] = r.max;
-    packed[at + 4] = r.argmin;
-    packed[at + 5] = r.argmax;
-    packed[at + 6] = r.seconds;
-    packed[at + 7] = r.partials.length;
-    packed.set(r.partials, at + HEAD);
-    at += HEAD + r.partials.length;
-  });
-  return { packed, errors };
+    this.#at = at + length;
+    return at;
+  }
 }
 
 /** Unpacks `slices` outcomes: per slice, its statistics and time, or why it failed. */

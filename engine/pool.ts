@@ -33,6 +33,16 @@ export interface RangeOutcome {
   threadSeconds: number;
 }
 
+/**
+ * Where runRangeInto() reports a range's outcome: `done` with its statistics and the thread time
+ * spent on it, or `failed`; one of them once, always after the call returned. Meant for callers
+ * that hand the pool thousands of small ranges a second, to whom a promise per range is garbage.
+ */
+export interface RangeSink {
+  done(stats: SliceStats, threadSeconds: number): void;
+  failed(err: Error): void;
+}
+
 /** Thread time one task aims at: long enough to pay for its round trip, short enough to balance the threads. */
 const TASK_SECONDS = 0.004;
 /** Ranges shorter than this are never split across threads, whatever their estimated cost. */
@@ -42,8 +52,7 @@ interface WaitingRange {
   start: number;
   end: number;
   total: number;
-  resolve: (outcome: RangeOutcome) => void;
-  reject: (err: Error) => void;
+  sink: RangeSink;
 }
 
 export class KernelPool {
@@ -81,11 +90,19 @@ export class KernelPool {
    * of the event loop share thread tasks (see the file comment).
    */
   runRange(start: number, end: number, total: number): Promise<RangeOutcome> {
-    if (this.#closed) return Promise.reject(new Error('the thread pool is closed'));
     return new Promise<RangeOutcome>((resolve, reject) => {
-      if (this.#waiting.length === 0) queueMicrotask(() => this.#schedule());
-      this.#waiting.push({ start, end, total, resolve, reject });
+      this.runRangeInto(start, end, total, { done: (stats, threadSeconds) => resolve({ stats, threadSeconds }), failed: reject });
     });
+  }
+
+  /** runRange(), its outcome told to `sink` rather than a promise (see RangeSink). */
+  runRangeInto(start: number, end: number, total: number, sink: RangeSink): void {
+    if (this.#closed) {
+      queueMicrotask(() => sink.failed(new Error('the thread pool is closed')));
+      return;
+    }
+    if (this.#waiting.length === 0) queueMicrotask(() => this.#schedule());
+    this.#waiting.push({ start, end, total, sink });
   }
 
   /** Turns the ranges asked for into thread tasks: big ones split over the threads, small ones batched. */
@@ -136,8 +153,8 @@ export class KernelPool {
       .then((stats) => {
         const threadSeconds = stats.reduce((a, s) => a + s.seconds, 0);
         this.#learn(w.end - w.start, threadSeconds);
-        w.resolve({ stats: mergeSlices(stats), threadSeconds });
-      }, (err: unknown) => w.reject(err instanceof Error ? err : new Error(String(err))));
+        w.sink.done(mergeSlices(stats), threadSeconds);
+      }, (err: unknown) => w.sink.failed(err instanceof Error ? err : new Error(String(err))));
   }
 
   #runBatch(batch: WaitingRange[]): void {
@@ -146,8 +163,12 @@ export class KernelPool {
     const mine = batch.filter((w) => w.total === total);
     const others = batch.filter((w) => w.total !== total);
     if (others.length) this.#runBatch(others);
-    const ranges: number[] = [];
-    for (const w of mine) ranges.push(w.start, w.end);
+    // A typed array crosses to the thread as one copy, not a value at a time.
+    const ranges = new Float64Array(2 * mine.length);
+    mine.forEach((w, i) => {
+      ranges[2 * i] = w.start;
+      ranges[2 * i + 1] = w.end;
+    });
     (this.#pool.run({ ...this.#taskBase(total), ranges }) as Promise<BatchOutcome>).then((outcome) => {
       const outcomes = unpackBatch(outcome, mine.length);
       let params = 0;
@@ -155,16 +176,16 @@ export class KernelPool {
       mine.forEach((w, i) => {
         const o = outcomes[i]!;
         if ('error' in o) {
-          w.reject(new Error(o.error));
+          w.sink.failed(new Error(o.error));
           return;
         }
         params += w.end - w.start;
         seconds += o.seconds;
-        w.resolve({ stats: o, threadSeconds: o.seconds });
+        w.sink.done(o, o.seconds);
       });
       this.#learn(params, seconds);
     }, (err: unknown) => {
-      for (const w of mine) w.reject(err instanceof Error ? err : new Error(String(err)));
+      for (const w of mine) w.sink.failed(err instanceof Error ? err : new Error(String(err)));
     });
   }
 

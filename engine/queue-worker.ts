@@ -11,15 +11,20 @@
  */
 import type { Config } from './config.js';
 import type { Logger } from '../core/log.js';
-import type { KernelPool } from './pool.js';
-import type { ChunkResult, Delivery, QueueBackend } from '../backends/types.js';
+import type { KernelPool, RangeSink } from './pool.js';
+import type { ChunkResult, ChunkTask, Delivery, QueueBackend } from '../backends/types.js';
+import type { SliceStats } from '../kernel/types.js';
 import { toChunkStats } from './stats.js';
 import { BrokerRefusedError, BrokerUnavailableError, SimulatedFaultError, SweepGoneError, TtgError } from '../core/errors.js';
 import type { FailureOutcome, MetricsSource, WorkerMetrics } from './metrics.js';
 import type { Probe } from './http.js';
 
-/** Work in hand, in seconds of this worker's measured rate, when PREFETCH is unset: covers a take's round trip many times over. */
-const HOLD_SECONDS = 0.05;
+/**
+ * Work in hand, in seconds of this worker's measured rate, when PREFETCH is unset: covers a take's
+ * round trip many times over. Not much more: every chunk in hand is garbage the collector copies
+ * while it waits (at 100-parameter chunks, 0.05 s here meant ~50% more collection time than 0.02 s).
+ */
+const HOLD_SECONDS = 0.02;
 /**
  * ...or, where committing takes longer (a loaded broker, RabbitMQ's stream confirms), this many
  * commit latencies: while one batch is being committed and its replacements fetched, the threads
@@ -28,6 +33,13 @@ const HOLD_SECONDS = 0.05;
 const HOLD_COMMITS = 4;
 /** Most chunks in hand when PREFETCH is unset, and most asked for in one take(). */
 const MAX_IN_HAND = 4096;
+/**
+ * Commit latency is measured as the fastest commit of each window this long: a commit also waits
+ * for the commits queued before it, and counting that wait made a busy worker hold more chunks,
+ * which queued more commits (at 100-parameter chunks, 4096 in hand and 50-100 ms "latencies"
+ * while Redis answered a batch in a few ms), for nothing but garbage to collect.
+ */
+const COMMIT_WINDOW_MS = 200;
 
 export type WorkerStatus = 'completed' | 'interrupted' | 'idle_timeout';
 
@@ -63,7 +75,8 @@ export interface QueueWorkerOptions {
 export class QueueWorker implements MetricsSource {
   #opts: QueueWorkerOptions;
   #initialized = false;
-  #inHand = new Map<Delivery, Promise<void>>();
+  /** Chunks taken and not yet settled (committed, failed, handed back or given up). */
+  #inHand = new Set<Delivery>();
   #stopping = false;
   #aborted = false;
   #fatal: unknown = null;
@@ -73,17 +86,24 @@ export class QueueWorker implements MetricsSource {
   #chunksFailed = 0;
   #chunksDeadLettered = 0;
   #started = performance.now();
-  /** Resolved (and replaced) whenever a chunk in hand is computed or done: one wait for the loop, whatever is in hand. */
-  #changed = deferred();
+  /** Called (once) when a chunk in hand is computed or done while the loop waits for that: one wait, whatever is in hand. */
+  #waiter: (() => void) | null = null;
   /** Chunks in hand handed to the threads and not yet computed. */
   #computing = 0;
   /** When this worker first took chunks, for its rate (chunks done per second) that sizes the work in hand. */
   #firstTakeAt = 0;
-  /** Seconds from a chunk's result being ready to its commit being answered (moving average). */
+  /** Seconds from a chunk's result being ready to its commit being answered (moving average of COMMIT_WINDOW_MS minimums). */
   #commitSeconds = 0;
+  /** The fastest commit of the current window (seconds), and when the window began (performance.now()). */
+  #commitWindowMin = Infinity;
+  #commitWindowStart = 0;
+
+  /** Whether the per-chunk debug lines are written (their text is not even made otherwise: thousands of chunks a second). */
+  readonly #chunkLines: boolean;
 
   constructor(opts: QueueWorkerOptions) {
     this.#opts = opts;
+    this.#chunkLines = opts.config.logLevel === 'debug';
   }
 
   /** The consumer name (the `worker` label of the metrics). */
@@ -126,8 +146,9 @@ export class QueueWorker implements MetricsSource {
   async abort(): Promise<void> {
     this.#stopping = true;
     this.#aborted = true;
-    const unfinished = [...this.#inHand.keys()];
+    const unfinished = [...this.#inHand];
     this.#inHand.clear();
+    this.#wake();
     try {
       await this.#opts.backend.release(unfinished);
     } catch (err) {
@@ -156,7 +177,7 @@ export class QueueWorker implements MetricsSource {
     const heartbeatMs = Math.max(50, Math.min(config.staleThresholdMs / 3, 10_000));
     const heartbeat = setInterval(() => {
       if (this.#inHand.size === 0) return;
-      backend.heartbeat([...this.#inHand.keys()]).catch((err) => {
+      backend.heartbeat([...this.#inHand]).catch((err) => {
         // Refused (an ACL without the heartbeat's command): no later beat will do better, and without them the chunks get stolen.
         if (err instanceof BrokerRefusedError) this.#fatal ??= err;
         else log.warn('heartbeat failed', { error: String(err) });
@@ -173,8 +194,10 @@ export class QueueWorker implements MetricsSource {
         const target = this.#inHandTarget();
         // Sized by time (PREFETCH unset), the target counts the chunks the threads have yet to compute:
         // the next batch is taken while the last one is being committed, so the threads never wait
-        // for a commit and a take in a row. A PREFETCH given counts every chunk held.
-        const held = config.prefetchAuto ? this.#computing : this.#inHand.size;
+        // for a commit and a take in a row; but no more than a target's worth may wait for commits,
+        // or a worker whose commits fall behind takes ever more (up to MAX_IN_HAND) that only wait
+        // longer. A PREFETCH given counts every chunk held.
+        const held = config.prefetchAuto ? Math.max(this.#computing, this.#inHand.size - target) : this.#inHand.size;
         let capacity = Math.min(target - held, MAX_IN_HAND - this.#inHand.size);
         if (capacity > 0 && Date.now() >= nextStaleCheck) {
           nextStaleCheck = Date.now() + staleEveryMs;
@@ -201,7 +224,7 @@ export class QueueWorker implements MetricsSource {
             // The timer is cleared once a chunk finishes first: a pending poll timer would keep a
             // finished process alive for up to pollMs.
             const poll = timer(Math.max(1, Math.min(pollMs, nextStaleCheck - Date.now())));
-            await Promise.race([this.#changed.promise, poll.elapsed]).finally(poll.cancel);
+            await Promise.race([this.#changed(), poll.elapsed]).finally(poll.cancel);
           }
           continue;
         }
@@ -226,12 +249,12 @@ export class QueueWorker implements MetricsSource {
       }
       if (this.#stopping && this.#fatal === null) status = 'interrupted';
       // Finish and commit what is in hand (unless aborted: then it was released).
-      await Promise.all(this.#inHand.values());
+      await this.#drained();
     } catch (err) {
       // The loop itself failed (take, isSettled or claimStale found the sweep reset or the broker
       // gone): the chunks in hand still end before run() does, since the caller closes the backend
       // next and a chunk finishing after that would only add a misleading line.
-      await Promise.all(this.#inHand.values());
+      await this.#drained();
       throw err;
     } finally {
       clearInterval(heartbeat);
@@ -283,85 +306,134 @@ export class QueueWorker implements MetricsSource {
     }
   }
 
+  /**
+   * Takes a chunk in hand: hands it to the pool, and its result to the backend, with callbacks
+   * rather than an async function per chunk (thousands a second: the promises, closures and
+   * suspended frames they left behind were much of the main thread's garbage), then settles it.
+   * Failures of any step take the slow path, #failed.
+   */
   #start(delivery: Delivery): void {
-    const work = this.#process(delivery).finally(() => {
-      this.#inHand.delete(delivery);
+    this.#inHand.add(delivery);
+    const { config, pool, log } = this.#opts;
+    const task = delivery.task;
+    if (task === null) {
+      void this.#failed(delivery, new TtgError(`malformed task: ${delivery.malformed ?? 'unreadable'}`));
+      return;
+    }
+    if (config.simulateFaultRate > 0 && (this.#opts.random ?? Math.random)() < config.simulateFaultRate) {
+      void this.#failed(delivery, new SimulatedFaultError(`simulated fault (SIMULATE_FAULT_RATE=${config.simulateFaultRate})`));
+      return;
+    }
+    if (this.#chunkLines) log.debug(`chunk ${task.chunkId} started`, { attempt: delivery.attempt });
+    this.#computing++;
+    const chunk = new Computing(this.#steps, delivery, task, isoNow(), performance.now());
+    // A pool without runRangeInto (a test's stand-in) is asked through its promise.
+    if (typeof pool.runRangeInto === 'function') pool.runRangeInto(task.startParam, task.endParam, task.totalParams, chunk);
+    else pool.runRange(task.startParam, task.endParam, task.totalParams).then((o) => chunk.done(o.stats, o.threadSeconds), (e) => chunk.failed(e));
+  }
+
+  /** The steps of a chunk in hand after the pool, called by its Computing (one set per worker, not per chunk). */
+  readonly #steps: ChunkSteps = {
+    computed: (chunk, stats, durationSeconds) => {
+      this.#computing--;
       this.#wake();
-    });
-    this.#inHand.set(delivery, work);
-  }
-
-  #wake(): void {
-    const changed = this.#changed;
-    this.#changed = deferred();
-    changed.resolve();
-  }
-
-  async #process(delivery: Delivery): Promise<void> {
-    const { config, backend, pool, log, metrics } = this.#opts;
-    const random = this.#opts.random ?? Math.random;
-    const taken = performance.now();
-    try {
-      const task = delivery.task;
-      if (task === null) throw new TtgError(`malformed task: ${delivery.malformed ?? 'unreadable'}`);
-      if (config.simulateFaultRate > 0 && random() < config.simulateFaultRate) {
-        throw new SimulatedFaultError(`simulated fault (SIMULATE_FAULT_RATE=${config.simulateFaultRate})`);
-      }
-      const startedAt = new Date().toISOString();
-      log.debug(`chunk ${task.chunkId} started`, { attempt: delivery.attempt });
-      this.#computing++;
-      let outcome: Awaited<ReturnType<KernelPool['runRange']>>;
+      if (this.#aborted) return this.#settle(chunk.delivery); // given back already: never commit after an abort
+      const { config, backend } = this.#opts;
+      const { delivery, task } = chunk;
+      let result: ChunkResult;
       try {
-        outcome = await pool.runRange(task.startParam, task.endParam, task.totalParams);
-      } finally {
-        this.#computing--;
-        this.#wake();
-      }
-      const { stats, threadSeconds: durationSeconds } = outcome;
-      if (this.#aborted) return; // given back already: never commit after an abort
-      const result: ChunkResult = {
-        chunkId: task.chunkId,
-        workerId: config.workerId,
-        // The process, not just WORKER_ID (which pods may share): the report's chunks per worker counts by it.
-        consumer: backend.consumerName,
-        status: 'completed',
-        durationSeconds: round6(durationSeconds),
-        completedAt: new Date().toISOString(),
-        startedAt,
+        result = {
+          chunkId: task.chunkId,
+          workerId: config.workerId,
+          // The process, not just WORKER_ID (which pods may share): the report's chunks per worker counts by it.
+          consumer: backend.consumerName,
+          status: 'completed',
+          durationSeconds: round6(durationSeconds),
+          completedAt: isoNow(),
+          startedAt: chunk.startedAt,
+          stats: toChunkStats(stats),
+        };
         // Said in the result so a monitor can name the chunks each worker recovered, and the retried ones.
-        ...(delivery.recovered ? { recovered: true } : {}),
-        ...(delivery.attempt > 0 ? { attempts: delivery.attempt } : {}),
-        stats: toChunkStats(stats),
-      };
-      let committed: boolean;
-      const ready = performance.now();
-      try {
-        committed = await backend.complete(delivery, result);
-        const took = (performance.now() - ready) / 1000;
-        this.#commitSeconds = this.#commitSeconds === 0 ? took : 0.9 * this.#commitSeconds + 0.1 * took;
+        if (delivery.recovered) result.recovered = true;
+        if (delivery.attempt > 0) result.attempts = delivery.attempt;
       } catch (err) {
-        if (err instanceof BrokerUnavailableError || err instanceof SweepGoneError) throw err;
-        // The kernel did its part: a commit refused by a broker hiccup is no failure of the chunk
-        // and must not use up one of its retries. Give it back untouched for another try.
-        log.warn(`could not commit chunk ${task.chunkId} (${err instanceof Error ? err.message : String(err)}); ` +
-          'handed back to the queue, not counted as a failure', { chunk_id: task.chunkId });
-        await backend.release([delivery]).catch((releaseErr: unknown) => {
-          if (releaseErr instanceof BrokerUnavailableError) this.#fatal ??= releaseErr;
-          else log.warn(`could not hand chunk ${task.chunkId} back; it stays pending for stale recovery`, { error: String(releaseErr) });
-        });
-        return;
+        return void this.#failed(delivery, err);
       }
+      chunk.ready = performance.now();
+      let commit: Promise<boolean>;
+      try {
+        commit = backend.complete(delivery, result);
+      } catch (err) {
+        commit = Promise.reject(err);
+      }
+      commit.then((committed) => this.#committed(chunk, stats.count, durationSeconds, committed), (err: unknown) => this.#commitFailed(chunk, err));
+    },
+    failed: (chunk, err) => {
+      this.#computing--;
+      this.#wake();
+      void this.#failed(chunk.delivery, err);
+    },
+  };
+
+  #committed(chunk: Computing, params: number, threadSeconds: number, committed: boolean): void {
+    const { log, metrics } = this.#opts;
+    const { delivery, task } = chunk;
+    try {
+      this.#commitTook(chunk.ready);
       if (committed) {
         this.#chunksProcessed++;
-        this.#paramsProcessed += stats.count;
+        this.#paramsProcessed += params;
         if (delivery.recovered) this.#chunksRecovered++;
-        metrics?.chunkCompleted(this.worker, stats.count, (performance.now() - taken) / 1000, delivery.recovered);
-        log.debug(`chunk ${task.chunkId} done`, { params: stats.count, seconds: round6(durationSeconds) });
+        metrics?.chunkCompleted(this.worker, params, (performance.now() - chunk.taken) / 1000, delivery.recovered);
+        if (this.#chunkLines) log.debug(`chunk ${task.chunkId} done`, { params, seconds: round6(threadSeconds) });
       } else if (this.#fatal === null) {
         log.warn(`chunk ${task.chunkId} is no longer this worker's (taken over, or its connection was lost); ` +
           'its result here is dropped and the chunk counts from whoever holds it now');
       }
     } catch (err) {
+      void this.#failed(delivery, err);
+      return;
+    }
+    this.#settle(delivery);
+  }
+
+  #commitTook(ready: number): void {
+    const now = performance.now();
+    const took = (now - ready) / 1000;
+    if (took < this.#commitWindowMin) this.#commitWindowMin = took;
+    if (this.#commitSeconds === 0) this.#commitSeconds = took;
+    if (now - this.#commitWindowStart < COMMIT_WINDOW_MS) return;
+    if (this.#commitWindowStart > 0) this.#commitSeconds = 0.7 * this.#commitSeconds + 0.3 * this.#commitWindowMin;
+    this.#commitWindowMin = Infinity;
+    this.#commitWindowStart = now;
+  }
+
+  /** The commit failed: fatal when the broker is gone or the sweep reset, else the chunk is handed back untouched. */
+  async #commitFailed(chunk: Computing, err: unknown): Promise<void> {
+    const { backend, log } = this.#opts;
+    const { delivery, task } = chunk;
+    try {
+      if (err instanceof BrokerUnavailableError || err instanceof SweepGoneError) {
+        this.#fatal ??= err;
+        return;
+      }
+      // The kernel did its part: a commit refused by a broker hiccup is no failure of the chunk
+      // and must not use up one of its retries. Give it back untouched for another try.
+      log.warn(`could not commit chunk ${task.chunkId} (${err instanceof Error ? err.message : String(err)}); ` +
+        'handed back to the queue, not counted as a failure', { chunk_id: task.chunkId });
+      await backend.release([delivery]).catch((releaseErr: unknown) => {
+        if (releaseErr instanceof BrokerUnavailableError) this.#fatal ??= releaseErr;
+        else log.warn(`could not hand chunk ${task.chunkId} back; it stays pending for stale recovery`, { error: String(releaseErr) });
+      });
+    } finally {
+      this.#settle(delivery);
+    }
+  }
+
+  /** A chunk that could not be computed (malformed, a kernel error, a simulated fault): retried or dead-lettered. */
+  async #failed(delivery: Delivery, err: unknown): Promise<void> {
+    const { backend, log, metrics } = this.#opts;
+    try {
       if (err instanceof BrokerUnavailableError || err instanceof SweepGoneError) {
         this.#fatal ??= err;
         return;
@@ -384,16 +456,62 @@ export class QueueWorker implements MetricsSource {
         if (failErr instanceof BrokerUnavailableError) this.#fatal ??= failErr;
         else log.error(`could not record the failure of chunk ${delivery.chunkId}; it stays pending`, { error: String(failErr) });
       }
+    } finally {
+      this.#settle(delivery);
     }
+  }
+
+  #settle(delivery: Delivery): void {
+    this.#inHand.delete(delivery);
+    this.#wake();
+  }
+
+  /** Resolves once nothing is in hand. */
+  async #drained(): Promise<void> {
+    while (this.#inHand.size > 0) await this.#changed();
+  }
+
+  /** Resolves when a chunk in hand is next computed or settled. */
+  #changed(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.#waiter = resolve;
+    });
+  }
+
+  #wake(): void {
+    const waiter = this.#waiter;
+    this.#waiter = null;
+    waiter?.();
   }
 }
 
-function deferred(): { promise: Promise<void>; resolve: () => void } {
-  let resolve!: () => void;
-  const promise = new Promise<void>((r) => {
-    resolve = r;
-  });
-  return { promise, resolve };
+/** What a worker does with a chunk once the pool is done with it. */
+interface ChunkSteps {
+  computed(chunk: Computing, stats: SliceStats, threadSeconds: number): void;
+  failed(chunk: Computing, err: Error): void;
+}
+
+/** A chunk handed to the pool: the one object a chunk in hand needs besides its delivery (the pool's RangeSink). */
+class Computing implements RangeSink {
+  /** When its result was handed to the backend (performance.now()). */
+  ready = 0;
+
+  constructor(
+    readonly steps: ChunkSteps,
+    readonly delivery: Delivery,
+    readonly task: ChunkTask,
+    readonly startedAt: string,
+    /** When it was taken in hand (performance.now()). */
+    readonly taken: number,
+  ) {}
+
+  done(stats: SliceStats, threadSeconds: number): void {
+    this.steps.computed(this, stats, threadSeconds);
+  }
+
+  failed(err: Error): void {
+    this.steps.failed(this, err);
+  }
 }
 
 /** A wait that can be called off, so no timer outlives what it waited for. */
@@ -403,6 +521,23 @@ function timer(ms: number): { elapsed: Promise<void>; cancel: () => void } {
     handle = setTimeout(resolve, ms);
   });
   return { elapsed, cancel: () => clearTimeout(handle) };
+}
+
+let isoMs = NaN;
+let isoText = '';
+
+/**
+ * The time as an ISO string, made once per millisecond: chunks a few
+ * microseconds long each stamp their start and end, and new Date().toISOString()
+ * cost more than the rest of a chunk's bookkeeping on the main thread.
+ */
+function isoNow(): string {
+  const ms = Date.now();
+  if (ms !== isoMs) {
+    isoMs = ms;
+    isoText = new Date(ms).toISOString();
+  }
+  return isoText;
 }
 
 function round3(x: number): number {

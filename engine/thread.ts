@@ -11,7 +11,7 @@
 import { createKernelRunner } from '../kernel/index.js';
 import type { KernelChoice, KernelImpl, KernelRunner, SliceStats, UserKernelSpec } from '../kernel/types.js';
 import type { UserKernelRunner } from '../kernel/user-wasm.js';
-import { packBatch, type BatchOutcome, type SliceOutcome } from './batch-outcome.js';
+import { BatchPacker, type BatchOutcome, type SliceOutcome } from './batch-outcome.js';
 import { workerData } from 'node:worker_threads';
 import { boundHeap } from './heap.js';
 
@@ -91,7 +91,7 @@ function finish(task: SliceTask, t0: number, stats: SliceStats): SliceOutcome {
 /** Several slices in one task (engine/pool.ts batches small chunks so a thread task pays for its round trip). */
 export interface SliceBatch extends Omit<SliceTask, 'start' | 'end'> {
   /** Flat [start, end, start, end, ...] of the slices, each evaluated on its own. */
-  ranges: number[];
+  ranges: ArrayLike<number>;
 }
 
 export function runSlices(batch: SliceBatch): BatchOutcome | Promise<BatchOutcome> {
@@ -111,20 +111,22 @@ export function runSlices(batch: SliceBatch): BatchOutcome | Promise<BatchOutcom
 
 function packSlices(batch: SliceBatch, sweep: (start: number, end: number) => SliceStats): BatchOutcome {
   const slices = batch.ranges.length >> 1;
-  const rows: Array<SliceOutcome | { error: string }> = new Array(slices);
+  const packer = new BatchPacker(slices);
   for (let i = 0; i < slices; i++) {
     const start = batch.ranges[2 * i]!;
     const end = batch.ranges[2 * i + 1]!;
     const t0 = performance.now();
+    let stats: SliceStats;
     try {
-      const stats = sweep(start, end);
+      stats = sweep(start, end);
       if (batch.simulateWorkMs > 0) busyWait(batch.simulateWorkMs * (end - start));
-      rows[i] = { ...stats, seconds: (performance.now() - t0) / 1000 };
     } catch (err) {
-      rows[i] = { error: err instanceof Error ? err.message : String(err) };
+      packer.failed(err instanceof Error ? err.message : String(err));
+      continue;
     }
+    packer.add(stats, (performance.now() - t0) / 1000);
   }
-  return packBatch(rows);
+  return packer.finish();
 }
 
 /**

@@ -228,6 +228,63 @@ describe('Redis backend', () => {
     assert.equal(await pendingCount(prefix), 0);
   });
 
+  it('reads entries of any shape the same way whether take() waits or not, in stream order', async () => {
+    // A take that does not wait reads with read-3.lua (one line per entry of the usual shape), one that waits with XREADGROUP.
+    const seen: unknown[] = [];
+    for (const waitMs of [100, 0]) {
+      const prefix = randomPrefix(`shapes-${waitMs}`);
+      const b = await joined(prefix, { TOTAL_PARAMS: 300, CHUNK_SIZE: 50 });
+      const tasks = `${prefix}:tasks`;
+      await raw.hset(`${prefix}:attempts`, '00001', '2');
+      await raw.hset(`${prefix}:done`, '00002', '1');
+      await raw.xadd(tasks, '*', 'start_param', '0', 'end_param', '10', 'total_params', '300');
+      await raw.xadd(tasks, '*', 'chunk_id', '00003', 'start_param', '100', 'end_param', '150', 'total_params', '300');
+      await raw.xadd(tasks, '*', 'chunk_id', '00004', 'start_param', ' 200', 'end_param', '250', 'total_params', '300');
+      await raw.xadd(tasks, '*', 'total_params', '300', 'chunk_id', '00005', 'start_param', '250', 'end_param', '300');
+      await raw.xadd(tasks, '*', 'chunk_id', '00002', 'start_param', '100', 'end_param', '150', 'total_params', '300');
+      const got = await b.take(20, waitMs);
+      const task = (i: number) => ({ chunkId: `0000${i}`, startParam: i * 50, endParam: i * 50 + 50, totalParams: 300 });
+      // Chunk 00002 has a result: both its entries are acknowledged and dropped, the other nine stay pending.
+      assert.deepEqual(got.map((d) => [d.chunkId, d.attempt, d.task]), [
+        ['00000', 0, task(0)], ['00001', 2, task(1)], ['00003', 0, task(3)], ['00004', 0, task(4)], ['00005', 0, task(5)],
+        ['?', 0, null], ['00003', 0, null], ['00004', 0, task(4)], ['00005', 0, task(5)],
+      ], `take(20, ${waitMs})`);
+      assert.match(got[5]!.malformed!, /missing field chunk_id/);
+      assert.match(got[6]!.malformed!, /chunk 00003 of this sweep is \[150, 200\) but the task says \[100, 150\)/);
+      assert.equal(await pendingCount(prefix), 9);
+      seen.push(got.map((d) => [d.chunkId, d.attempt, d.task, d.malformed, d.recovered]));
+    }
+    assert.deepEqual(seen[1], seen[0]);
+  });
+
+  it('publishes each result with its own fields, whatever else travels in the same call', async () => {
+    const prefix = randomPrefix('fields');
+    const b = await joined(prefix, { TOTAL_PARAMS: 300, CHUNK_SIZE: 100 });
+    const got = await b.take(3, 0);
+    assert.equal(got.length, 3);
+    // Separators of complete-5.lua's lines in a free-text field, another worker's fields, the optional fields.
+    const odd = 'x\ty\nz\\w\\t';
+    const results: ChunkResult[] = [
+      { ...resultFor(got[0]!), completedAt: odd, startedAt: '\\' },
+      { ...resultFor(got[1]!, 'other'), consumer: 'worker-other', recovered: true, attempts: 2 },
+      { ...resultFor(got[2]!), startedAt: '2026-01-01T00:00:00.000Z', consumer: 'worker-0' },
+    ];
+    // One turn of the event loop: the three go to Redis together.
+    assert.deepEqual(await Promise.all(got.map((d, i) => b.complete(d, results[i]!))), [true, true, true]);
+    const byChunk = new Map((await raw.xrange(`${prefix}:results`, '-', '+')).map(([, flat]) => [flat[1]!, flat]));
+    const data = (i: number) => JSON.stringify(results[i]!.stats);
+    assert.deepEqual(byChunk.get('00000'), ['chunk_id', '00000', 'worker_id', '0', 'status', 'completed', 'duration_seconds', '0.25',
+      'completed_at', 'x\ty\nz\\w\\t', 'started_at', '\\', 'result_data', data(0)]);
+    assert.deepEqual(byChunk.get('00001'), ['chunk_id', '00001', 'worker_id', 'other', 'status', 'completed', 'duration_seconds', '0.25',
+      'completed_at', results[1]!.completedAt, 'recovered', 'true', 'attempts', '2', 'consumer', 'worker-other', 'result_data', data(1)]);
+    assert.deepEqual(byChunk.get('00002'), ['chunk_id', '00002', 'worker_id', '0', 'status', 'completed', 'duration_seconds', '0.25',
+      'completed_at', results[2]!.completedAt, 'started_at', '2026-01-01T00:00:00.000Z', 'consumer', 'worker-0', 'result_data', data(2)]);
+    assert.deepEqual((await b.readResults()).map((r) => [r.chunkId, r.completedAt, r.startedAt]).sort(),
+      [['00000', odd, '\\'], ['00001', results[1]!.completedAt, undefined], ['00002', results[2]!.completedAt, '2026-01-01T00:00:00.000Z']]);
+    assert.equal(await raw.hlen(`${prefix}:done`), 3);
+    assert.equal(await pendingCount(prefix), 0);
+  });
+
   it('reports what is ready, in flight and held by others', async () => {
     const prefix = randomPrefix('stats');
     const a = await joined(prefix, { TOTAL_PARAMS: 40, CHUNK_SIZE: 10 }, '1');

@@ -36,7 +36,7 @@ import { ConsumerNameLease } from './lease.js';
 import { RedisReader } from './reader.js';
 import { SettleSignal } from './settle-signal.js';
 import { Batcher } from '../../core/batch.js';
-import { COMPLETIONS_PER_CALL, sendCompletions, toDeliveries, type Completion, type RedisHandle } from './deliveries.js';
+import { COMPLETIONS_PER_CALL, readDeliveries, sendCompletions, toDeliveries, type Completion, type RedisHandle } from './deliveries.js';
 import { readJoined, readRedrives, recordJoin, redriveDead, streamIdAtMost } from './redrive.js';
 
 /**
@@ -198,17 +198,18 @@ export class RedisBackend implements QueueBackend {
       // Both go out together (one round trip) when both are due.
       const [nextDueMs] = await Promise.all([this.#promoteDue(), this.#trimDue()]);
       const wait = Math.min(waitMs, Math.max(1, nextDueMs));
+      // BLOCK 0 would wait forever: no wait means no BLOCK, and a read that does not wait is one read-3.lua
+      // call. A blocking read ends early when the sweep settles; once it has, reads still look (entries
+      // that are not chunks may be left) but never wait.
+      if (wait <= 0 || this.#settleSignal.fired) {
+        return await readDeliveries(this.#links, k, this.#log, this.#requireInit('take'), this.#consumer, max);
+      }
       const link = await this.#links.blocking();
       const read = (block: (string | number)[]) => (c: Redis) =>
         c.call('XREADGROUP', 'GROUP', k.group, this.#consumer, 'COUNT', max, ...block, 'STREAMS', k.tasks, '>');
-      // BLOCK 0 would wait forever: no wait means no BLOCK. A blocking read ends early when the sweep
-      // settles; once it has, reads still look (entries that are not chunks may be left) but never wait.
-      const block = wait > 0 && !this.#settleSignal.fired;
-      if (block) this.#settleSignal.arm();
-      let reply = block
-        ? await this.#settleSignal.blockingRead(link, read(['BLOCK', Math.ceil(wait)]))
-        : await this.#links.run(link, read([]));
-      if (block && reply === null && this.#settleSignal.fired) reply = await this.#links.run(link, read([]));
+      this.#settleSignal.arm();
+      let reply = await this.#settleSignal.blockingRead(link, read(['BLOCK', Math.ceil(wait)]));
+      if (reply === null && this.#settleSignal.fired) reply = await this.#links.run(link, read([]));
       return await this.#deliveries(readGroupEntries(reply), false);
     } catch (err) {
       if (this.#closed) return [];
@@ -216,14 +217,18 @@ export class RedisBackend implements QueueBackend {
     }
   }
 
-  async complete(delivery: Delivery, result: ChunkResult): Promise<boolean> {
-    this.#requireInit('complete');
-    const handle = handleOf(delivery);
-    if (!delivery.task) throw new TtgError(`chunk ${delivery.chunkId} is malformed (${delivery.malformed}): it can only fail, not complete`);
-    if (result.chunkId !== delivery.task.chunkId) {
-      throw new TtgError(`result of chunk ${result.chunkId} given for the delivery of chunk ${delivery.task.chunkId}`);
+  complete(delivery: Delivery, result: ChunkResult): Promise<boolean> {
+    try {
+      this.#requireInit('complete');
+      const handle = handleOf(delivery);
+      if (!delivery.task) throw new TtgError(`chunk ${delivery.chunkId} is malformed (${delivery.malformed}): it can only fail, not complete`);
+      if (result.chunkId !== delivery.task.chunkId) {
+        throw new TtgError(`result of chunk ${result.chunkId} given for the delivery of chunk ${delivery.task.chunkId}`);
+      }
+      return this.#completions.add({ entryId: handle.entryId, chunkId: delivery.task.chunkId, result });
+    } catch (err) {
+      return Promise.reject(err);
     }
-    return this.#completions.add({ entryId: handle.entryId, chunkId: delivery.task.chunkId, result });
   }
 
   async fail(delivery: Delivery, reason: string): Promise<FailOutcome> {

@@ -99,11 +99,11 @@ export class RedisLinks {
     }
   }
 
-  async script(link: Link, name: ScriptName, keys: string[], args: (string | number)[]): Promise<unknown> {
+  async script(link: Link, name: ScriptName, keys: string[], args: (string | number | Buffer)[]): Promise<unknown> {
     const script = loadScripts().get(name)!;
     if (keys.length !== script.numberOfKeys) throw new TtgError(`script ${name} takes ${script.numberOfKeys} keys, given ${keys.length}`);
     return this.run(link, (c) => {
-      const command = (c as unknown as Record<string, (...a: (string | number)[]) => Promise<unknown>>)[script.command]!;
+      const command = (c as unknown as Record<string, (...a: (string | number | Buffer)[]) => Promise<unknown>>)[script.command]!;
       return command.call(c, ...keys, ...args);
     });
   }

@@ -5,12 +5,12 @@
  * is still checked for ownership and settled on its own.
  */
 import type { Logger } from '../../core/log.js';
-import type { ChunkResult, SweepSettings } from '../../core/sweep.js';
-import { parseTaskFields, resultFieldList } from '../messages.js';
+import { notAChunkOf, type ChunkResult, type ChunkTask, type SweepSettings } from '../../core/sweep.js';
+import { parseTaskFields, type ParsedTask } from '../messages.js';
 import type { Delivery } from '../types.js';
 import type { RedisLinks } from './connection.js';
 import type { Keys } from './keys.js';
-import type { Fields, StreamEntry } from './replies.js';
+import { entriesOf, type Fields, type StreamEntry } from './replies.js';
 import { outcomeOf } from './scripts.js';
 import { SweepGoneError, sweepGoneMessage } from '../../core/errors.js';
 
@@ -57,24 +57,124 @@ export async function toDeliveries(
       ? { task: p.task, chunkId: p.task.chunkId, attempt, recovered, handle }
       : { task: null, malformed: p.reason, chunkId: p.chunkId, attempt, recovered, handle });
   });
-  if (settled.length) {
-    await links.run(link, (c) => c.xack(k.tasks, k.group, ...settled));
-    // Rare (duplicates only), and maybe after the sweep settled: trim now rather than leave them behind.
-    await links.script(link, 'trim', [k.tasks], [k.group]);
-    log.debug(`acknowledged ${settled.length} entries of chunks that already have a result`);
-  }
+  if (settled.length) await acknowledgeSettled(links, k, log, settled);
   return deliveries;
 }
 
-/** One complete-5.lua call for a batch of completions; true for each chunk published (first result or duplicate). */
+/**
+ * Up to `max` new entries for `consumer` as deliveries, read with read-3.lua
+ * in one round trip: entries of the usual shape come as one line each with
+ * their failure count and whether the chunk has a result (no nested reply to
+ * decode), any other entry the long way (toDeliveries).
+ */
+export async function readDeliveries(
+  links: RedisLinks, k: Keys, log: Logger, settings: SweepSettings, consumer: string, max: number,
+): Promise<Delivery[]> {
+  const link = await links.commands();
+  const [lines, others] = (await links.script(link, 'read', [k.tasks, k.attempts, k.done], [k.group, consumer, max])) as [string, unknown];
+  // In stream order; an entry of another shape (its id alone on its line) is read the long way, in its place.
+  const inOrder: Array<Delivery | string> = [];
+  const settled: string[] = [];
+  let at = 0;
+  while (at < lines.length) {
+    const end = lines.indexOf('\n', at);
+    const line = lines.slice(at, end);
+    at = end + 1;
+    if (!line.includes(' ')) {
+      inOrder.push(line);
+      continue;
+    }
+    const [entryId, chunkId, start, stop, total, failures, done] = line.split(' ') as [string, string, string, string, string, string, string];
+    const fields: Fields = { chunk_id: chunkId, start_param: start, end_param: stop, total_params: total };
+    const parsed = plainTask(chunkId, Number(start), Number(stop), Number(total), settings) ?? parseTaskFields(fields, settings);
+    if (parsed.ok && done === '1') {
+      settled.push(entryId);
+      continue;
+    }
+    const handle: RedisHandle = { entryId, fields };
+    inOrder.push(parsed.ok
+      ? { task: parsed.task, chunkId, attempt: Number(failures), recovered: false, handle }
+      : { task: null, malformed: parsed.reason, chunkId: parsed.chunkId, attempt: 0, recovered: false, handle });
+  }
+  if (settled.length) await acknowledgeSettled(links, k, log, settled);
+  const rest = entriesOf(others);
+  if (!rest.length) return inOrder as Delivery[];
+  const read = new Map((await toDeliveries(links, k, log, settings, rest, false)).map((d) => [(d.handle as RedisHandle).entryId, d]));
+  return inOrder.flatMap((d) => (typeof d !== 'string' ? [d] : read.has(d) ? [read.get(d)!] : []));
+}
+
+/**
+ * The task when it is exactly a chunk of the sweep (what parseTaskFields
+ * accepts, checked without its regular expressions: the values are digits
+ * already), else null, and parseTaskFields says why not.
+ */
+function plainTask(chunkId: string, startParam: number, endParam: number, totalParams: number, settings: SweepSettings): ParsedTask | null {
+  if (!Number.isSafeInteger(startParam) || !Number.isSafeInteger(endParam) || !Number.isSafeInteger(totalParams)) return null;
+  if (endParam <= startParam || endParam > totalParams) return null;
+  const task: ChunkTask = { chunkId, startParam, endParam, totalParams };
+  return notAChunkOf(task, settings) === null ? { ok: true, task } : null;
+}
+
+/** Entries of chunks that already have a result (a recovered duplicate): acknowledged, nobody computes them again. */
+async function acknowledgeSettled(links: RedisLinks, k: Keys, log: Logger, entryIds: string[]): Promise<void> {
+  const link = await links.commands();
+  await links.run(link, (c) => c.xack(k.tasks, k.group, ...entryIds));
+  // Rare (duplicates only), and maybe after the sweep settled: trim now rather than leave them behind.
+  await links.script(link, 'trim', [k.tasks], [k.group]);
+  log.debug(`acknowledged ${entryIds.length} entries of chunks that already have a result`);
+}
+
+/** A tab, a newline or a backslash in a free-text value of complete-5.lua's lines. */
+const SEPARATORS = /[\t\n\\]/;
+
+/** A free-text value escaped as complete-5.lua unescapes it (only timestamps could hold a separator, and never do). */
+function text(value: string): string {
+  return SEPARATORS.test(value) ? value.replace(/[\t\n\\]/g, (c) => (c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\\\')) : value;
+}
+
+/**
+ * One complete-5.lua call for a batch of completions; true for each chunk
+ * published (first result or duplicate). The fields every result of a worker
+ * shares (worker_id, status, consumer) go once per call; should a batch mix
+ * several, each kind goes in a call of its own.
+ */
 export async function sendCompletions(
   links: RedisLinks, k: Keys, consumer: string, prefix: string, log: Logger, items: Completion[],
 ): Promise<boolean[]> {
-  const chunks = items.map(({ entryId, chunkId, result }) => [entryId, chunkId, resultFieldList(result)]);
+  const first = items[0]!.result;
+  const shared = ({ result: r }: Completion) =>
+    r.workerId === first.workerId && r.status === first.status && (r.consumer ?? '') === (first.consumer ?? '');
+  if (!items.every(shared)) {
+    const [alike, rest] = [items.filter(shared), items.filter((item) => !shared(item))];
+    const [alikeAnswers, restAnswers] = await Promise.all([
+      sendCompletions(links, k, consumer, prefix, log, alike), sendCompletions(links, k, consumer, prefix, log, rest)]);
+    const answers = new Map<Completion, boolean>([...alike.map((c, i) => [c, alikeAnswers[i]!] as const),
+      ...rest.map((c, i) => [c, restAnswers[i]!] as const)]);
+    return items.map((item) => answers.get(item)!);
+  }
+  // Entry ids come from Redis and chunk ids are canonical (complete() checks them): neither holds a separator.
+  // Pieces joined once (a string grown piece by piece is a rope that writing it must flatten), and
+  // sent as bytes: a string argument is copied once more on the heap into the command's text.
+  const parts = new Array<string | number>(items.length * 16);
+  let at = 0;
+  for (const { entryId, chunkId, result: r } of items) {
+    parts[at] = entryId;
+    parts[at + 2] = chunkId;
+    parts[at + 4] = r.durationSeconds;
+    parts[at + 6] = text(r.completedAt);
+    parts[at + 8] = r.startedAt ? text(r.startedAt) : '';
+    parts[at + 10] = r.recovered ? 'true' : '';
+    parts[at + 12] = r.attempts ? r.attempts : '';
+    parts[at + 14] = JSON.stringify(r.stats);
+    for (let i = 1; i < 15; i += 2) parts[at + i] = '\t';
+    parts[at + 15] = '\n';
+    at += 16;
+  }
+  const lines = Buffer.from(parts.join(''), 'utf8');
   const link = await links.commands();
   const codes = (await links.script(link, 'complete', [k.tasks, k.results, k.done, k.deadChunks, k.meta],
-    [k.group, consumer, k.events, JSON.stringify(chunks)])) as unknown[];
-  const outcomes = items.map((_, i) => outcomeOf('complete', codes[i], { prefix }));
+    [k.group, consumer, k.events, first.workerId, first.status, first.consumer ?? '', lines])) as unknown[];
+  const outcomes = items.map((_, i) => (codes[i] === 1 ? 'published' : outcomeOf('complete', codes[i], { prefix })));
   // Reset under a running worker: one error that ends it, not a line per chunk in hand.
   if (outcomes.includes('sweep-gone')) throw new SweepGoneError(sweepGoneMessage(prefix));
   return items.map(({ chunkId }, i) => {

@@ -25,7 +25,7 @@ import { loadScripts } from './scripts.js';
 export const REDIS_COMMANDS = [
   'ping', 'info', 'client|setname', 'client|id', 'client|unblock', 'evalsha', 'eval',
   'xadd', 'xreadgroup', 'xack', 'xautoclaim', 'xclaim', 'xpending', 'xrange', 'xrevrange', 'xlen', 'xtrim', 'xinfo|groups', 'xgroup|create',
-  'hget', 'hmget', 'hgetall', 'hkeys', 'hset', 'hsetnx', 'hdel', 'hlen', 'hexists', 'hincrby',
+  'hget', 'hmget', 'hgetall', 'hkeys', 'hset', 'hdel', 'hlen', 'hexists', 'hincrby',
   'get', 'set', 'pexpire', 'exists', 'del', 'scan',
   'zadd', 'zrange', 'zrangebyscore', 'zrem', 'zcard',
   'time', 'publish', 'subscribe',
@@ -98,7 +98,7 @@ function deniedPermission(message: string, prefix: string): { what: string; gran
     : { what: 'a command a ttg script runs', grant: minimalRedisAcl(prefix).join(' ') };
 }
 
-/** The command (`xgroup|create`, `hsetnx`) that line `line` of the ttg script with this SHA-1 calls. */
+/** The command (`xgroup|create`, `xack`) that line `line` of the ttg script with this SHA-1 calls. */
 function scriptCommandAt(sha: string, line: number): string | null {
   for (const script of loadScripts().values()) {
     if (createHash('sha1').update(script.lua).digest('hex') !== sha) continue;

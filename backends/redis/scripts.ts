@@ -10,8 +10,8 @@ import { SettingsMismatchError, TtgError } from '../../core/errors.js';
 import { mismatchMessage, parseKernelField, settingsDifference, type SweepSettings } from '../../core/sweep.js';
 
 /** The scripts in backends/redis/, `<name>-<number of keys>.lua` (a `.lua` file without a key count is an include, see withIncludes). */
-const SCRIPT_FILES = ['init-7', 'complete-5', 'fail-7', 'promote-2', 'touch-1', 'lease-1', 'trim-1', 'redrive-7'] as const;
-export type ScriptName = 'init' | 'complete' | 'fail' | 'promote' | 'touch' | 'lease' | 'trim' | 'redrive';
+const SCRIPT_FILES = ['init-7', 'read-3', 'complete-5', 'fail-7', 'promote-2', 'touch-1', 'lease-1', 'trim-1', 'redrive-7'] as const;
+export type ScriptName = 'init' | 'read' | 'complete' | 'fail' | 'promote' | 'touch' | 'lease' | 'trim' | 'redrive';
 interface ScriptSource {
   command: string;
   numberOfKeys: number;
@@ -66,7 +66,7 @@ export type Outcome =
  * script's header lists its codes): 0 joined / lease taken by another,
  * 1 created / published / retried / lease held, 2 duplicate / dead-lettered,
  * -1 not the owner, -2 settings mismatch, -3 the sweep is gone. touch-1.lua
- * and trim-1.lua return a count, not a code; redrive-7.lua a list that redrive.ts reads.
+ * and trim-1.lua return a count, not a code; redrive-7.lua and read-3.lua lists that redrive.ts and deliveries.ts read.
  */
 export function outcomeOf(script: ScriptName, reply: unknown, context: { prefix: string; settings?: SweepSettings }): Outcome {
   const code = Number(Array.isArray(reply) ? reply[0] : reply);

@@ -94,8 +94,9 @@ async function redisAcl(options: FaultRunOptions): Promise<FaultScenarioResult> 
       'user default off',
       `user admin on >${pw.admin} ~* &* +@all`,
       `user sweeper on >${pw.sweeper} ${acl.join(' ')}`,
-      // The minimal ACL of their prefix but one command short: HSETNX, which only the commit script (complete-5.lua) runs.
-      `user lacking-command on >${pw.lacking} ${refusedAcl.filter((r) => r !== '+hsetnx').join(' ')}`,
+      // The minimal ACL of their prefix but one command short: XACK, which of what a sweep without failures
+      // runs only the commit script (complete-5.lua) runs.
+      `user lacking-command on >${pw.lacking} ${refusedAcl.filter((r) => r !== '+xack').join(' ')}`,
       // The same commands, but the keys of another prefix.
       `user other-keys on >${pw.lacking} ${refusedAcl.map((r) => (r === `~${refusedPrefix}:*` ? '~someone-else:*' : r)).join(' ')}`,
     ],
@@ -129,9 +130,9 @@ async function redisAcl(options: FaultRunOptions): Promise<FaultScenarioResult> 
         cause: /refused the login of user 'sweeper'/, mentions: [address, 'REDIS_URL'],
       }),
       checkRefusal(checks, {
-        label: 'an ACL without HSETNX (run only inside the commit script)',
+        label: 'an ACL without XACK (run only inside the commit script here)',
         env: { ...as('lacking-command', pw.lacking, refusedPrefix), TOTAL_PARAMS: 1000, CHUNK_SIZE: 500 },
-        cause: /refused user 'lacking-command' the command HSETNX/, mentions: [address, 'ACL SETUSER lacking-command +hsetnx'],
+        cause: /refused user 'lacking-command' the command XACK/, mentions: [address, 'ACL SETUSER lacking-command +xack'],
       }),
       checkRefusal(checks, {
         label: 'an ACL for the keys of another prefix', env: as('other-keys', pw.lacking, refusedPrefix),

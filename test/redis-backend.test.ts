@@ -16,6 +16,9 @@ import { BrokerUnavailableError } from '../core/errors.js';
 import { silentLogger } from '../core/log.js';
 import { nonEmpty, randomPrefix, REDIS_HOST, REDIS_PORT, requireRedis, waitFor } from './helpers.js';
 import { TcpRelay } from './relay.js';
+import { FIRST_TASKS, initCall } from '../backends/redis/sweep-tasks.js';
+import { redisKeys } from '../backends/redis/keys.js';
+import { RedisLinks } from '../backends/redis/connection.js';
 
 type Env = Record<string, string | number>;
 
@@ -126,11 +129,40 @@ describe('Redis backend', () => {
     const extra = { TOTAL_PARAMS: 120_001, CHUNK_SIZE: 1 };
     const outcomes = await Promise.all([0, 1, 2].map((i) => backend(prefix, extra, String(i)).init(settingsOf(prefix, extra))));
     assert.equal(outcomes.filter((o) => o.created).length, 1);
+    // init() returns with the first tasks in; the workers add the rest, each batch once, while they compute.
+    assert.ok(await raw.xlen(`${prefix}:tasks`) >= FIRST_TASKS, 'the first tasks are in when init() returns');
+    await waitFor('every task added', async () => (await raw.hget(`${prefix}:meta`, 'tasks_added')) === '120001');
     assert.equal(await raw.xlen(`${prefix}:tasks`), 120_001);
     const [[, first]] = (await raw.xrange(`${prefix}:tasks`, '-', '+', 'COUNT', 1)) as [string, string[]][] as [[string, string[]]];
     const [[, last]] = (await raw.xrevrange(`${prefix}:tasks`, '+', '-', 'COUNT', 1)) as [[string, string[]]];
     assert.deepEqual(first, ['chunk_id', '000000', 'start_param', '0', 'end_param', '1', 'total_params', '120001']);
     assert.deepEqual(last, ['chunk_id', '120000', 'start_param', '120000', 'end_param', '120001', 'total_params', '120001']);
+  });
+
+  it('adds the rest of the tasks to an existing sweep only: after a reset the filling workers do not bring it back', async () => {
+    const prefix = randomPrefix('gone');
+    const extra = { TOTAL_PARAMS: 10_000, CHUNK_SIZE: 1 };
+    const b = backend(prefix, extra);
+    await b.init(settingsOf(prefix, extra));
+    await b.reset();
+    // What a worker still filling calls next: the sweep is gone, so nothing is created.
+    const config = loadConfig(env(prefix, extra));
+    const options = backendOptions(config, 'redis', '1', silentLogger);
+    const keys = redisKeys(prefix);
+    const links = new RedisLinks({
+      connection: options.connection, connectTimeoutSeconds: 5, workerId: '1', log: silentLogger, keys, queuePrefix: prefix,
+    });
+    try {
+      const call = await initCall(links, keys, prefix, settingsOf(prefix, extra), 100, true);
+      assert.equal(call.outcome, 'sweep-gone');
+      assert.equal(await raw.exists(`${prefix}:meta`, `${prefix}:tasks`), 0);
+      // The same call without joinOnly, as at a worker's start, creates it.
+      assert.equal((await initCall(links, keys, prefix, settingsOf(prefix, extra), 100, false)).outcome, 'created');
+      assert.equal(await raw.xlen(`${prefix}:tasks`), 100);
+    } finally {
+      await links.close(async () => {});
+      await raw.del(`${prefix}:meta`, `${prefix}:tasks`);
+    }
   });
 
   it('takes tasks, publishes the result fields of docs/design.md and acknowledges, in one step', async () => {

@@ -23,7 +23,6 @@ import type {
   RedriveOutcome, SweepSettings,
 } from '../types.js';
 import { taskFields } from '../messages.js';
-import { chunkCount, chunkIdWidth, kernelField } from '../../core/sweep.js';
 import type { FailOutcome } from '../../core/outcomes.js';
 import { TtgError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
@@ -38,6 +37,7 @@ import { SettleSignal } from './settle-signal.js';
 import { Batcher } from '../../core/batch.js';
 import { COMPLETIONS_PER_CALL, readDeliveries, sendCompletions, toDeliveries, type Completion, type RedisHandle } from './deliveries.js';
 import { readJoined, readRedrives, recordJoin, redriveDead, streamIdAtMost } from './redrive.js';
+import { FIRST_TASKS, initCall, TaskFiller } from './sweep-tasks.js';
 
 /**
  * Idle time given to released entries: above any STALE_THRESHOLD_MS (at most
@@ -45,8 +45,6 @@ import { readJoined, readRedrives, recordJoin, redriveDead, streamIdAtMost } fro
  * the delivery before 1970 by "now").
  */
 const RELEASED_IDLE_MS = 30 * 86_400_000;
-/** Tasks one init-7.lua call adds: ~50 ms of Redis time, so big sweeps never block the server for long. */
-const TASKS_PER_INIT_CALL = 50_000;
 /** How often a worker looks for retries whose delay is over (they come back at most this late). */
 const PROMOTE_EVERY_MS = 200;
 /** How often a worker trims acknowledged entries from the task stream (trim-1.lua): memory only, never correctness. */
@@ -82,6 +80,8 @@ export class RedisBackend implements QueueBackend {
   /** Where the next XAUTOCLAIM scan of the pending list starts. */
   #claimCursor = '0-0';
   #closed = false;
+  /** Adds the tasks the first init call left (sweep-tasks.ts). */
+  #tasks: TaskFiller | null = null;
   /** Completions that arrive together go to Redis in one complete-5.lua call. */
   readonly #completions = new Batcher<Completion, boolean>(
     (items) => sendCompletions(this.#links, this.#keys, this.#consumer, this.#opts.queuePrefix, this.#log, items), COMPLETIONS_PER_CALL);
@@ -127,20 +127,12 @@ export class RedisBackend implements QueueBackend {
     // The consumer name's lease travels with the first init call (one round trip for both).
     const naming = this.#consumer ? null : this.#lease.chooseName(`worker-${this.#workerId}`, this.#opts.hostName);
     naming?.catch(() => {});
-    const totalChunks = chunkCount(settings);
-    const createdAt = new Date().toISOString();
-    let created = false;
-    // Each call adds one batch of tasks; whoever is here keeps calling until
-    // all are in, so a sweep never depends on its creator staying alive.
-    for (;;) {
-      const reply = await this.#links.script(link, 'init', [k.meta, k.tasks, k.results, k.done, k.dead, k.deadChunks, k.attempts], [
-        k.group, settings.totalParams, settings.chunkSize, kernelField(settings), totalChunks, chunkIdWidth(totalChunks),
-        createdAt, TASKS_PER_INIT_CALL,
-      ]);
-      if (outcomeOf('init', reply, { prefix: this.#opts.queuePrefix, settings }) === 'created') created = true;
-      const [, storedChunks, added] = (reply as unknown[]).map(Number);
-      if (added! >= storedChunks!) break;
-    }
+    // The first call creates or joins the sweep with its first tasks; the rest are added while they are computed.
+    const first = await initCall(this.#links, k, this.#opts.queuePrefix, settings, FIRST_TASKS, false);
+    const created = first.outcome === 'created';
+    const totalChunks = first.totalChunks;
+    this.#tasks = new TaskFiller(this.#links, k, this.#opts.queuePrefix, settings, this.#log, () => this.#closed, first.added >= totalChunks);
+    this.#tasks.fill();
     this.#settings = settings;
     if (created) this.#settleSignal.rearm();
     if (naming) {
@@ -188,6 +180,7 @@ export class RedisBackend implements QueueBackend {
   async take(max: number, waitMs: number): Promise<Delivery[]> {
     this.#requireInit('take');
     if (max <= 0) return [];
+    if (!this.#tasks!.done) this.#tasks!.fill();
     const k = this.#keys;
     try {
       while (this.#resumable.length) {

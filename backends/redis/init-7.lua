@@ -28,11 +28,15 @@
   ARGV[6] chunk_id_width  (zero-padding of chunk ids)
   ARGV[7] created_at      (ISO-8601)
   ARGV[8] most tasks to add in this call
+  ARGV[9] '1': only add tasks to a sweep that exists (a worker adding the
+          rest of the tasks after its start must not re-create a sweep that
+          `ttg reset` removed meanwhile)
 
   Returns
     {1, total_chunks, tasks_added}  this call created the sweep
     {0, total_chunks, tasks_added}  the sweep existed with the same settings
     {-2, total_params, chunk_size, kernel}  the sweep in the queue differs
+    {-3, 0, 0}                   ARGV[9] is '1' and there is no sweep
 ]]
 local meta = KEYS[1]
 local tasks = KEYS[2]
@@ -43,6 +47,8 @@ if redis.call('EXISTS', meta) == 1 then
   if stored[1] ~= ARGV[2] or stored[2] ~= ARGV[3] or stored[3] ~= ARGV[4] then
     return {-2, stored[1] or '', stored[2] or '', stored[3] or ''}
   end
+elseif ARGV[9] == '1' then
+  return {-3, 0, 0}
 else
   -- No sweep: anything left under this prefix without a meta hash is debris
   -- of an interrupted reset; start from a clean slate.

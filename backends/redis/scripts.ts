@@ -87,6 +87,7 @@ export function outcomeOf(script: ScriptName, reply: unknown, context: { prefix:
     case 'fail:2': return 'dead-lettered';
     case 'complete:-1':
     case 'fail:-1': return 'not-owner';
+    case 'init:-3':
     case 'complete:-3': return 'sweep-gone';
     case 'lease:1': return 'lease-held';
     case 'lease:0': return 'lease-taken';

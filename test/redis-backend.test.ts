@@ -16,7 +16,7 @@ import { BrokerUnavailableError } from '../core/errors.js';
 import { silentLogger } from '../core/log.js';
 import { nonEmpty, randomPrefix, REDIS_HOST, REDIS_PORT, requireRedis, waitFor } from './helpers.js';
 import { TcpRelay } from './relay.js';
-import { FIRST_TASKS, initCall } from '../backends/redis/sweep-tasks.js';
+import { initCall, TASKS_PER_CALL } from '../backends/redis/sweep-tasks.js';
 import { redisKeys } from '../backends/redis/keys.js';
 import { RedisLinks } from '../backends/redis/connection.js';
 
@@ -127,10 +127,12 @@ describe('Redis backend', () => {
   it('adds the tasks of a sweep of 100 000+ chunks in batches, once, with wider ids', async () => {
     const prefix = randomPrefix('big');
     const extra = { TOTAL_PARAMS: 120_001, CHUNK_SIZE: 1 };
-    const outcomes = await Promise.all([0, 1, 2].map((i) => backend(prefix, extra, String(i)).init(settingsOf(prefix, extra))));
+    const workers = [0, 1, 2].map((i) => backend(prefix, extra, String(i)));
+    const outcomes = await Promise.all(workers.map((b) => b.init(settingsOf(prefix, extra))));
     assert.equal(outcomes.filter((o) => o.created).length, 1);
-    // init() returns with the first tasks in; the workers add the rest, each batch once, while they compute.
-    assert.ok(await raw.xlen(`${prefix}:tasks`) >= FIRST_TASKS, 'the first tasks are in when init() returns');
+    // init() returns with the first tasks in; the workers add the rest, each batch once, from their first take on.
+    assert.ok(await raw.xlen(`${prefix}:tasks`) >= TASKS_PER_CALL, 'the first tasks are in when init() returns');
+    await Promise.all(workers.map((b) => b.take(1, 0)));
     await waitFor('every task added', async () => (await raw.hget(`${prefix}:meta`, 'tasks_added')) === '120001');
     assert.equal(await raw.xlen(`${prefix}:tasks`), 120_001);
     const [[, first]] = (await raw.xrange(`${prefix}:tasks`, '-', '+', 'COUNT', 1)) as [string, string[]][] as [[string, string[]]];

@@ -37,7 +37,7 @@ import { SettleSignal } from './settle-signal.js';
 import { Batcher } from '../../core/batch.js';
 import { COMPLETIONS_PER_CALL, readDeliveries, sendCompletions, toDeliveries, type Completion, type RedisHandle } from './deliveries.js';
 import { readJoined, readRedrives, recordJoin, redriveDead, streamIdAtMost } from './redrive.js';
-import { FIRST_TASKS, initCall, TaskFiller } from './sweep-tasks.js';
+import { initCall, TaskFiller, TASKS_PER_CALL } from './sweep-tasks.js';
 
 /**
  * Idle time given to released entries: above any STALE_THRESHOLD_MS (at most
@@ -128,11 +128,10 @@ export class RedisBackend implements QueueBackend {
     const naming = this.#consumer ? null : this.#lease.chooseName(`worker-${this.#workerId}`, this.#opts.hostName);
     naming?.catch(() => {});
     // The first call creates or joins the sweep with its first tasks; the rest are added while they are computed.
-    const first = await initCall(this.#links, k, this.#opts.queuePrefix, settings, FIRST_TASKS, false);
+    const first = await initCall(this.#links, k, this.#opts.queuePrefix, settings, TASKS_PER_CALL, false);
     const created = first.outcome === 'created';
     const totalChunks = first.totalChunks;
     this.#tasks = new TaskFiller(this.#links, k, this.#opts.queuePrefix, settings, this.#log, () => this.#closed, first.added >= totalChunks);
-    this.#tasks.fill();
     this.#settings = settings;
     if (created) this.#settleSignal.rearm();
     if (naming) {
@@ -180,8 +179,11 @@ export class RedisBackend implements QueueBackend {
   async take(max: number, waitMs: number): Promise<Delivery[]> {
     this.#requireInit('take');
     if (max <= 0) return [];
-    if (!this.#tasks!.done) this.#tasks!.fill();
     const k = this.#keys;
+    const tasks = this.#tasks!;
+    // The rest of the tasks are added once the first read is answered (so it does not queue behind them),
+    // and again by any later read if adding them failed.
+    if (tasks.started) tasks.fill();
     try {
       while (this.#resumable.length) {
         const own = await this.#deliveries(this.#resumable.splice(0, max), true);
@@ -207,6 +209,8 @@ export class RedisBackend implements QueueBackend {
     } catch (err) {
       if (this.#closed) return [];
       throw err;
+    } finally {
+      tasks.fill();
     }
   }
 

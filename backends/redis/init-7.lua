@@ -1,9 +1,10 @@
 --[[
   Creates the sweep, or joins the one already there, and adds its tasks in
-  batches. Every worker calls this at start-up, as often as it takes for
-  tasks_added to reach total_chunks: the first call anywhere creates the
-  meta hash and the consumer group and adds the first batch; any later call
-  (by the creator or by a joining worker) adds the next batch. Each call is
+  batches. Every worker calls this at start-up, then again from its first
+  take on (sweep-tasks.ts), until tasks_added reaches total_chunks: the
+  first call anywhere creates the meta hash and the consumer group and adds
+  the first batch; any later call (by the creator or by a joining worker)
+  adds the next batch. Each call is
   atomic, so workers starting together never add a chunk twice, and nobody
   has to wait for the creator: whoever arrives helps to finish the job.
 

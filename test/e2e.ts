@@ -40,6 +40,7 @@ export function workerProcessSuite(kind: 'redis' | 'rabbitmq', requireServer: ()
   /** The report; ttg aggregate exits 0 for a complete sweep and 3 for one with chunks missing. */
   async function aggregate(prefix: string) {
     const r = await runTtg(['aggregate', '--json'], env(prefix), 30_000);
+    assert.ok(r.stdout.trim(), `ttg aggregate printed no report (exit ${r.code}); stderr:\n${r.stderr}`);
     const report = lastJsonLine(r.stdout);
     assert.equal(r.code, report['complete'] ? 0 : 3, r.stderr);
     return report;

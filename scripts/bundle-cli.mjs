@@ -3,8 +3,9 @@
  * by reading a few files instead of resolving, reading and compiling about 150 modules
  * (ioredis alone is 60). Run by `npm run build` after tsc.
  *
- * Measured on the 2-core machine, one worker, a one-chunk Redis sweep, spawn → exit:
- * about 200 ms unbundled, 170 ms bundled (docs/bench/queue-path-log.md).
+ * Measured on the 2-core machine, one worker, a one-chunk Redis sweep, spawn → exit, medians of
+ * 12 interleaved pairs at load 3.3: 287 ms unbundled, 221 ms bundled; CPU 270 → 200 ms
+ * (docs/bench/queue-path-log.md).
  *
  * What stays as it is:
  * - every other file of dist/ (tests and the bench import them; the pool thread loads

@@ -7,12 +7,29 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { ConfigError } from './errors.js';
+import { raw, type Env } from './env.js';
+
+/**
+ * A broker's CA variable (REDIS_TLS_CA_FILE, RABBITMQ_TLS_CA_FILE), read now so a wrong path is a
+ * ConfigError before any connection. Set without a TLS address it is refused rather than ignored:
+ * the user meant TLS, and a plain connection would send the password in clear.
+ */
+export function caSetting(
+  env: Env, variable: string, tls: boolean, broker: string, tlsAddress: string,
+): { caFile: string | null; ca: string | null } {
+  const caFile = raw(env, variable) ?? null;
+  if (caFile === null) return { caFile, ca: null };
+  if (!tls) {
+    throw new ConfigError(`${variable} is set but the connection to ${broker} is not TLS: give the address as ${tlsAddress} (or unset ${variable})`);
+  }
+  return { caFile, ca: readCaFile(variable, caFile) };
+}
 
 /**
  * The PEM text of the CA file named by `variable`; a ConfigError naming the variable when the
  * file cannot be read or holds no certificate. Read once, before any connection is made.
  */
-export function readCaFile(variable: string, file: string): string {
+function readCaFile(variable: string, file: string): string {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');

@@ -7,7 +7,7 @@
 import { integer, raw, type Env } from '../../core/env.js';
 import { ConfigError } from '../../core/errors.js';
 import { redact, registerSecret } from '../../core/log.js';
-import { readCaFile } from '../../core/tls.js';
+import { caSetting } from '../../core/tls.js';
 
 export const RABBITMQ_VARIABLES = [
   'RABBITMQ_HOST', 'RABBITMQ_PORT', 'RABBITMQ_USER', 'RABBITMQ_PASSWORD', 'RABBITMQ_VHOST', 'AMQP_URL', 'RABBITMQ_TLS_CA_FILE',
@@ -66,17 +66,8 @@ export function readRabbitEnv(env: Env): RabbitConnection {
   };
 }
 
-/**
- * RABBITMQ_TLS_CA_FILE, read now so a wrong path is a ConfigError before any connection. Set
- * without amqps:// it is refused rather than ignored: the user meant TLS, and a plain
- * connection would send the password in clear.
- */
+/** RABBITMQ_TLS_CA_FILE (core/tls.ts): checked before any connection. */
 function caOf(env: Env, tls: boolean): { caFile: string | null; ca: string | null } {
-  const caFile = raw(env, 'RABBITMQ_TLS_CA_FILE') ?? null;
-  if (caFile === null) return { caFile, ca: null };
-  if (!tls) {
-    throw new ConfigError('RABBITMQ_TLS_CA_FILE is set but the connection to RabbitMQ is not TLS: give the address as AMQP_URL=amqps://user:password@host:5671/vhost (or unset RABBITMQ_TLS_CA_FILE)');
-  }
-  return { caFile, ca: readCaFile('RABBITMQ_TLS_CA_FILE', caFile) };
+  return caSetting(env, 'RABBITMQ_TLS_CA_FILE', tls, 'RabbitMQ', 'AMQP_URL=amqps://user:password@host:5671/vhost');
 }
 

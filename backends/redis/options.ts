@@ -7,7 +7,7 @@
 import { integer, raw, type Env } from '../../core/env.js';
 import { ConfigError } from '../../core/errors.js';
 import { redact, registerSecret } from '../../core/log.js';
-import { readCaFile } from '../../core/tls.js';
+import { caSetting } from '../../core/tls.js';
 
 export const REDIS_VARIABLES = ['REDIS_HOST', 'REDIS_PORT', 'REDIS_URL', 'REDIS_PASSWORD', 'REDIS_TLS_CA_FILE'] as const;
 
@@ -64,17 +64,8 @@ export function readRedisEnv(env: Env): RedisConnection {
   return { url: null, host, port, password, address: `${host}:${port}`, db: 0, tls: false, ...caOf(env, false), user: 'default' };
 }
 
-/**
- * REDIS_TLS_CA_FILE, read now so a wrong path is a ConfigError before any connection. Set
- * without rediss:// it is refused rather than ignored: the user meant TLS, and a plain
- * connection would send the password in clear.
- */
+/** REDIS_TLS_CA_FILE (core/tls.ts): checked before any connection. */
 function caOf(env: Env, tls: boolean): { caFile: string | null; ca: string | null } {
-  const caFile = raw(env, 'REDIS_TLS_CA_FILE') ?? null;
-  if (caFile === null) return { caFile, ca: null };
-  if (!tls) {
-    throw new ConfigError('REDIS_TLS_CA_FILE is set but the connection to Redis is not TLS: give the address as REDIS_URL=rediss://host:port (or unset REDIS_TLS_CA_FILE)');
-  }
-  return { caFile, ca: readCaFile('REDIS_TLS_CA_FILE', caFile) };
+  return caSetting(env, 'REDIS_TLS_CA_FILE', tls, 'Redis', 'REDIS_URL=rediss://host:port');
 }
 

@@ -74,11 +74,6 @@ export class TaskFiller {
     });
   }
 
-  /** Resolves when the current run ends (tests, close). */
-  settled(): Promise<void> {
-    return this.#running ?? Promise.resolve();
-  }
-
   async #run(): Promise<void> {
     while (!this.closed()) {
       const call = await initCall(this.links, this.keys, this.prefix, this.settings, TASKS_PER_CALL, true);

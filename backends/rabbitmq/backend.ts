@@ -62,8 +62,8 @@ import { sweepStats } from './stats.js';
 
 export { rabbitNames, RABBIT_HEADERS } from './names.js';
 
-/** Pause between attempts at the init lock while another worker creates the sweep. */
-const LOCK_RETRY_MS = 25;
+/** Pause between attempts at the init lock while another worker creates the sweep (tens of ms). */
+const LOCK_RETRY_MS = 10;
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
@@ -103,21 +103,21 @@ export class RabbitBackend implements QueueBackend {
     this.#creation = new SweepCreation(this.#session, this.#reader, this.#names, opts.queuePrefix, opts.log);
     this.#consumer = new TaskConsumer(this.#session, this.#names.tasks, opts.prefetch, opts.log,
       (link, prefetch) => `${this.#consumerName}@${opts.hostName}:${process.pid}#${link.gen}.${prefetch}`);
-    // What every new connection does before it is used, in this order (the consumer, a ready hook, comes after).
+    // What every new connection does before it is used (the consumer, a ready hook, comes after): the sweep's
+    // queues that exist must be running (stream-reader.ts); after a reconnection the sweep must still be the one
+    // joined, before the topology is declared again and the consumer name taken back. On a first connection there is
+    // nothing to check yet, and the topology is declared alongside the first check.
     this.#session.addSetup(async (link) => {
-      // After a reconnection, make sure the sweep is still the one we joined before consuming again.
-      if (!this.#joined || !this.#settings) return;
-      const current = await this.#reader.settings(link);
-      if (current === null) {
-        throw new SweepGoneError(sweepGoneMessage(opts.queuePrefix));
+      if (!this.#joined || !this.#settings) {
+        await Promise.all([this.#reader.checkRunning(link), this.#declareTopology ? this.#declare(link) : null]);
+        return;
       }
+      await this.#reader.checkRunning(link);
+      const current = await this.#reader.settings(link);
+      if (current === null) throw new SweepGoneError(sweepGoneMessage(opts.queuePrefix));
       this.#creation.check(current, this.#settings);
-    });
-    this.#session.addSetup(async (link) => {
       if (this.#declareTopology) await this.#declare(link);
-    });
-    this.#session.addSetup(async (link) => {
-      if (this.#joined) await this.#session.tryExclusiveQueue(link, this.#names.consumer(this.#consumerName));
+      await this.#session.tryExclusiveQueue(link, this.#names.consumer(this.#consumerName));
     });
     this.#session.reconnectEagerly = () => this.#joined;
   }
@@ -156,15 +156,18 @@ export class RabbitBackend implements QueueBackend {
           continue;
         }
         this.#settings = settings;
+        // Consuming starts with the first take() (a worker that joins does not hold chunks it never asks for), or
+        // now for a caller that takes at once: its first chunks are on their way while it claims its name.
+        if (options.consumeWhileCreating === true) this.#consumer.start(s);
         this.#consumerName = await this.#creation.claimConsumerName(s, this.#opts.workerId, this.#opts.hostName);
         await recordJoin(this.#session, s, this.#names, {
           consumer: this.#consumerName, workerId: this.#opts.workerId, host: this.#opts.hostName, joinedAt: new Date().toISOString(),
         });
-        // Consuming starts with the first take(): a worker that joins does not hold chunks it never asks for.
         this.#joined = true;
         return { created, totalChunks };
       } catch (err) {
         // A lost connection released the lock (an exclusive queue) with it: start over on the next one.
+        this.#consumer.wanted = false;
         if (err instanceof TtgError || !s.lost) throw err;
         this.#log.warn(`connection lost during initialization; retrying (${describe(err)})`);
       }
@@ -250,9 +253,12 @@ export class RabbitBackend implements QueueBackend {
     const options: Options.Publish = dead
       ? { persistent: true, headers }
       : { persistent: true, headers, expiration: String(this.#opts.retryDelayMs) };
+    const messageId = this.#session.newMessageId(link);
+    const unexpect = dead ? this.#reader.expectOwnDeadLetter(link, messageId) : () => {};
     try {
-      await this.#session.publish(link, n.exchange, dead ? n.dlq : n.retry, h.msg.content, options);
+      await this.#session.publish(link, n.exchange, dead ? n.dlq : n.retry, h.msg.content, { ...options, messageId });
     } catch (err) {
+      unexpect();
       if (this.#consumer.settle(h, link, 'requeue')) {
         this.#log.warn(`could not move chunk ${delivery.chunkId} to ${dead ? n.dlq : n.retry} (${describe(err)}); chunk handed back`);
       }
@@ -291,15 +297,14 @@ export class RabbitBackend implements QueueBackend {
     this.#assertUsable();
     return this.#session.withLink(async (s) => {
       const settings = this.#settings ?? (await this.#reader.settings(s));
-      if (!settings) return false;
+      if (!settings || this.#creation.publishing) return false;
+      const total = chunkCount(settings);
       // Nothing ready or retrying (malformed entries too wait for their dead letter); then every chunk has a
       // result as followed (take()), or the streams are read on (a dead-lettered chunk may be re-driven since).
-      const settled = this.#consumer.buffered === 0
-        && (await this.#reader.queueInfo(s, this.#names.tasks)).messageCount === 0
-        && (await this.#reader.queueInfo(s, this.#names.retry)).messageCount === 0
-        && ((this.#settledSeen && this.#reader.allDone(s, chunkCount(settings)))
-          || (await this.#reader.poll(s, settings, true)).settled.size >= chunkCount(settings));
-      if (settled) await this.#consumer.release([]); // deliveries on their way (malformed too) come back first
+      const idle = this.#consumer.buffered === 0
+        && (await Promise.all([this.#names.tasks, this.#names.retry].map((q) => this.#reader.queueInfo(s, q)))).every((q) => q.messageCount === 0);
+      const settled = idle && ((this.#settledSeen && this.#reader.allDone(s, total)) || (await this.#reader.poll(s, settings, true)).settled.size >= total);
+      if (settled) await this.#consumer.handBack(); // deliveries on their way (malformed too) come back first
       const still = settled && (await this.#reader.queueInfo(s, this.#names.tasks)).messageCount === 0;
       if (!still) this.#settledSeen = false; // re-driven, or handed back: take() waits for work again
       return still;
@@ -356,14 +361,7 @@ export class RabbitBackend implements QueueBackend {
     await this.#session.withLink(async (s) => {
       s.declared = false;
       await this.#consumer.stop(s);
-      const n = this.#names;
-      // The ready flag goes first: without it nobody trusts what is left of the sweep.
-      await this.#session.probe(s, (ch) => ch.deleteExchange(n.ready)).catch(() => {});
-      for (const queue of [n.tasks, n.retry, n.dlq, n.results, n.meta, n.initLock, n.redrives, n.joined, n.consumer(this.#consumerName)]) {
-        // An exclusive queue of another live connection cannot be deleted (405); it goes with that connection.
-        await this.#session.probe(s, (ch) => ch.deleteQueue(queue)).catch(() => {});
-      }
-      await this.#session.probe(s, (ch) => ch.deleteExchange(n.exchange)).catch(() => {});
+      await this.#creation.deleteSweep(s, this.#consumerName);
     });
     this.#settings = null;
     this.#settledSeen = false;
@@ -393,7 +391,7 @@ export class RabbitBackend implements QueueBackend {
 
   async #declare(link: Link): Promise<void> {
     const where = { address: this.#opts.connection.address, prefix: this.#opts.queuePrefix };
-    await this.#session.probe(link, (ch) => declareTopology(ch, this.#names, where));
+    await declareTopology((fn) => this.#session.probe(link, fn), this.#names, where);
     link.declared = true;
   }
 }

@@ -71,12 +71,22 @@ export class TaskConsumer {
     return this.#buffer.length;
   }
 
+  /** Starts consuming on `link` now, ahead of the first take() (which waits for it); a failure is take()'s to see. */
+  start(link: Link): void {
+    this.wanted = true;
+    this.ensure(link).catch(() => {});
+  }
+
   /** Up to `max` buffered messages, waiting at most until `deadline` for the first. */
   async take(max: number, deadline: number, closed: () => boolean): Promise<TaskHandle[]> {
     this.wanted = true;
     this.prefetch = Math.min(65535, Math.max(this.prefetch, Math.floor(max)));
     const link = this.#session.current;
-    if (link) {
+    if (link?.consumerTag) {
+      // Consuming already: a restart with a larger prefetch goes on behind, and what is buffered is returned now
+      // (on a busy broker its two round trips would hold up the worker loop after its last chunk).
+      this.ensure(link).catch((err: unknown) => this.#log.debug(`could not restart the task consumer (${describe(err)})`));
+    } else if (link) {
       await this.ensure(link).catch((err: unknown) => {
         if (!link.lost) throw err;
       });
@@ -86,7 +96,11 @@ export class TaskConsumer {
     }
     while (this.#buffer.length === 0) {
       if (this.#session.failure) throw this.#session.failure;
-      if (closed()) return [];
+      if (closed()) {
+        // Let the socket in once: a caller taking in a loop (the sweep settled, then re-driven) gets what came.
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        break;
+      }
       const left = deadline - Date.now();
       if (left <= 0) return [];
       await this.#session.waitForSignal(left);
@@ -223,6 +237,27 @@ export class TaskConsumer {
       const own = this.owned(handle);
       if (own) this.settle(own.h, own.link, 'requeue');
     }
+  }
+
+  /**
+   * Stops consuming and hands back what is buffered or on its way (before the last look at the queue that
+   * says a sweep is settled). When no delivery of the channel is in a caller's hands, closing the channel
+   * does it in one round trip, however many consumers it has (cancelling is a round trip each; see stop()
+   * for the acknowledgements); otherwise as release(). The next take() starts again.
+   */
+  async handBack(): Promise<void> {
+    const link = this.#session.current;
+    const close = async (): Promise<boolean> => {
+      const state = this.#unacked;
+      const inHand = state !== null && state.channel === link?.consumer && state.handles.some((h) => !h.settled && !this.#buffer.includes(h));
+      if (!link?.consumer || inHand) return false;
+      await this.stop(link);
+      return true;
+    };
+    // After a consumer (re)start under way, as release() does.
+    const step = link ? link.consumerSetup.then(close, close) : Promise.resolve(false);
+    if (link) link.consumerSetup = step.then(() => {}, () => {});
+    if (!(await step)) await this.release([]);
   }
 
   /**

@@ -53,6 +53,8 @@ export class SweepCreation {
   /** Tasks this process is publishing in the background (holding the init lock), if any. */
   #running: Promise<void> | null = null;
   #nextCheck = 0;
+  /** The init lock being given back after joinOrCreate took it for a sweep that was there. */
+  #unlocking: Promise<void> = Promise.resolve();
 
   constructor(session: RabbitSession, reader: StreamReader, names: Names, prefix: string, log: Logger) {
     this.#session = session;
@@ -67,6 +69,11 @@ export class SweepCreation {
     return !this.#complete;
   }
 
+  /** This process is publishing the sweep's tasks: some are not in the queue yet, so the sweep is not settled. */
+  get publishing(): boolean {
+    return this.#running !== null;
+  }
+
   /** A new sweep under the prefix (after a reset): nothing is known about its creation. */
   forget(): void {
     this.#complete = false;
@@ -78,14 +85,24 @@ export class SweepCreation {
    * caller consumes meanwhile); otherwise return once every task is in.
    */
   async joinOrCreate(s: Link, settings: SweepSettings, creator: string, background: boolean): Promise<boolean | null> {
-    const existing = await this.#reader.settings(s);
+    // The sweep looked for and the lock tried at once: a creator then only looks again under the lock.
+    const lock = this.#session.tryExclusiveQueue(s, this.#names.initLock);
+    let existing: SweepSettings | null;
+    try {
+      existing = await this.#reader.settings(s);
+    } catch (err) {
+      if (await lock.catch(() => false)) await this.#unlock(s);
+      throw err;
+    }
     if (existing) {
+      // A lock taken for nothing is given back (a taker-over waits for that: #finishIfAbandoned).
+      this.#unlocking = lock.then((held) => (held ? this.#unlock(s) : undefined), () => {});
       this.#join(existing, settings);
       // A caller that waits gets every task; one that consumes at once looks as it takes (takeOverIfAbandoned).
       if (!background) await this.#finishIfAbandoned(s, settings, false);
       return false;
     }
-    if (!(await this.#session.tryExclusiveQueue(s, this.#names.initLock))) return null;
+    if (!(await lock)) return null;
     let handedOver = false;
     try {
       // Checked again under the lock: the previous holder may have written the settings in between.
@@ -130,6 +147,16 @@ export class SweepCreation {
     return candidates.at(-1)!;
   }
 
+  /** Deletes every queue and exchange of the sweep (ttg reset), the ready flag first: without it nobody trusts what is left. */
+  async deleteSweep(s: Link, consumerName: string): Promise<void> {
+    const n = this.#names;
+    await this.#session.probe(s, (ch) => ch.deleteExchange(n.ready)).catch(() => {});
+    // An exclusive queue of another live connection cannot be deleted (405); it goes with that connection.
+    await Promise.all([n.tasks, n.retry, n.dlq, n.results, n.meta, n.initLock, n.redrives, n.joined, n.consumer(consumerName)]
+      .map((queue) => this.#session.probe(s, (ch) => ch.deleteQueue(queue)).catch(() => {})));
+    await this.#session.probe(s, (ch) => ch.deleteExchange(n.exchange)).catch(() => {});
+  }
+
   #join(theirs: SweepSettings, ours: SweepSettings): false {
     const diff = settingsDifference(theirs, ours);
     if (diff !== null) throw new SettingsMismatchError(mismatchMessage(diff, this.#prefix));
@@ -143,6 +170,7 @@ export class SweepCreation {
       this.#complete = true;
       return;
     }
+    await this.#unlocking;
     if (!(await this.#session.tryExclusiveQueue(s, this.#names.initLock))) return; // its creator is at work
     await this.#publishRest(s, settings, background);
   }
@@ -155,12 +183,14 @@ export class SweepCreation {
    */
   async #start(s: Link, settings: SweepSettings, creator: string): Promise<void> {
     const n = this.#names;
-    await this.#session.probe(s, async (ch) => {
-      await ch.deleteQueue(n.meta);
-      await ch.assertQueue(n.meta, STREAM);
-      await ch.purgeQueue(n.tasks);
-      await ch.purgeQueue(n.retry);
-    });
+    await Promise.all([
+      this.#session.probe(s, async (ch) => {
+        await ch.deleteQueue(n.meta);
+        await ch.assertQueue(n.meta, STREAM);
+      }),
+      this.#session.probe(s, (ch) => ch.purgeQueue(n.tasks)),
+      this.#session.probe(s, (ch) => ch.purgeQueue(n.retry)),
+    ]);
     const meta = {
       ...settingsRecord(settings), total_chunks: chunkCount(settings), created_by: creator, created_at: new Date().toISOString(),
       [TASKS_FOLLOW]: true,
@@ -197,21 +227,27 @@ export class SweepCreation {
     const total = chunkCount(settings);
     if (from >= total) return;
     if (from > 0) this.#log.info(`taking over the sweep's creation: publishing tasks ${from} to ${total - 1}`);
-    let batch: Array<Promise<void>> = [];
-    let index = 0;
-    let limit = from + FIRST_BATCH;
-    for (const task of sweepTasks(settings)) {
-      if (index++ < from) continue;
-      const body = Buffer.from(JSON.stringify(taskFields(task)));
-      batch.push(this.#session.publish(s, n.exchange, n.tasks, body, { persistent: true, contentType: JSON_TYPE }));
-      if (index >= limit || index === total) {
-        await Promise.all(batch);
-        batch = [];
-        // Counted only once confirmed: a taker-over never skips a task that is not in the queue.
-        const record = Buffer.from(JSON.stringify({ [CREATED]: index }));
-        await this.#session.publish(s, '', n.meta, record, { persistent: true, contentType: JSON_TYPE });
-        limit = index + PUBLISH_BATCH;
+    // On a channel of their own: this worker's results and join record do not wait behind thousands of tasks.
+    const via = await this.#session.openPublisher(s);
+    try {
+      let batch: Array<Promise<void>> = [];
+      let index = 0;
+      let limit = from + FIRST_BATCH;
+      for (const task of sweepTasks(settings)) {
+        if (index++ < from) continue;
+        const body = Buffer.from(JSON.stringify(taskFields(task)));
+        batch.push(this.#session.publish(s, n.exchange, n.tasks, body, { persistent: true, contentType: JSON_TYPE }, via));
+        if (index >= limit || index === total) {
+          await Promise.all(batch);
+          batch = [];
+          // Counted only once confirmed: a taker-over never skips a task that is not in the queue.
+          const record = Buffer.from(JSON.stringify({ [CREATED]: index }));
+          await this.#session.publish(s, '', n.meta, record, { persistent: true, contentType: JSON_TYPE });
+          limit = index + PUBLISH_BATCH;
+        }
       }
+    } finally {
+      via.close().catch(() => {});
     }
     this.#log.info(`created the sweep: ${total} tasks in ${n.tasks}`);
   }

@@ -107,27 +107,40 @@ export interface TopologyContext {
   prefix: string;
 }
 
+/** Runs fn on a channel of its own (RabbitSession.probe). */
+export type Probe = <T>(fn: (ch: Channel) => Promise<T>) => Promise<T>;
+
 /**
  * Declares the sweep's exchange and queues, idempotently (every worker, on
  * every connection). A queue of the same name declared with other arguments
  * (the classic queues an older ttg made) makes the broker refuse
  * (PRECONDITION_FAILED): that becomes one error saying to run `ttg reset`,
- * raised before anything is consumed, since waiting cannot fix it.
+ * raised before anything is consumed, since waiting cannot fix it. Each
+ * queue is declared, then bound, on a channel of its own, all at once: a
+ * round trip or two in all rather than one per declaration (the broker
+ * creates quorum queues and streams in tens of milliseconds each); the error
+ * thrown is the first in the order of the list, whichever came back first.
  */
-export async function declareTopology(ch: Channel, n: Names, where: TopologyContext): Promise<void> {
-  await ch.assertExchange(n.exchange, 'direct', { durable: true });
-  const queues: Array<[string, Options.AssertQueue]> = [
-    [n.tasks, taskQueueOptions(n)], [n.retry, retryQueueOptions(n)], [n.dlq, STREAM], [n.results, STREAM], [n.meta, STREAM],
+export async function declareTopology(probe: Probe, n: Names, where: TopologyContext): Promise<void> {
+  const exchange = probe((ch) => ch.assertExchange(n.exchange, 'direct', { durable: true }));
+  const queues: Array<[string, Options.AssertQueue, boolean]> = [
+    [n.tasks, taskQueueOptions(n), true], [n.retry, retryQueueOptions(n), true], [n.dlq, STREAM, true], [n.results, STREAM, true],
+    [n.meta, STREAM, false], [n.joined, STREAM, false],
   ];
-  for (const [queue, options] of queues) {
+  const declared = queues.map(([queue, options, bound]) => probe(async (ch) => {
     try {
       await ch.assertQueue(queue, options);
     } catch (err) {
       if (errorCode(err) === 406) throw new QueueLayoutError(layoutMessage(queue, options, where, err), { cause: err });
       throw err;
     }
+    if (!bound) return;
+    await exchange;
+    await ch.bindQueue(queue, n.exchange, queue);
+  }));
+  for (const outcome of await Promise.allSettled([exchange, ...declared])) {
+    if (outcome.status === 'rejected') throw outcome.reason;
   }
-  for (const queue of [n.tasks, n.retry, n.dlq, n.results]) await ch.bindQueue(queue, n.exchange, queue);
 }
 
 function layoutMessage(queue: string, options: Options.AssertQueue, where: TopologyContext, err: unknown): string {

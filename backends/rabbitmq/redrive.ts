@@ -76,7 +76,7 @@ export async function redriveCounts(session: RabbitSession, reader: StreamReader
 }
 
 export async function recordJoin(session: RabbitSession, s: Link, names: Names, record: ConsumerRecord): Promise<void> {
-  await session.probe(s, (ch) => ch.assertQueue(names.joined, STREAM));
+  // The stream is declared with the topology (names.ts), before any worker joins.
   await session.publish(s, '', names.joined, Buffer.from(JSON.stringify({
     consumer: record.consumer, worker_id: record.workerId, host: record.host, joined_at: record.joinedAt,
   })), { persistent: true, contentType: JSON_TYPE });

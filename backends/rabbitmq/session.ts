@@ -23,6 +23,7 @@ import { BrokerUnavailableError, TtgError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import { describe, errorCode } from './names.js';
 import { coalesceWrites } from './coalesce.js';
+import { openChannel, openPublisher, probe } from './channels.js';
 
 /** The connection (or a channel the session depends on) went away during an operation. */
 export class SessionLostError extends Error {}
@@ -58,6 +59,8 @@ export interface Link {
   lost: boolean;
   /** messageIds the broker returned as unroutable; checked when their confirm arrives (a return precedes its ack). */
   readonly returned: Set<string>;
+  /** Channels of probes that succeeded, open and clean, for the next probes (see probe()). */
+  readonly spares: Channel[];
 }
 
 export interface SessionOptions {
@@ -185,20 +188,18 @@ export class RabbitSession {
 
   // ------------------------------------------------------------ channels and publishing
 
-  async openChannel(link: Link): Promise<Channel> {
-    const ch = await link.conn.createChannel();
-    ch.on('error', (err: Error) => this.#opts.log.debug(`RabbitMQ channel error: ${describe(err)}`));
-    return ch;
+  openChannel(link: Link): Promise<Channel> {
+    return openChannel(link, this.#opts.log);
   }
 
-  /** Runs fn on a throwaway channel: a failed probe (404, 405) closes only that channel. */
-  async probe<T>(link: Link, fn: (ch: Channel) => Promise<T>): Promise<T> {
-    const ch = await this.openChannel(link);
-    try {
-      return await fn(ch);
-    } finally {
-      ch.close().catch(() => {});
-    }
+  /** Runs fn on a channel of its own: a failed probe (404, 405) closes only that channel (channels.ts). */
+  probe<T>(link: Link, fn: (ch: Channel) => Promise<T>): Promise<T> {
+    return probe(link, this.#opts.log, fn);
+  }
+
+  /** A confirm channel of its own for a long run of publishes (channels.ts); publish(..., via) uses it. */
+  openPublisher(link: Link): Promise<ConfirmChannel> {
+    return openPublisher(link, this.#opts.log, (err) => this.#refused(err));
   }
 
   /** Declares an exclusive queue; false when another connection holds it (405 RESOURCE_LOCKED). */
@@ -212,17 +213,21 @@ export class RabbitSession {
     }
   }
 
-  /** Publishes on the confirm channel; resolves once the broker has the message (routed and confirmed). */
-  publish(link: Link, exchange: string, routingKey: string, body: Buffer, options: Options.Publish): Promise<void> {
+  /** Unique on this connection (returns come back on it): a counter, cheaper than a UUID per message. */
+  newMessageId(link: Link): string {
+    return `${this.#idPrefix}${link.gen}.${++this.#published}`;
+  }
+
+  /** Publishes on the confirm channel (or `via`); resolves once the broker has the message (routed and confirmed). */
+  publish(link: Link, exchange: string, routingKey: string, body: Buffer, options: Options.Publish, via: ConfirmChannel = link.pub): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       if (link.lost) {
         reject(new SessionLostError('the connection is gone'));
         return;
       }
-      // Unique on this connection (returns come back on it): a counter, cheaper than a UUID per message.
-      const messageId = `${this.#idPrefix}${link.gen}.${++this.#published}`;
+      const messageId = options.messageId ?? this.newMessageId(link);
       try {
-        link.pub.publish(exchange, routingKey, body, { ...options, mandatory: true, messageId }, (err: unknown) => {
+        via.publish(exchange, routingKey, body, { ...options, mandatory: true, messageId }, (err: unknown) => {
           if (link.returned.delete(messageId)) reject(new Error(`no queue took the message for ${routingKey} (deleted?)`));
           // A refused publish closes the channel, which fails the confirms with a bare "channel closed": say the refusal.
           else if (err) reject(this.#refused(err) ?? this.#failure ?? (err instanceof Error ? err : new Error(String(err))));
@@ -333,7 +338,7 @@ export class RabbitSession {
       const pub = await conn.createConfirmChannel();
       const made: Link = {
         gen: ++this.#generation, conn, pub, consumer: null, consumerTag: null, retiredTags: [], consumerPrefetch: 0,
-        consumerSetup: Promise.resolve(), declared: false, lost: false, returned: new Set(),
+        consumerSetup: Promise.resolve(), declared: false, lost: false, returned: new Set(), spares: [],
       };
       link = made;
       pub.on('error', (err: Error) => {

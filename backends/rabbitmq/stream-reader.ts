@@ -31,6 +31,8 @@ export type { Progress } from './progress.js';
 
 /** A follower acknowledges its stream entries this many at a time (well below STREAM_PREFETCH). */
 const FOLLOW_ACK_EVERY = 100;
+/** Longest a poll waits for the follower to bring back this session's own dead letters (then it answers as it stands). */
+const OWN_DEAD_WAIT_MS = 2000;
 
 /** Per chunk: how often it was re-driven, and below which dead-letter offset its letters are re-driven. */
 export type RedriveSummary = Map<string, { count: number; deadBefore: number }>;
@@ -43,19 +45,23 @@ export class StreamReader {
   #progressChain: Promise<unknown> = Promise.resolve();
   /** The channel following the streams on connection `gen`, if any (see follow()). */
   #following: { gen: number; closing: () => void; committed: (chunkId: string) => void } | null = null;
+  /** Message ids of dead letters this session published while following, not yet back through the follower. */
+  #ownDead = new Set<string>();
+  #ownDeadBack: Array<() => void> = [];
 
   constructor(session: RabbitSession, names: Names, prefix: string) {
     this.#session = session;
     this.#names = names;
     this.#prefix = prefix;
-    // First on every connection: the sweep's queues that exist must be running. Right after a
-    // broker restart they start one by one, and a read then would take the sweep for missing
-    // (and a worker would give up for good); failing the connection attempt instead makes the
-    // session wait and retry with backoff, for CONNECT_TIMEOUT_SECONDS at most.
-    session.addSetup((link) => this.#checkRunning(link));
   }
 
-  async #checkRunning(s: Link): Promise<void> {
+  /**
+   * First on every connection (a setup of the backend's): the sweep's queues that exist must be running.
+   * Right after a broker restart they start one by one, and a read then would take the sweep for missing
+   * (and a worker would give up for good); failing the connection attempt instead makes the session wait
+   * and retry with backoff, for CONNECT_TIMEOUT_SECONDS at most.
+   */
+  async checkRunning(s: Link): Promise<void> {
     const n = this.#names;
     await Promise.all([n.meta, n.results, n.dlq, n.tasks, n.retry].map((queue) =>
       this.#session.probe(s, (ch) => ch.checkQueue(queue)).catch((err: unknown) => {
@@ -69,6 +75,34 @@ export class StreamReader {
     const why = `the queue ${queue} is not running on the broker (restarting?)`;
     this.#session.lost(s, why);
     return new SessionLostError(why);
+  }
+
+  /**
+   * A dead letter this session is about to publish under `messageId`: while following, a poll waits for the
+   * follower to bring it back (this session reads its own writes). The function returned forgets it (not published).
+   */
+  expectOwnDeadLetter(s: Link, messageId: string): () => void {
+    if (this.#following?.gen !== s.gen) return () => {};
+    this.#ownDead.add(messageId);
+    return () => this.#ownDeadSeen(messageId);
+  }
+
+  #ownDeadSeen(messageId: string | null): void {
+    if (messageId === null) this.#ownDead.clear();
+    else this.#ownDead.delete(messageId);
+    if (this.#ownDead.size === 0) for (const back of this.#ownDeadBack.splice(0)) back();
+  }
+
+  /** Until the follower has brought back every dead letter of this session (OWN_DEAD_WAIT_MS at most). */
+  #ownDeadIn(): Promise<void> {
+    if (this.#ownDead.size === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, OWN_DEAD_WAIT_MS);
+      this.#ownDeadBack.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
   }
 
   /** Forgets what was polled (after a reset). */
@@ -117,7 +151,9 @@ export class StreamReader {
       const following = { gen: s.gen, closing: () => void ch.close().catch(() => {}), committed };
       this.#following = following;
       ch.on('close', () => {
-        if (this.#following === following) this.#following = null;
+        if (this.#following !== following) return;
+        this.#following = null;
+        this.#ownDeadSeen(null);
       });
       await ch.prefetch(STREAM_PREFETCH);
       // Acks give the stream its credit back: one for many (`allUpTo`, every entry here is read at
@@ -132,6 +168,7 @@ export class StreamReader {
             ch.ack(msg, true);
             unacked = 0;
           }
+          if (stream === 'dead' && typeof msg.properties.messageId === 'string') this.#ownDeadSeen(msg.properties.messageId);
           const offset = streamOffset(msg);
           if (headersOf(msg)[RABBIT_HEADERS.marker] !== undefined) return;
           if (offset === null || offset < p[position[stream]]) return;
@@ -203,8 +240,12 @@ export class StreamReader {
       if (this.#progress.gen !== s.gen) this.#progress = freshProgress(s.gen);
       const p = this.#progress;
       const settled = () => untilSettled && p.settled.size >= total;
-      // Followed: current already.
-      if (settled() || this.#following?.gen === s.gen) return p;
+      if (settled()) return p;
+      // Followed: current already, once the follower has this session's own dead letters.
+      if (this.#following?.gen === s.gen) {
+        await this.#ownDeadIn();
+        return p;
+      }
       const [resultsNext, deadNext] = await Promise.all([
         this.read(s, this.#names.results, p.resultsNext, 'end', (msg) => {
           countResult(p, msg, total);

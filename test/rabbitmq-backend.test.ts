@@ -13,6 +13,7 @@ import { connect } from 'amqplib';
 import type { ChannelModel, ConsumeMessage } from 'amqplib';
 import { BrokerUnavailableError } from '../core/errors.js';
 import { rabbitNames } from '../backends/rabbitmq/backend.js';
+import { consumeStream } from '../backends/rabbitmq/stream-read.js';
 import { heartbeatSeconds } from '../backends/rabbitmq/names.js';
 import type { SweepSettings } from '../backends/types.js';
 import { RABBIT_HOST, RABBIT_PORT, randomPrefix, requireRabbit, waitFor, rangeResult, takeAtLeast } from './helpers.js';
@@ -159,6 +160,38 @@ test('ten workers initializing at once create the tasks exactly once, with uniqu
   assert.deepEqual(await backends[4]!.take(5, 200), []);
 });
 
+
+test('a stream consumer gets what the broker sends before basic.consume-ok (a starting stream does that; amqplib alone would throw "Unknown consumer")', async () => {
+  await requireRabbit();
+  const queue = `${randomPrefix('rb-early')}.stream`;
+  const ch = await (await rawConnection()).createChannel();
+  let closed = false;
+  ch.on('error', () => {});
+  ch.on('close', () => { closed = true; });
+  try {
+    await ch.assertQueue(queue, { durable: true, arguments: { 'x-queue-type': 'stream' } });
+    ch.sendToQueue(queue, Buffer.from('written before the read'));
+    await ch.prefetch(10);
+    const got: string[] = [];
+    const attached = consumeStream(ch, queue, (msg) => {
+      if (!msg) return;
+      got.push(msg.content.toString());
+      if (msg.fields.deliveryTag !== undefined) ch.ack(msg);
+    }, { noAck: false, arguments: { 'x-stream-offset': 'first' } });
+    // What amqplib does with a frame for a consumer it does not know: the broker's early frame, replayed by hand.
+    const tags = [...(ch as unknown as { consumers: Map<string, unknown> }).consumers.keys()];
+    assert.equal(tags.length, 1, 'the handler is registered before the broker has answered basic.consume');
+    assert.doesNotThrow(() => (ch as unknown as { dispatchMessage: (f: object, m: object) => void })
+      .dispatchMessage({ consumerTag: tags[0] }, { content: Buffer.from('early'), fields: {}, properties: {} }));
+    assert.equal((await attached).consumerTag, tags[0]);
+    await waitFor('the stream entry after the early one', () => got.length >= 2 || null, 10_000);
+    assert.deepEqual(got, ['early', 'written before the read']);
+    assert.equal(closed, false, 'the channel stays open');
+  } finally {
+    await ch.deleteQueue(queue).catch(() => {});
+    await ch.close().catch(() => {});
+  }
+});
 test('take and complete: the result is readable again and again, the task is gone, the sweep settles', async () => {
   await requireRabbit();
   const prefix = randomPrefix('rb-complete');

@@ -20,7 +20,7 @@
  * Entries carrying the `x-ttg-marker` header are skipped: older versions
  * of ttg wrote such end-of-read markers into the streams.
  */
-import type { Channel, ConsumeMessage } from 'amqplib';
+import type { Channel, ConsumeMessage, Options, Replies } from 'amqplib';
 import { TtgError } from '../../core/errors.js';
 import { errorCode, headersOf, RABBIT_HEADERS, streamOffset } from './names.js';
 import { SessionLostError, type Link, type RabbitSession } from './session.js';
@@ -42,12 +42,63 @@ const PROBE_WINDOW_MS = 500;
 /** A read that must reach its end gives up after this long without any message. */
 const READ_STALL_MS = 30_000;
 
+let consumerTags = 0;
+
+/**
+ * basic.consume on a stream, its handler registered before the broker
+ * answers. A stream's consumer may be sent its first entries (or a cancel)
+ * before basic.consume-ok, when the stream is busy starting; amqplib, which
+ * registers a consumer only on consume-ok, then throws "Unknown consumer"
+ * and closes the channel. With the tag chosen here and the handler already
+ * in place, those entries reach it.
+ */
+export function consumeStream(
+  ch: Channel, queue: string, onMessage: (msg: ConsumeMessage | null) => void, options: Options.Consume,
+): Promise<Replies.Consume> {
+  const consumerTag = `ttg-stream-${process.pid}-${++consumerTags}`;
+  (ch as unknown as { registerConsumer?: (tag: string, cb: (msg: ConsumeMessage | null) => void) => void })
+    .registerConsumer?.(consumerTag, onMessage);
+  return ch.consume(queue, onMessage, { ...options, consumerTag });
+}
+
+/** How long a read waits for a stream that exists but does not run on this node yet (just declared). */
+const STARTING_WAIT_MS = 10_000;
+
 /**
  * Reads stream `queue` from offset `from`, calling onEntry for each entry
  * that is not a marker (onEntry returns true to stop). Returns the offset to
  * read on from, or null when there is no such stream.
+ *
+ * A stream declared a moment ago (by this worker or another) may refuse a
+ * consumer with 406 "does not have a running replica on the local node"
+ * until its replica has started: the read is tried again, on a new channel,
+ * for STARTING_WAIT_MS. Nothing was read then, so nothing is read twice.
  */
 export async function readStream(
+  session: RabbitSession, s: Link, queue: string, from: number, end: StreamEnd,
+  onEntry: (msg: ConsumeMessage) => boolean | void,
+): Promise<number | null> {
+  const deadline = Date.now() + STARTING_WAIT_MS;
+  for (let wait = 20; ; wait = Math.min(wait * 2, 500)) {
+    let delivered = false;
+    try {
+      return await readOnce(session, s, queue, from, end, (msg) => {
+        delivered = true;
+        return onEntry(msg);
+      });
+    } catch (err) {
+      if (delivered || s.lost || !isStreamStarting(err) || Date.now() + wait > deadline) throw err;
+      await new Promise<void>((resolve) => setTimeout(resolve, wait));
+    }
+  }
+}
+
+/** The broker's answer to a consumer of a stream whose replica on this node has not started yet. */
+function isStreamStarting(err: unknown): boolean {
+  return err instanceof Error && /does not have a running replica/.test(err.message);
+}
+
+async function readOnce(
   session: RabbitSession, s: Link, queue: string, from: number, end: StreamEnd,
   onEntry: (msg: ConsumeMessage) => boolean | void,
 ): Promise<number | null> {
@@ -87,6 +138,7 @@ function consumeToEnd(
       done = true;
       clearTimeout(timer);
       ch.removeListener('close', onClose);
+      ch.removeListener('error', onError);
       if (err === undefined) resolve(next);
       else reject(err);
     };
@@ -107,7 +159,11 @@ function consumeToEnd(
         timer = setTimeout(stalled, READ_STALL_MS);
       }
     };
-    const onClose = () => finish(new SessionLostError(`the channel reading ${queue} closed`));
+    // The broker's reason, when it closed the channel (amqplib emits 'error' just before 'close').
+    let closedBy = '';
+    const onError = (err: Error) => { closedBy = `: ${err.message}`; };
+    const onClose = () => finish(new SessionLostError(`the channel reading ${queue} closed${closedBy}`));
+    ch.on('error', onError);
     ch.on('close', onClose);
     const cancelled = () => finish(new SessionLostError(`the broker cancelled the reader of ${queue} (deleted?)`));
     // Never throw from these: amqplib would take the whole connection down.
@@ -149,9 +205,9 @@ function consumeToEnd(
     };
     schedule();
     (async () => {
-      await ch.consume(queue, onMessage, { noAck: false, arguments: { 'x-stream-offset': from } });
+      await consumeStream(ch, queue, onMessage, { noAck: false, arguments: { 'x-stream-offset': from } });
       if (end !== 'end') return;
-      await ch.consume(queue, onProbe, { noAck: false, arguments: { 'x-stream-offset': 'last' } });
+      await consumeStream(ch, queue, onProbe, { noAck: false, arguments: { 'x-stream-offset': 'last' } });
       // The empty-stream wait starts once both consumers are attached.
       if (!done) schedule();
     })().catch((err: unknown) => finish(err));

@@ -25,7 +25,7 @@ import {
   countDeadLetter, countOwnResult, countRedrive, countResult, deadLetterOf, deadNow, freshProgress, redriveRecordOf, type Progress,
 } from './progress.js';
 import { SessionLostError, type Link, type RabbitSession } from './session.js';
-import { readStream, STREAM_PREFETCH, type StreamEnd } from './stream-read.js';
+import { consumeStream, readStream, STREAM_PREFETCH, type StreamEnd } from './stream-read.js';
 
 export type { Progress } from './progress.js';
 
@@ -184,9 +184,9 @@ export class StreamReader {
           // an entry we cannot read counts for nothing, as in poll()
         }
       };
-      await ch.consume(this.#names.results, onEntry('results'), { arguments: { 'x-stream-offset': p.resultsNext } });
-      await ch.consume(this.#names.dlq, onEntry('dead'), { arguments: { 'x-stream-offset': p.deadNext } });
-      await ch.consume(this.#names.redrives, onEntry('redrives'), { arguments: { 'x-stream-offset': p.redrivesNext } });
+      await consumeStream(ch, this.#names.results, onEntry('results'), { arguments: { 'x-stream-offset': p.resultsNext } });
+      await consumeStream(ch, this.#names.dlq, onEntry('dead'), { arguments: { 'x-stream-offset': p.deadNext } });
+      await consumeStream(ch, this.#names.redrives, onEntry('redrives'), { arguments: { 'x-stream-offset': p.redrivesNext } });
       settledNow();
     };
     const next = this.#progressChain.then(run, run);

@@ -161,6 +161,24 @@ test('ten workers initializing at once create the tasks exactly once, with uniqu
 });
 
 
+test('a reset the broker refuses says so, naming the permission, and deletes nothing', async () => {
+  await requireRabbit();
+  const prefix = randomPrefix('rb-reset-refused');
+  const user = `ttg-noconf-${prefix}`;
+  rabbitmqctl('add_user', user, 'pw');
+  try {
+    rabbitmqctl('set_permissions', user, '^$', '.*', '.*'); // may read and write, may not delete
+    const owner = open(prefix, '0');
+    await owner.init(settings(100, 10));
+    const limited = open(prefix, '1', { RABBITMQ_USER: user, RABBITMQ_PASSWORD: 'pw', CONNECT_TIMEOUT_SECONDS: 3 });
+    await assert.rejects(limited.reset(), /refused user 'ttg-noconf-[^']+' access to the exchange .*set_permissions/);
+    await limited.close();
+    assert.equal((await queueInfo(rabbitNames(prefix).tasks))?.messageCount, 10, 'the tasks are still there');
+  } finally {
+    rabbitmqctl('delete_user', user);
+  }
+});
+
 test('a stream consumer gets what the broker sends before basic.consume-ok (a starting stream does that; amqplib alone would throw "Unknown consumer")', async () => {
   await requireRabbit();
   const queue = `${randomPrefix('rb-early')}.stream`;

@@ -27,7 +27,7 @@ import { SettingsMismatchError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import { chunkCount, mismatchMessage, settingsDifference, settingsRecord, sweepTasks, type SweepSettings } from '../../core/sweep.js';
 import { taskFields } from '../messages.js';
-import { describe, jsonObject, JSON_TYPE, STREAM, type Names } from './names.js';
+import { describe, errorCode, jsonObject, JSON_TYPE, STREAM, type Names } from './names.js';
 import type { Link, RabbitSession } from './session.js';
 import type { StreamReader } from './stream-reader.js';
 
@@ -150,11 +150,15 @@ export class SweepCreation {
   /** Deletes every queue and exchange of the sweep (ttg reset), the ready flag first: without it nobody trusts what is left. */
   async deleteSweep(s: Link, consumerName: string): Promise<void> {
     const n = this.#names;
-    await this.#session.probe(s, (ch) => ch.deleteExchange(n.ready)).catch(() => {});
-    // An exclusive queue of another live connection cannot be deleted (405); it goes with that connection.
+    // Gone already (404) is what was wanted. An exclusive queue of another live connection cannot be deleted
+    // (405); it goes with that connection. Anything else (a refusal, a lost connection) is the caller's to hear.
+    const gone = (err: unknown) => {
+      if (errorCode(err) !== 404 && errorCode(err) !== 405) throw err;
+    };
+    await this.#session.probe(s, (ch) => ch.deleteExchange(n.ready)).catch(gone);
     await Promise.all([n.tasks, n.retry, n.dlq, n.results, n.meta, n.initLock, n.redrives, n.joined, n.consumer(consumerName)]
-      .map((queue) => this.#session.probe(s, (ch) => ch.deleteQueue(queue)).catch(() => {})));
-    await this.#session.probe(s, (ch) => ch.deleteExchange(n.exchange)).catch(() => {});
+      .map((queue) => this.#session.probe(s, (ch) => ch.deleteQueue(queue)).catch(gone)));
+    await this.#session.probe(s, (ch) => ch.deleteExchange(n.exchange)).catch(gone);
   }
 
   #join(theirs: SweepSettings, ours: SweepSettings): false {

@@ -54,10 +54,23 @@ local function text(value)
   return value
 end
 
+-- Split with plain finds (memchr), not patterns: Lua's matcher tests every character against a class.
 local chunks = {}
-local pattern = '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$'
-for line in string.gmatch(ARGV[7], '([^\n]*)\n') do
-  chunks[#chunks + 1] = {string.match(line, pattern)}
+local lines = ARGV[7]
+local find, sub = string.find, string.sub
+local at = 1
+local size = #lines
+while at <= size do
+  local c = {}
+  for j = 1, 7 do
+    local tab = find(lines, '\t', at, true)
+    c[j] = sub(lines, at, tab - 1)
+    at = tab + 1
+  end
+  local nl = find(lines, '\n', at, true)
+  c[8] = sub(lines, at, nl - 1)
+  at = nl + 1
+  chunks[#chunks + 1] = c
 end
 local n = #chunks
 local codes = {}
@@ -124,16 +137,23 @@ for i, c in ipairs(chunks) do
   local entryId, chunkId, duration, completedAt, startedAt, recovered, attempts, data =
     c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
   if codes[i] == nil then
-    local fields = {'chunk_id', chunkId, 'worker_id', workerId, 'status', status,
-      'duration_seconds', duration, 'completed_at', text(completedAt)}
-    local k = 10
-    if startedAt ~= '' then fields[k + 1] = 'started_at'; fields[k + 2] = text(startedAt); k = k + 2 end
-    if recovered ~= '' then fields[k + 1] = 'recovered'; fields[k + 2] = recovered; k = k + 2 end
-    if attempts ~= '' then fields[k + 1] = 'attempts'; fields[k + 2] = attempts; k = k + 2 end
-    if consumerField ~= '' then fields[k + 1] = 'consumer'; fields[k + 2] = consumerField; k = k + 2 end
-    fields[k + 1] = 'result_data'
-    fields[k + 2] = data
-    redis.call('XADD', KEYS[2], '*', unpack(fields, 1, k + 2))
+    if startedAt ~= '' and recovered == '' and attempts == '' and consumerField ~= '' then
+      -- A first attempt's result, as every worker sends most: its fields passed as they are (no table to fill and unpack).
+      redis.call('XADD', KEYS[2], '*', 'chunk_id', chunkId, 'worker_id', workerId, 'status', status,
+        'duration_seconds', duration, 'completed_at', text(completedAt), 'started_at', text(startedAt),
+        'consumer', consumerField, 'result_data', data)
+    else
+      local fields = {'chunk_id', chunkId, 'worker_id', workerId, 'status', status,
+        'duration_seconds', duration, 'completed_at', text(completedAt)}
+      local k = 10
+      if startedAt ~= '' then fields[k + 1] = 'started_at'; fields[k + 2] = text(startedAt); k = k + 2 end
+      if recovered ~= '' then fields[k + 1] = 'recovered'; fields[k + 2] = recovered; k = k + 2 end
+      if attempts ~= '' then fields[k + 1] = 'attempts'; fields[k + 2] = attempts; k = k + 2 end
+      if consumerField ~= '' then fields[k + 1] = 'consumer'; fields[k + 2] = consumerField; k = k + 2 end
+      fields[k + 1] = 'result_data'
+      fields[k + 2] = data
+      redis.call('XADD', KEYS[2], '*', unpack(fields, 1, k + 2))
+    end
     if not canonical[i] then
       codes[i] = 1
     else

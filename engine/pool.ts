@@ -24,7 +24,8 @@
  * kernel's worst case, not from timings: the first calls of a kernel on a
  * cold thread take 5-150 times as long as the later ones.
  */
-import { Piscina } from 'piscina';
+import { createRequire } from 'node:module';
+import type { Piscina } from 'piscina';
 import type { KernelChoice, KernelImpl, SliceStats } from '../kernel/types.js';
 import type { SliceBatch, SliceTask, ThreadData } from './thread.js';
 import { unpackBatch, type BatchOutcome, type SliceOutcome } from './batch-outcome.js';
@@ -65,6 +66,16 @@ export interface RangeSink {
 const TASK_SECONDS = 0.004;
 /** Ranges shorter than this are never split across threads, whatever their estimated cost. */
 const MIN_SPLIT_PARAMS = 64;
+/**
+ * Piscina, loaded when the threads first start (synchronously: a pool starts in the middle of a turn).
+ * A worker that never starts one does not load it either (~20 ms of a worker's start-up CPU).
+ */
+let PiscinaClass: typeof Piscina | null = null;
+function piscina(): typeof Piscina {
+  PiscinaClass ??= (createRequire(import.meta.url)('piscina') as { Piscina: typeof Piscina }).Piscina;
+  return PiscinaClass;
+}
+
 /** Most steps a built-in kernel takes per parameter (mandelbrot: its iteration limit). */
 const WORST_STEPS_PER_PARAM: Record<KernelName, number> = { placeholder: 1, mandelbrot: 1000 };
 /**
@@ -108,7 +119,8 @@ export class KernelPool {
 
   /** The threads, started on first use. */
   #pool(): Piscina<SliceTask | SliceBatch, SliceOutcome | BatchOutcome> {
-    this.#piscina ??= new Piscina<SliceTask | SliceBatch, SliceOutcome | BatchOutcome>({
+    const Pool = piscina();
+    this.#piscina ??= new Pool<SliceTask | SliceBatch, SliceOutcome | BatchOutcome>({
       filename: new URL('./thread.js', import.meta.url).href,
       minThreads: this.#opts.threads,
       maxThreads: this.#opts.threads,

@@ -24,11 +24,12 @@
           (one argument rather than a dozen per chunk, and lines rather than JSON: building,
           sending and decoding a batch's arguments cost the worker more than the script costs Redis)
 
-  Returns one code per chunk, in order:
-     1  published; the first result of this chunk
-     2  published; the chunk already had a result (a duplicate)
-    -1  this consumer does not own the entry: nothing published
-    -3  the sweep is gone (reset while the chunk was worked on): nothing published
+  Returns one code per chunk, in order, as one string of one character each
+  (an array of integers cost the worker's reply decoder ~0.6 us a chunk):
+    '1'  published; the first result of this chunk
+    '2'  published; the chunk already had a result (a duplicate)
+    'n'  this consumer does not own the entry: nothing published (code -1)
+    'g'  the sweep is gone (reset while the chunk was worked on): nothing published (code -3)
 
   The call that settles the sweep's last chunk also trims the task stream
   (trim-acknowledged.lua), so a finished sweep leaves no acknowledged task
@@ -77,8 +78,7 @@ local codes = {}
 
 -- The sweep's meta hash goes with `ttg reset`: say so, rather than "not the owner".
 if not totalChunks then
-  for i = 1, n do codes[i] = -3 end
-  return codes
+  return string.rep('g', n)
 end
 
 -- Which entries this consumer holds: its oldest pending entries, in one XPENDING, are usually the
@@ -182,4 +182,6 @@ if newlyDone > 0 and redis.call('HLEN', KEYS[3]) + redis.call('HLEN', KEYS[4]) >
   -- Nobody reads an acknowledged task entry again: free them now, once, as the workers leave.
   trimAcknowledged(tasks, group)
 end
-return codes
+local letters = {[1] = '1', [2] = '2', [-1] = 'n'}
+for i = 1, n do codes[i] = letters[codes[i]] end
+return table.concat(codes)

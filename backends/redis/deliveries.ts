@@ -135,6 +135,9 @@ async function acknowledgeSettled(links: RedisLinks, k: Keys, log: Logger, entry
   log.debug(`acknowledged ${entryIds.length} entries of chunks that already have a result`);
 }
 
+/** complete-5.lua's letters as the codes outcomeOf() reads (an unknown letter: the whole reply, named in the error). */
+const COMPLETE_CODES: Record<string, number> = { 1: 1, 2: 2, n: -1, g: -3 };
+
 /** A tab, a newline or a backslash in a free-text value of complete-5.lua's lines. */
 const SEPARATORS = /[\t\n\\]/;
 
@@ -165,9 +168,9 @@ export async function sendCompletions(
   }
   const lines = completionLines(items);
   const link = await links.commands();
-  const codes = (await links.script(link, 'complete', [k.tasks, k.results, k.done, k.deadChunks, k.meta],
-    [k.group, consumer, k.events, first.workerId, first.status, first.consumer ?? '', lines])) as unknown[];
-  const outcomes = items.map((_, i) => (codes[i] === 1 ? 'published' : outcomeOf('complete', codes[i], { prefix })));
+  const codes = String(await links.script(link, 'complete', [k.tasks, k.results, k.done, k.deadChunks, k.meta],
+    [k.group, consumer, k.events, first.workerId, first.status, first.consumer ?? '', lines]));
+  const outcomes = items.map((_, i) => (codes[i] === '1' ? 'published' : outcomeOf('complete', COMPLETE_CODES[codes[i]!] ?? codes, { prefix })));
   // Reset under a running worker: one error that ends it, not a line per chunk in hand.
   if (outcomes.includes('sweep-gone')) throw new SweepGoneError(sweepGoneMessage(prefix));
   return items.map(({ chunkId }, i) => {

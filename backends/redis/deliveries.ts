@@ -5,8 +5,8 @@
  * is still checked for ownership and settled on its own.
  */
 import type { Logger } from '../../core/log.js';
-import { notAChunkOf, type ChunkResult, type ChunkTask, type SweepSettings } from '../../core/sweep.js';
-import { parseTaskFields, type ParsedTask } from '../messages.js';
+import { chunkCount, chunkIdWidth, type ChunkResult, type ChunkTask, type SweepSettings } from '../../core/sweep.js';
+import { parseTaskFields } from '../messages.js';
 import type { Delivery } from '../types.js';
 import type { RedisLinks } from './connection.js';
 import type { Keys } from './keys.js';
@@ -20,8 +20,8 @@ export const COMPLETIONS_PER_CALL = 500;
 /** Broker bookkeeping of a delivery: opaque to the engine. */
 export interface RedisHandle {
   readonly entryId: string;
-  /** The entry's fields as read, kept for dead letters of malformed entries. */
-  readonly fields: Fields;
+  /** The entry's fields as read, kept for dead letters of malformed entries (a task's are rebuilt from it). */
+  readonly fields?: Fields;
 }
 
 /** A chunk's completion waiting for its batch. */
@@ -90,6 +90,8 @@ export async function readDeliveries(
 function readLines(lines: string, settings: SweepSettings): { inOrder: Array<Delivery | string>; settled: string[] } {
   const inOrder: Array<Delivery | string> = [];
   const settled: string[] = [];
+  const chunks = chunkCount(settings);
+  const width = chunkIdWidth(chunks);
   let at = 0;
   while (at < lines.length) {
     const end = lines.indexOf('\n', at);
@@ -100,8 +102,15 @@ function readLines(lines: string, settings: SweepSettings): { inOrder: Array<Del
       continue;
     }
     const [entryId, chunkId, start, stop, total, failures, done] = line.split(' ') as [string, string, string, string, string, string, string];
+    const task = plainTask(chunkId, Number(start), Number(stop), Number(total), settings, chunks, width);
+    if (task !== null) {
+      if (done === '1') settled.push(entryId);
+      else inOrder.push({ task, chunkId, attempt: Number(failures), recovered: false, handle: { entryId } satisfies RedisHandle });
+      continue;
+    }
+    // Not exactly a chunk of this sweep: parseTaskFields says why (or accepts it after all).
     const fields: Fields = { chunk_id: chunkId, start_param: start, end_param: stop, total_params: total };
-    const parsed = plainTask(chunkId, Number(start), Number(stop), Number(total), settings) ?? parseTaskFields(fields, settings);
+    const parsed = parseTaskFields(fields, settings);
     if (parsed.ok && done === '1') {
       settled.push(entryId);
       continue;
@@ -115,15 +124,19 @@ function readLines(lines: string, settings: SweepSettings): { inOrder: Array<Del
 }
 
 /**
- * The task when it is exactly a chunk of the sweep (what parseTaskFields
- * accepts, checked without its regular expressions: the values are digits
- * already), else null, and parseTaskFields says why not.
+ * The task when it is exactly a chunk of the sweep (what notAChunkOf accepts), else null. The values
+ * are decimal digits already (read-3.lua checked them), so a chunk id is canonical when it has the
+ * sweep's width and is below its chunk count, and no regular expression or padded copy is needed.
  */
-function plainTask(chunkId: string, startParam: number, endParam: number, totalParams: number, settings: SweepSettings): ParsedTask | null {
-  if (!Number.isSafeInteger(startParam) || !Number.isSafeInteger(endParam) || !Number.isSafeInteger(totalParams)) return null;
-  if (endParam <= startParam || endParam > totalParams) return null;
-  const task: ChunkTask = { chunkId, startParam, endParam, totalParams };
-  return notAChunkOf(task, settings) === null ? { ok: true, task } : null;
+function plainTask(
+  chunkId: string, startParam: number, endParam: number, totalParams: number, settings: SweepSettings, chunks: number, width: number,
+): ChunkTask | null {
+  if (chunkId.length !== width || totalParams !== settings.totalParams) return null;
+  const index = Number(chunkId);
+  if (!(index < chunks)) return null;
+  const first = index * settings.chunkSize;
+  if (startParam !== first || endParam !== Math.min(settings.totalParams, first + settings.chunkSize)) return null;
+  return { chunkId, startParam, endParam, totalParams };
 }
 
 /** Entries of chunks that already have a result (a recovered duplicate): acknowledged, nobody computes them again. */

@@ -10,12 +10,29 @@
  * thread time measured so far (seconds per parameter), so a kernel whose cost
  * varies across the range (mandelbrot) is still cut into tasks small enough
  * for whichever thread is free to take the next one.
+ *
+ * The one exception to "the main thread never runs the kernel": a range of a
+ * built-in kernel whose worst case is cheaper than handing it to a thread and
+ * back (INLINE_MAX_STEPS) is computed right there, in the same turn. The
+ * threads are therefore started when the first range is given to them, not
+ * before: a worker whose chunks are all that cheap (placeholder chunks of up
+ * to 2,000 parameters) never starts one, and saves the ~40 ms of CPU a
+ * thread's start costs (one-chunk sweep: 160 -> 120 ms of CPU), on the cores
+ * the other workers are starting on. Mandelbrot ranges (up to 1,000 steps a
+ * parameter), user kernels and SIMULATE_WORK_MS go to the threads; for the
+ * last two they start at once, as before. The decision is made from the
+ * kernel's worst case, not from timings: the first calls of a kernel on a
+ * cold thread take 5-150 times as long as the later ones.
  */
-import { Piscina } from 'piscina';
+import { createRequire } from 'node:module';
+import type { Piscina } from 'piscina';
 import type { KernelChoice, KernelImpl, SliceStats } from '../kernel/types.js';
 import type { SliceBatch, SliceTask, ThreadData } from './thread.js';
 import { unpackBatch, type BatchOutcome, type SliceOutcome } from './batch-outcome.js';
 import { mergeSlices, sliceRange } from './stats.js';
+import { createKernelRunner } from '../kernel/index.js';
+import type { KernelName, KernelRunner } from '../kernel/types.js';
+import { boundHeap } from './heap.js';
 
 export interface KernelPoolOptions {
   threads: number;
@@ -25,6 +42,8 @@ export interface KernelPoolOptions {
   simulateWorkMs?: number;
   /** Bound the process's heap once the threads are up (engine/heap.ts): the long-running commands ask for it. */
   boundHeap?: boolean;
+  /** Whether cheap ranges of a built-in kernel may run on the calling thread (see the file comment); default true. */
+  inline?: boolean;
 }
 
 export interface RangeOutcome {
@@ -47,6 +66,26 @@ export interface RangeSink {
 const TASK_SECONDS = 0.004;
 /** Ranges shorter than this are never split across threads, whatever their estimated cost. */
 const MIN_SPLIT_PARAMS = 64;
+/**
+ * Piscina, loaded when the threads first start (synchronously: a pool starts in the middle of a turn).
+ * A worker that never starts one does not load it either (~20 ms of a worker's start-up CPU).
+ */
+let PiscinaClass: typeof Piscina | null = null;
+function piscina(): typeof Piscina {
+  PiscinaClass ??= (createRequire(import.meta.url)('piscina') as { Piscina: typeof Piscina }).Piscina;
+  return PiscinaClass;
+}
+
+/** Most steps a built-in kernel takes per parameter (mandelbrot: its iteration limit). */
+const WORST_STEPS_PER_PARAM: Record<KernelName, number> = { placeholder: 1, mandelbrot: 1000 };
+/**
+ * A range of at most this many worst-case steps is computed on the calling thread: a placeholder
+ * range of 2,000 parameters takes ~11 us, about what a range's share of the hop to a thread and
+ * back costs (postMessage, packing, unpacking); 100 and 1,000 take ~1.3 and ~5.6 us.
+ */
+const INLINE_MAX_STEPS = 2000;
+/** Most worst-case steps computed inline in one turn of the event loop (~5 ms of placeholder); the rest go to the threads. */
+const INLINE_TURN_STEPS = 1_000_000;
 
 interface WaitingRange {
   start: number;
@@ -56,8 +95,12 @@ interface WaitingRange {
 }
 
 export class KernelPool {
-  #pool: Piscina<SliceTask | SliceBatch, SliceOutcome | BatchOutcome>;
+  /** Started when first needed (see the file comment). */
+  #piscina: Piscina<SliceTask | SliceBatch, SliceOutcome | BatchOutcome> | null = null;
   #opts: Required<KernelPoolOptions>;
+  /** The kernel on this thread, for ranges run inline (null: never, or not yet made). */
+  #inlineRunner: KernelRunner | null = null;
+  readonly #inlineKernel: KernelName | null;
   #closed = false;
   /** Ranges asked for in this turn of the event loop, scheduled together at its end. */
   #waiting: WaitingRange[] = [];
@@ -68,15 +111,33 @@ export class KernelPool {
     if (!Number.isInteger(opts.threads) || opts.threads < 1) {
       throw new RangeError('threads must be a positive integer');
     }
-    this.#opts = { simulateWorkMs: 0, boundHeap: false, ...opts };
-    this.#pool = new Piscina<SliceTask | SliceBatch, SliceOutcome | BatchOutcome>({
+    this.#opts = { simulateWorkMs: 0, boundHeap: false, inline: true, ...opts };
+    const { kernel, simulateWorkMs, inline } = this.#opts;
+    this.#inlineKernel = inline && typeof kernel === 'string' && simulateWorkMs === 0 ? kernel : null;
+    if (this.#inlineKernel === null) this.#pool();
+    // No thread may ever start to set the heap's flags (engine/heap.ts): set them here, as early as a thread
+    // would have. Set later (at the first range), the young generation has grown by then and stays large:
+    // a 50M-parameter sweep in chunks of 1,000 peaked at 110 MB instead of 87 (92 with the thread).
+    else if (this.#opts.boundHeap) boundHeap();
+  }
+
+  /** The threads, started on first use. */
+  #pool(): Piscina<SliceTask | SliceBatch, SliceOutcome | BatchOutcome> {
+    const Pool = piscina();
+    this.#piscina ??= new Pool<SliceTask | SliceBatch, SliceOutcome | BatchOutcome>({
       filename: new URL('./thread.js', import.meta.url).href,
-      minThreads: opts.threads,
-      maxThreads: opts.threads,
+      minThreads: this.#opts.threads,
+      maxThreads: this.#opts.threads,
       // Threads stay for the whole sweep: each holds a compiled kernel instance.
       idleTimeout: 60 * 60 * 1000,
       workerData: { boundHeap: this.#opts.boundHeap } satisfies ThreadData,
     });
+    return this.#piscina;
+  }
+
+  /** Whether any thread was started (ranges run inline start none). */
+  get started(): boolean {
+    return this.#piscina !== null;
   }
 
   get threads(): number {
@@ -112,8 +173,16 @@ export class KernelPool {
     const { threads } = this.#opts;
     const spp = this.#secondsPerParam;
     const small: WaitingRange[] = [];
+    const kernel = this.#inlineKernel;
+    let inlineSteps = INLINE_TURN_STEPS;
     for (const w of waiting) {
       const length = w.end - w.start;
+      const steps = kernel === null ? Infinity : length * WORST_STEPS_PER_PARAM[kernel];
+      if (steps <= INLINE_MAX_STEPS && steps <= inlineSteps) {
+        inlineSteps -= steps;
+        this.#runInline(w, kernel!);
+        continue;
+      }
       const parts = spp > 0 ? Math.min(threads, Math.ceil((length * spp) / TASK_SECONDS)) : threads;
       if (threads > 1 && parts > 1 && length >= MIN_SPLIT_PARAMS * parts) this.#runSplit(w, parts);
       else small.push(w);
@@ -147,9 +216,31 @@ export class KernelPool {
     this.#secondsPerParam = this.#secondsPerParam === 0 ? spp : 0.7 * this.#secondsPerParam + 0.3 * spp;
   }
 
+  /** Computes a range on this thread (its time does not teach #learn: the threads' tasks are sized by theirs). */
+  #runInline(w: WaitingRange, kernel: KernelName): void {
+    this.#inlineRunner ??= createKernelRunner(this.#opts.impl);
+    const t0 = performance.now();
+    let stats: SliceStats;
+    try {
+      stats = this.#inlineRunner.sweep(kernel, w.start, w.end, w.total);
+    } catch (err) {
+      w.sink.failed(err instanceof Error ? err : new Error(String(err)));
+      return;
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    try {
+      w.sink.done(stats, seconds);
+    } catch (err) {
+      // The sink's own failure, not the kernel's: surfaced as it would be from a thread's answer, and
+      // the other ranges of this turn are still computed.
+      void Promise.reject(err);
+    }
+  }
+
   #runSplit(w: WaitingRange, parts: number): void {
     const slices = sliceRange(w.start, w.end, parts);
-    Promise.all(slices.map((s) => this.#pool.run({ ...this.#taskBase(w.total), start: s.start, end: s.end }) as Promise<SliceOutcome>))
+    const pool = this.#pool();
+    Promise.all(slices.map((s) => pool.run({ ...this.#taskBase(w.total), start: s.start, end: s.end }) as Promise<SliceOutcome>))
       .then((stats) => {
         const threadSeconds = stats.reduce((a, s) => a + s.seconds, 0);
         this.#learn(w.end - w.start, threadSeconds);
@@ -169,7 +260,7 @@ export class KernelPool {
       ranges[2 * i] = w.start;
       ranges[2 * i + 1] = w.end;
     });
-    (this.#pool.run({ ...this.#taskBase(total), ranges }) as Promise<BatchOutcome>).then((outcome) => {
+    (this.#pool().run({ ...this.#taskBase(total), ranges }) as Promise<BatchOutcome>).then((outcome) => {
       const outcomes = unpackBatch(outcome, mine.length);
       let params = 0;
       let seconds = 0;
@@ -193,6 +284,6 @@ export class KernelPool {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    await this.#pool.close();
+    await this.#piscina?.close();
   }
 }

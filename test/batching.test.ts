@@ -2,7 +2,8 @@
  * The batched hot path: completions that travel together to Redis are each
  * still checked for ownership and counted once; a worker waiting for tasks
  * is woken when another settles the sweep; the pool batches small ranges
- * into shared thread tasks without changing a single statistic.
+ * into shared thread tasks, or computes the cheapest on the calling thread,
+ * without changing a single statistic.
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -103,7 +104,8 @@ test('redis: a worker blocked waiting for tasks returns as soon as another settl
 });
 
 test('the pool batches small ranges into shared thread tasks and splits big ones, with exactly the stats of one range at a time', async () => {
-  const pool = new KernelPool({ threads: 2, kernel: 'placeholder', impl: 'wasm' });
+  // No range on the calling thread here: this is about the threads' batches.
+  const pool = new KernelPool({ threads: 2, kernel: 'placeholder', impl: 'wasm', inline: false });
   try {
     const runner = createKernelRunner('wasm');
     const total = 1_000_000;
@@ -121,5 +123,39 @@ test('the pool batches small ranges into shared thread tasks and splits big ones
     });
   } finally {
     await pool.close();
+  }
+});
+
+test('ranges of a built-in kernel cheaper than a thread hop are computed on the calling thread, with the same stats, and start no thread until one is not', async () => {
+  const pool = new KernelPool({ threads: 1, kernel: 'placeholder', impl: 'wasm' });
+  try {
+    const runner = createKernelRunner('wasm');
+    const total = 1_000_000;
+    const same = (o: { stats: Parameters<typeof toChunkStats>[0] }, s: number, e: number) =>
+      assert.deepEqual(toChunkStats(o.stats), toChunkStats(runner.sweep('placeholder', s, e, total)), `range ${s}-${e}`);
+    const small: Array<[number, number]> = [];
+    for (let start = 0; start < 20_000; start += 100) small.push([start, start + 100]);
+    const outcomes = await Promise.all(small.map(([s, e]) => pool.runRange(s, e, total)));
+    outcomes.forEach((o, i) => same(o, ...small[i]!));
+    assert.equal(pool.started, false, 'placeholder chunks of 100 never start a thread');
+    // A range far too long to run inline goes to a thread, which starts for it.
+    same(await pool.runRange(20_000, total, total), 20_000, total);
+    assert.equal(pool.started, true);
+  } finally {
+    await pool.close();
+  }
+});
+
+test('a user kernel, or SIMULATE_WORK_MS, starts the threads at once and never runs on the calling thread', async () => {
+  const busy = new KernelPool({ threads: 1, kernel: 'placeholder', impl: 'wasm', simulateWorkMs: 0.001 });
+  const never = new KernelPool({ threads: 1, kernel: 'placeholder', impl: 'wasm', inline: false });
+  try {
+    assert.equal(busy.started, true);
+    assert.equal(never.started, true);
+    const o = await busy.runRange(0, 10, 1000);
+    assert.equal(o.stats.count, 10);
+  } finally {
+    await busy.close();
+    await never.close();
   }
 });

@@ -52,7 +52,7 @@ const TRIM_EVERY_MS = 500;
 
 function handleOf(delivery: Delivery): RedisHandle {
   const handle = delivery.handle as Partial<RedisHandle> | null;
-  if (!handle || typeof handle.entryId !== 'string' || !handle.fields) {
+  if (!handle || typeof handle.entryId !== 'string') {
     throw new TtgError(`delivery of chunk ${delivery.chunkId} did not come from the Redis backend`);
   }
   return handle as RedisHandle;
@@ -233,7 +233,7 @@ export class RedisBackend implements QueueBackend {
     const handle = handleOf(delivery);
     const k = this.#keys;
     // The task's fields beside chunk_id: as parsed, or as read when the entry is malformed.
-    const fields = delivery.task ? taskFields(delivery.task) : handle.fields;
+    const fields = delivery.task ? taskFields(delivery.task) : handle.fields ?? {};
     const rest = ['start_param', 'end_param', 'total_params'].flatMap((name) => (fields[name] !== undefined ? [name, fields[name]!] : []));
     const link = await this.#links.commands();
     const reply = await this.#links.script(link, 'fail', [k.tasks, k.dead, k.deadChunks, k.attempts, k.done, k.meta, k.delayed], [

@@ -24,11 +24,12 @@
           (one argument rather than a dozen per chunk, and lines rather than JSON: building,
           sending and decoding a batch's arguments cost the worker more than the script costs Redis)
 
-  Returns one code per chunk, in order:
-     1  published; the first result of this chunk
-     2  published; the chunk already had a result (a duplicate)
-    -1  this consumer does not own the entry: nothing published
-    -3  the sweep is gone (reset while the chunk was worked on): nothing published
+  Returns one code per chunk, in order, as one string of one character each
+  (an array of integers cost the worker's reply decoder ~0.6 us a chunk):
+    '1'  published; the first result of this chunk
+    '2'  published; the chunk already had a result (a duplicate)
+    'n'  this consumer does not own the entry: nothing published (code -1)
+    'g'  the sweep is gone (reset while the chunk was worked on): nothing published (code -3)
 
   The call that settles the sweep's last chunk also trims the task stream
   (trim-acknowledged.lua), so a finished sweep leaves no acknowledged task
@@ -54,18 +55,30 @@ local function text(value)
   return value
 end
 
+-- Split with plain finds (memchr), not patterns: Lua's matcher tests every character against a class.
 local chunks = {}
-local pattern = '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$'
-for line in string.gmatch(ARGV[7], '([^\n]*)\n') do
-  chunks[#chunks + 1] = {string.match(line, pattern)}
+local lines = ARGV[7]
+local find, sub = string.find, string.sub
+local at = 1
+local size = #lines
+while at <= size do
+  local c = {}
+  for j = 1, 7 do
+    local tab = find(lines, '\t', at, true)
+    c[j] = sub(lines, at, tab - 1)
+    at = tab + 1
+  end
+  local nl = find(lines, '\n', at, true)
+  c[8] = sub(lines, at, nl - 1)
+  at = nl + 1
+  chunks[#chunks + 1] = c
 end
 local n = #chunks
 local codes = {}
 
 -- The sweep's meta hash goes with `ttg reset`: say so, rather than "not the owner".
 if not totalChunks then
-  for i = 1, n do codes[i] = -3 end
-  return codes
+  return string.rep('g', n)
 end
 
 -- Which entries this consumer holds: its oldest pending entries, in one XPENDING, are usually the
@@ -124,16 +137,23 @@ for i, c in ipairs(chunks) do
   local entryId, chunkId, duration, completedAt, startedAt, recovered, attempts, data =
     c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8]
   if codes[i] == nil then
-    local fields = {'chunk_id', chunkId, 'worker_id', workerId, 'status', status,
-      'duration_seconds', duration, 'completed_at', text(completedAt)}
-    local k = 10
-    if startedAt ~= '' then fields[k + 1] = 'started_at'; fields[k + 2] = text(startedAt); k = k + 2 end
-    if recovered ~= '' then fields[k + 1] = 'recovered'; fields[k + 2] = recovered; k = k + 2 end
-    if attempts ~= '' then fields[k + 1] = 'attempts'; fields[k + 2] = attempts; k = k + 2 end
-    if consumerField ~= '' then fields[k + 1] = 'consumer'; fields[k + 2] = consumerField; k = k + 2 end
-    fields[k + 1] = 'result_data'
-    fields[k + 2] = data
-    redis.call('XADD', KEYS[2], '*', unpack(fields, 1, k + 2))
+    if startedAt ~= '' and recovered == '' and attempts == '' and consumerField ~= '' then
+      -- A first attempt's result, as every worker sends most: its fields passed as they are (no table to fill and unpack).
+      redis.call('XADD', KEYS[2], '*', 'chunk_id', chunkId, 'worker_id', workerId, 'status', status,
+        'duration_seconds', duration, 'completed_at', text(completedAt), 'started_at', text(startedAt),
+        'consumer', consumerField, 'result_data', data)
+    else
+      local fields = {'chunk_id', chunkId, 'worker_id', workerId, 'status', status,
+        'duration_seconds', duration, 'completed_at', text(completedAt)}
+      local k = 10
+      if startedAt ~= '' then fields[k + 1] = 'started_at'; fields[k + 2] = text(startedAt); k = k + 2 end
+      if recovered ~= '' then fields[k + 1] = 'recovered'; fields[k + 2] = recovered; k = k + 2 end
+      if attempts ~= '' then fields[k + 1] = 'attempts'; fields[k + 2] = attempts; k = k + 2 end
+      if consumerField ~= '' then fields[k + 1] = 'consumer'; fields[k + 2] = consumerField; k = k + 2 end
+      fields[k + 1] = 'result_data'
+      fields[k + 2] = data
+      redis.call('XADD', KEYS[2], '*', unpack(fields, 1, k + 2))
+    end
     if not canonical[i] then
       codes[i] = 1
     else
@@ -162,4 +182,6 @@ if newlyDone > 0 and redis.call('HLEN', KEYS[3]) + redis.call('HLEN', KEYS[4]) >
   -- Nobody reads an acknowledged task entry again: free them now, once, as the workers leave.
   trimAcknowledged(tasks, group)
 end
-return codes
+local letters = {[1] = '1', [2] = '2', [-1] = 'n'}
+for i = 1, n do codes[i] = letters[codes[i]] end
+return table.concat(codes)

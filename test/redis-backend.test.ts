@@ -232,6 +232,30 @@ describe('Redis backend', () => {
     assert.equal(await b.isSettled(), true);
   });
 
+  it('dead-letters a chunk handed out more than 100 times without a result, as RabbitMQ\'s delivery limit does', async () => {
+    const prefix = randomPrefix('deliveries');
+    const extra = { TOTAL_PARAMS: 20, CHUNK_SIZE: 10 };
+    const first = await joined(prefix, extra, '5');
+    const [d] = await first.take(1, 100); // delivery 1 of chunk 00000
+    const other = await joined(prefix, extra, '6');
+    // Each worker that takes it over "dies" at once: the next claim is its next delivery.
+    for (let delivery = 2; delivery <= 100; delivery++) {
+      const claimed = await other.claimStale(10, 0);
+      assert.deepEqual(claimed.map((c) => c.chunkId), [d!.chunkId], `delivery ${delivery} is still handed out`);
+    }
+    const pending = (await raw.call('XPENDING', `${prefix}:tasks`, `${prefix}-workers`, '-', '+', 10)) as Array<[string, string, number, number]>;
+    assert.equal(pending.find(([id]) => id === (d!.handle as { entryId: string }).entryId)?.[3], 100, 'Redis counts 100 deliveries');
+    assert.deepEqual(await other.claimStale(10, 0), [], 'the 101st is not handed out');
+    const [dead] = await other.readDeadLetters();
+    assert.equal(dead?.chunkId, '00000');
+    assert.match(dead!.reason, /handed out 101 times without a result \(more than 100\)/);
+    assert.equal(await pendingCount(prefix), 0, 'its entry is acknowledged');
+    // The other chunk still runs, and the sweep settles with one dead letter.
+    const [rest] = await other.take(1, 100);
+    assert.equal(await other.complete(rest!, resultFor(rest!, '6')), true);
+    assert.equal(await other.isSettled(), true);
+  });
+
   it('surfaces malformed entries with a reason and dead-letters them at once', async () => {
     const prefix = randomPrefix('malformed');
     const b = await joined(prefix, { TOTAL_PARAMS: 100, CHUNK_SIZE: 50 });

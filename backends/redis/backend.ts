@@ -28,14 +28,16 @@ import { TtgError } from '../../core/errors.js';
 import type { Logger } from '../../core/log.js';
 import { redisKeys, type Keys } from './keys.js';
 import { outcomeOf } from './scripts.js';
-import { entriesOf, readGroupEntries, type StreamEntry } from './replies.js';
+import { readGroupEntries, type StreamEntry } from './replies.js';
 import { RedisLinks, type Link } from './connection.js';
 import type { Redis } from 'ioredis';
 import { ConsumerNameLease } from './lease.js';
 import { RedisReader } from './reader.js';
 import { SettleSignal } from './settle-signal.js';
 import { Batcher } from '../../core/batch.js';
-import { COMPLETIONS_PER_CALL, readDeliveries, sendCompletions, toDeliveries, type Completion, type RedisHandle } from './deliveries.js';
+import {
+  autoclaim, COMPLETIONS_PER_CALL, deliveryLimitReason, overDelivered, readDeliveries, sendCompletions, toDeliveries, type Completion, type RedisHandle,
+} from './deliveries.js';
 import { readJoined, readRedrives, recordJoin, redriveDead, streamIdAtMost } from './redrive.js';
 import { initCall, TaskFiller, TASKS_PER_CALL } from './sweep-tasks.js';
 
@@ -228,7 +230,8 @@ export class RedisBackend implements QueueBackend {
     }
   }
 
-  async fail(delivery: Delivery, reason: string): Promise<FailOutcome> {
+  /** `maxRetries`: the sweep's MAX_RETRIES, or 1 to dead-letter the chunk now (its delivery limit). */
+  async fail(delivery: Delivery, reason: string, maxRetries = this.#opts.maxRetries): Promise<FailOutcome> {
     this.#requireInit('fail');
     const handle = handleOf(delivery);
     const k = this.#keys;
@@ -238,7 +241,7 @@ export class RedisBackend implements QueueBackend {
     const link = await this.#links.commands();
     const reply = await this.#links.script(link, 'fail', [k.tasks, k.dead, k.deadChunks, k.attempts, k.done, k.meta, k.delayed], [
       k.group, this.#consumer, handle.entryId, delivery.task?.chunkId ?? delivery.chunkId, reason, this.#workerId,
-      this.#opts.maxRetries, delivery.task ? '0' : '1', new Date().toISOString(), this.#opts.retryDelayMs, ...rest,
+      maxRetries, delivery.task ? '0' : '1', new Date().toISOString(), this.#opts.retryDelayMs, ...rest,
     ]);
     const outcome = outcomeOf('fail', reply, { prefix: this.#opts.queuePrefix }) as FailOutcome;
     // This worker looks for its own retry when it is due, not a check later.
@@ -275,20 +278,15 @@ export class RedisBackend implements QueueBackend {
     if (max <= 0) return [];
     const k = this.#keys;
     const link = await this.#links.commands();
-    const claimed: StreamEntry[] = [];
-    let cursor = this.#claimCursor;
-    // One XAUTOCLAIM looks at no more than 10 × COUNT pending entries: go on
-    // until `max` are found or the scan has reached the end of the list.
-    do {
-      const reply = await this.#links.run(link, (c) =>
-        c.call('XAUTOCLAIM', k.tasks, k.group, this.#consumer, Math.max(0, Math.floor(thresholdMs)), cursor, 'COUNT', max - claimed.length));
-      const [next, entries] = reply as [unknown, unknown];
-      cursor = String(next);
-      // Entries deleted from the stream come back without fields (Redis 6.2) or in a third list (7+); skip them.
-      claimed.push(...entriesOf(entries).filter((entry) => entry.fields !== null));
-    } while (claimed.length < max && cursor !== '0-0');
+    const { claimed, cursor } = await autoclaim(this.#links, link, k, this.#consumer, thresholdMs, this.#claimCursor, max);
     this.#claimCursor = cursor;
-    return this.#deliveries(claimed, true);
+    const deliveries = await this.#deliveries(claimed, true);
+    const over = await overDelivered(this.#links, k, this.#consumer, deliveries);
+    for (const [d, count] of over) {
+      this.#log.warn(`chunk ${d.chunkId} dead-lettered: ${deliveryLimitReason(count)}`);
+      await this.fail(d, deliveryLimitReason(count), 1);
+    }
+    return over.size ? deliveries.filter((d) => !over.has(d)) : deliveries;
   }
 
   // ------------------------------------------------------------ progress

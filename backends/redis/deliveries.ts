@@ -8,7 +8,7 @@ import type { Logger } from '../../core/log.js';
 import { chunkCount, chunkIdWidth, type ChunkResult, type ChunkTask, type SweepSettings } from '../../core/sweep.js';
 import { parseTaskFields } from '../messages.js';
 import type { Delivery } from '../types.js';
-import type { RedisLinks } from './connection.js';
+import type { Link, RedisLinks } from './connection.js';
 import type { Keys } from './keys.js';
 import { entriesOf, type Fields, type StreamEntry } from './replies.js';
 import { outcomeOf } from './scripts.js';
@@ -216,4 +216,57 @@ function completionLines(items: Completion[]): Buffer {
     at += 16;
   }
   return Buffer.from(parts.join(''), 'utf8');
+}
+
+/**
+ * Past this many deliveries without a result, a chunk that is claimed again is dead-lettered instead:
+ * every worker that took it stopped answering (a chunk that crashes or hangs its worker would otherwise
+ * go round the workers for ever). The limit RabbitMQ's task queue has (x-delivery-limit).
+ */
+export const DELIVERY_LIMIT = 100;
+
+/** Why such a chunk was dead-lettered: the reason its dead letter carries. */
+export function deliveryLimitReason(deliveries: number): string {
+  return `handed out ${deliveries} times without a result (more than ${DELIVERY_LIMIT}): each worker that took it ` +
+    'stopped answering before finishing it (does computing it crash or hang the worker?)';
+}
+
+/** Of chunks just claimed by `consumer`, those delivered more than DELIVERY_LIMIT times, with their delivery counts. */
+export async function overDelivered(
+  links: RedisLinks, k: Keys, consumer: string, deliveries: Delivery[],
+): Promise<Map<Delivery, number>> {
+  const over = new Map<Delivery, number>();
+  const chunks = deliveries.filter((d) => d.task !== null);
+  if (!chunks.length) return over;
+  const link = await links.commands();
+  // Claims are rare (a worker went away): one XPENDING an entry, sent together, is cheap enough.
+  const replies = await links.run(link, (c) => Promise.all(chunks.map((d) => {
+    const id = (d.handle as RedisHandle).entryId;
+    return c.call('XPENDING', k.tasks, k.group, id, id, 1, consumer) as Promise<Array<[string, string, number, number]>>;
+  })));
+  chunks.forEach((d, i) => {
+    const count = Number(replies[i]?.[0]?.[3] ?? 0);
+    if (count > DELIVERY_LIMIT) over.set(d, count);
+  });
+  return over;
+}
+
+/**
+ * Claims for `consumer` up to `max` entries idle for `thresholdMs`, scanning the pending list from `cursor`.
+ * One XAUTOCLAIM looks at no more than 10 × COUNT pending entries: go on until `max` are found or the scan
+ * has reached the end of the list. Returns them with where the next scan starts.
+ */
+export async function autoclaim(
+  links: RedisLinks, link: Link, k: Keys, consumer: string, thresholdMs: number, cursor: string, max: number,
+): Promise<{ claimed: StreamEntry[]; cursor: string }> {
+  const claimed: StreamEntry[] = [];
+  do {
+    const reply = await links.run(link, (c) =>
+      c.call('XAUTOCLAIM', k.tasks, k.group, consumer, Math.max(0, Math.floor(thresholdMs)), cursor, 'COUNT', max - claimed.length));
+    const [next, entries] = reply as [unknown, unknown];
+    cursor = String(next);
+    // Entries deleted from the stream come back without fields (Redis 6.2) or in a third list (7+); skip them.
+    claimed.push(...entriesOf(entries).filter((entry) => entry.fields !== null));
+  } while (claimed.length < max && cursor !== '0-0');
+  return { claimed, cursor };
 }

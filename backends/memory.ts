@@ -154,7 +154,8 @@ export class MemoryBackend implements QueueBackend {
 
   async take(max: number, waitMs: number): Promise<Delivery[]> {
     const store = this.#store;
-    if (store.ready.length === 0 && waitMs > 0 && !this.#closed) {
+    // A settled sweep has nothing more to come: no waiting (a chunk settled before the wait began wakes nobody).
+    if (store.ready.length === 0 && waitMs > 0 && !this.#closed && !this.#settledNow()) {
       await new Promise<void>((resolve) => {
         const done = () => {
           clearTimeout(timer);

@@ -442,6 +442,10 @@ export function conformanceSuite(target: ConformanceTarget): void {
     assert.deepEqual([stats.totalChunks, stats.completedChunks, stats.deadLettered, stats.settledChunks, stats.ready, stats.retrying, stats.results],
       [3, 2, 1, 3, 0, 0, 2]);
     assert.deepEqual(stats.settings, settings(30, 10));
+    // A worker that asks for more once the sweep has settled is not kept waiting for its poll (a minute here):
+    // `ttg run` and idle workers leave the moment the last chunk is in.
+    const guard = new Promise<'waited'>((resolve) => setTimeout(() => resolve('waited'), 20_000).unref());
+    assert.deepEqual(await Promise.race([w.take(1, 60_000), guard]), [], 'take() on a settled sweep returns at once, empty');
   });
 
   test(`${target.kind}: a dead-lettered chunk re-driven comes back with fresh attempts, counts as pending, and is counted once`, async () => {

@@ -123,8 +123,7 @@ export class KernelPool {
 
   /** The threads, started on first use. */
   #pool(): Piscina<SliceTask | SliceBatch, SliceOutcome | BatchOutcome> {
-    const Pool = piscina();
-    this.#piscina ??= new Pool<SliceTask | SliceBatch, SliceOutcome | BatchOutcome>({
+    this.#piscina ??= new (piscina())<SliceTask | SliceBatch, SliceOutcome | BatchOutcome>({
       filename: new URL('./thread.js', import.meta.url).href,
       minThreads: this.#opts.threads,
       maxThreads: this.#opts.threads,

@@ -283,8 +283,9 @@ export class RedisBackend implements QueueBackend {
     const deliveries = await this.#deliveries(claimed, true);
     const over = await overDelivered(this.#links, k, this.#consumer, deliveries);
     for (const [d, count] of over) {
-      this.#log.warn(`chunk ${d.chunkId} dead-lettered: ${deliveryLimitReason(count)}`);
-      await this.fail(d, deliveryLimitReason(count), 1);
+      const reason = deliveryLimitReason(count);
+      this.#log.warn(`chunk ${d.chunkId} dead-lettered: ${reason}`);
+      await this.fail(d, reason, 1);
     }
     return over.size ? deliveries.filter((d) => !over.has(d)) : deliveries;
   }

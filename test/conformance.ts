@@ -543,6 +543,35 @@ export function conformanceSuite(target: ConformanceTarget): void {
     assert.deepEqual(await w.readRedrives(), { '00000': 1, '00001': 1, '00002': 1, '00003': 1 });
   });
 
+  test(`${target.kind}: a worker that joins after a re-drive never takes the re-driven chunks for dead while another holds them`, async () => {
+    await target.requireServer();
+    const prefix = randomPrefix(`${target.kind}-redrive-join`);
+    const w = await open(prefix, '0', { RABBITMQ_MAX_RETRIES: 1 });
+    await w.init(settings(600, 100));
+    const taken = (await takeAtLeast(w, 6)).sort((a, b) => a.chunkId.localeCompare(b.chunkId));
+    assert.equal(await w.complete(taken[0]!, fakeResult(taken[0]!, '0')), true);
+    for (const d of taken.slice(1)) assert.equal(await w.fail(d, 'broken'), 'dead-lettered');
+    assert.equal(await w.isSettled(), true);
+    const operator = await open(prefix, 'operator');
+    assert.deepEqual(await operator.redriveDead(null), { redriven: ['00001', '00002', '00003', '00004', '00005'] });
+    // Another worker holds every re-driven chunk: the queue is empty, and nothing is in the newcomers' hands.
+    const holder = await open(prefix, 'holder');
+    await holder.init(settings(600, 100));
+    const held = await takeAtLeast(holder, 5);
+    assert.equal(held.length, 5);
+    // A newcomer that starts waiting for work (RabbitMQ: following the streams, which come in side by side)
+    // and asks at once, and again, whether the sweep is over: never, while the re-driven chunks are out.
+    for (let k = 0; k < 8; k++) {
+      const late = await open(prefix, `late${k}`);
+      await late.init(settings(600, 100));
+      assert.deepEqual(await late.take(1, 1), []);
+      for (let i = 0; i < 5; i++) assert.equal(await late.isSettled(), false, `newcomer ${k}, ask ${i}: five re-driven chunks are held`);
+      await late.close();
+    }
+    for (const d of held) assert.equal(await holder.complete(d, fakeResult(d, 'holder')), true);
+    assert.equal(await holder.isSettled(), true);
+  });
+
   test(`${target.kind}: every worker process that joins is recorded under its own consumer name, WORKER_ID shared or not`, async () => {
     await target.requireServer();
     const prefix = randomPrefix(`${target.kind}-joined`);

@@ -133,10 +133,8 @@ export class StreamReader {
       const settledNow = () => {
         if (p.settled.size < total || verifying) return;
         if (p.done.size >= total) return onSettled();
-        // Settled by a dead letter: the follower may have had it before the re-drive that covers it (the
-        // streams are followed side by side), so the re-drives are read to their end before saying so.
         verifying = true;
-        readStream(this.#session, s, this.#names.redrives, p.redrivesNext, 'end', (msg) => countRedrive(p, msg, total))
+        this.#redrivesToEnd(s, p, total)
           .then(() => {
             if (p.settled.size >= total) onSettled();
           }, () => {})
@@ -194,6 +192,15 @@ export class StreamReader {
     return next;
   }
 
+  /**
+   * Settled by a dead letter, as followed: the follower may have had the dead letter before the re-drive
+   * that covers it (the three streams come in side by side, the re-drives' consumer attached last), so
+   * the re-drives are read to their end before the sweep counts as settled.
+   */
+  async #redrivesToEnd(s: Link, p: Progress, total: number): Promise<void> {
+    await readStream(this.#session, s, this.#names.redrives, p.redrivesNext, 'end', (msg) => countRedrive(p, msg, total));
+  }
+
   /** Every chunk has a result, as read on this connection so far (results are final: no re-drive undoes one). */
   allDone(s: Link, total: number): boolean {
     return this.#progress.gen === s.gen && this.#progress.done.size >= total;
@@ -232,18 +239,22 @@ export class StreamReader {
   /**
    * Reads on from where the last poll stopped (serialized: concurrent polls
    * would count twice), to where each stream ended when the poll began.
-   * `untilSettled`: stop as soon as every chunk is accounted for (isSettled).
+   * `untilSettled`: stop as soon as every chunk has a result (isSettled).
    */
   poll(s: Link, settings: SweepSettings, untilSettled: boolean): Promise<Progress> {
     const total = chunkCount(settings);
     const run = async (): Promise<Progress> => {
       if (this.#progress.gen !== s.gen) this.#progress = freshProgress(s.gen);
       const p = this.#progress;
-      const settled = () => untilSettled && p.settled.size >= total;
+      // Results are final: once every chunk has one, the sweep is settled for good. A sweep settled by
+      // dead letters is not (a re-drive may have put a chunk back since), so it is looked at again.
+      const settled = () => untilSettled && p.done.size >= total;
       if (settled()) return p;
-      // Followed: current already, once the follower has this session's own dead letters.
+      // Followed: current already, once the follower has this session's own dead letters, and the
+      // re-drives when a dead letter would settle the sweep.
       if (this.#following?.gen === s.gen) {
         await this.#ownDeadIn();
+        if (untilSettled && p.settled.size >= total) await this.#redrivesToEnd(s, p, total);
         return p;
       }
       const [resultsNext, deadNext] = await Promise.all([

@@ -217,8 +217,10 @@ export class RabbitBackend implements QueueBackend {
     const { h, link } = own;
     const body = Buffer.from(JSON.stringify(resultFields(result)));
     try {
+      // The chunk id rides in correlation-id, not in a header: amqplib makes each message's header table the
+      // prototype of an object of its own, which cost ~8 us a publish (3x the rest of encoding it).
       await this.#session.publish(link, this.#names.exchange, this.#names.results, body, {
-        persistent: true, contentType: JSON_TYPE, headers: { [RABBIT_HEADERS.chunkId]: clip(result.chunkId) },
+        persistent: true, contentType: JSON_TYPE, correlationId: clip(result.chunkId),
       });
     } catch (err) {
       // Not confirmed: never ack. Hand the chunk back if the channel is still there, else the broker redelivers it.

@@ -37,6 +37,7 @@ export const RABBIT_HEADERS = {
   reason: 'x-ttg-reason',
   /** WORKER_ID of the worker that failed it last. */
   worker: 'x-ttg-worker',
+  /** The chunk, on retry copies and dead letters (a result carries it in its correlation-id). */
   chunkId: 'x-ttg-chunk-id',
   failedAt: 'x-ttg-failed-at',
   /** End-of-read marker in a stream (see the file comment). */

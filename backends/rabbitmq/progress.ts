@@ -78,10 +78,11 @@ export function countResult(p: Progress, msg: ConsumeMessage, total: number): vo
   }
 }
 
-/** A result this session published (a well-formed result of a chunk it computed): counted from its header. */
+/** A result this session published (a well-formed result of a chunk it computed): counted from its correlation-id, its chunk. */
 export function countOwnResult(p: Progress, msg: ConsumeMessage, total: number): void {
   p.results++;
-  const chunkId = headerText(headersOf(msg)[RABBIT_HEADERS.chunkId]);
+  const id: unknown = msg.properties.correlationId;
+  const chunkId = typeof id === 'string' ? id : undefined;
   if (chunkId !== undefined && chunkIndexOf(chunkId, total) !== null) {
     p.done.add(chunkId);
     p.settled.add(chunkId);

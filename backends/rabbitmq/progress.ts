@@ -78,7 +78,7 @@ export function countResult(p: Progress, msg: ConsumeMessage, total: number): vo
   }
 }
 
-/** A result this session published (a well-formed result of a chunk it computed): counted from its correlation-id, its chunk. */
+/** A result this session published (a well-formed result of a chunk it computed): counted by the chunk id in its correlation-id. */
 export function countOwnResult(p: Progress, msg: ConsumeMessage, total: number): void {
   p.results++;
   const id: unknown = msg.properties.correlationId;

@@ -166,7 +166,9 @@ async function cmdWorker(args: string[]): Promise<number> {
   const log = logger(config, `worker-${config.workerId}`);
   for (const warning of misspeltVariableWarnings()) log.warn(warning);
   log.info(`starting: ${describeSettings(config)}`);
-  const pool = new KernelPool({ threads: config.threads, kernel, impl: config.kernelImpl, simulateWorkMs: config.simulateWorkMs, boundHeap: true });
+  const pool = new KernelPool({
+    threads: config.threads, kernel, impl: config.kernelImpl, simulateWorkMs: config.simulateWorkMs, boundHeap: true, rangeSize: config.chunkSize,
+  });
   let probes = () => ({ health: { ok: true, detail: 'starting' }, ready: STARTING });
   const { metrics, close: closeEndpoints } = await serveEndpoints(config, log, config.useQueue ? 'queue' : 'static', () => probes());
   try {
@@ -262,7 +264,9 @@ async function cmdRun(args: string[]): Promise<number> {
   for (const warning of misspeltVariableWarnings()) log.warn(warning);
   log.info(`starting ${workers} workers: ${describeSettings(base)}`);
 
-  const pool = new KernelPool({ threads: base.threads, kernel, impl: base.kernelImpl, simulateWorkMs: base.simulateWorkMs, boundHeap: true });
+  const pool = new KernelPool({
+    threads: base.threads, kernel, impl: base.kernelImpl, simulateWorkMs: base.simulateWorkMs, boundHeap: true, rangeSize: base.chunkSize,
+  });
   let probes = () => ({ health: { ok: true, detail: 'starting' }, ready: STARTING });
   const { metrics, close: closeEndpoints } = await serveEndpoints(base, log, 'queue', () => probes());
   const reader = await createBackend({ config: base, workerId: 'run', log });

@@ -20,7 +20,10 @@
  * thread's start costs (one-chunk sweep: 160 -> 120 ms of CPU), on the cores
  * the other workers are starting on. Mandelbrot ranges (up to 1,000 steps a
  * parameter), user kernels and SIMULATE_WORK_MS go to the threads; for the
- * last two they start at once, as before. The decision is made from the
+ * last two they start at once, and so they do for a built-in kernel whose
+ * chunks (the caller's `rangeSize`) are too costly to run inline, so that
+ * the threads' start overlaps the worker's connecting and joining instead of
+ * following its first take. The decision is made from the
  * kernel's worst case, not from timings: the first calls of a kernel on a
  * cold thread take 5-150 times as long as the later ones.
  */
@@ -44,6 +47,12 @@ export interface KernelPoolOptions {
   boundHeap?: boolean;
   /** Whether cheap ranges of a built-in kernel may run on the calling thread (see the file comment); default true. */
   inline?: boolean;
+  /**
+   * The size of the ranges the caller expects to ask for (its CHUNK_SIZE), if known. When ranges that
+   * long are too costly to run inline, the threads start at once, while the caller connects and joins,
+   * rather than at the first range (see the file comment).
+   */
+  rangeSize?: number;
 }
 
 export interface RangeOutcome {
@@ -111,10 +120,11 @@ export class KernelPool {
     if (!Number.isInteger(opts.threads) || opts.threads < 1) {
       throw new RangeError('threads must be a positive integer');
     }
-    this.#opts = { simulateWorkMs: 0, boundHeap: false, inline: true, ...opts };
-    const { kernel, simulateWorkMs, inline } = this.#opts;
+    this.#opts = { simulateWorkMs: 0, boundHeap: false, inline: true, rangeSize: 0, ...opts };
+    const { kernel, simulateWorkMs, inline, rangeSize } = this.#opts;
     this.#inlineKernel = inline && typeof kernel === 'string' && simulateWorkMs === 0 ? kernel : null;
-    if (this.#inlineKernel === null) this.#pool();
+    const inlineKernel = this.#inlineKernel;
+    if (inlineKernel === null || rangeSize * WORST_STEPS_PER_PARAM[inlineKernel] > INLINE_MAX_STEPS) this.#pool();
     // No thread may ever start to set the heap's flags (engine/heap.ts): set them here, as early as a thread
     // would have. Set later (at the first range), the young generation has grown by then and stays large:
     // a 50M-parameter sweep in chunks of 1,000 peaked at 110 MB instead of 87 (92 with the thread).

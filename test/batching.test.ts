@@ -159,3 +159,18 @@ test('a user kernel, or SIMULATE_WORK_MS, starts the threads at once and never r
     await never.close();
   }
 });
+
+test('a built-in kernel whose chunks are too costly to run inline starts its threads at once; one whose chunks are cheap starts none', async () => {
+  const costly = new KernelPool({ threads: 1, kernel: 'mandelbrot', impl: 'wasm', rangeSize: 20_000 });
+  const cheap = new KernelPool({ threads: 1, kernel: 'placeholder', impl: 'wasm', rangeSize: 1000 });
+  const edge = new KernelPool({ threads: 1, kernel: 'mandelbrot', impl: 'wasm', rangeSize: 2 });
+  try {
+    assert.equal(costly.started, true, 'mandelbrot chunks of 20,000 params go to the threads: they start before the first range');
+    assert.equal(cheap.started, false, 'placeholder chunks of 1,000 run inline: no thread');
+    assert.equal(edge.started, false, 'mandelbrot chunks of 2 params (2,000 worst-case steps) run inline');
+    const o = await costly.runRange(0, 10, 1000);
+    assert.equal(o.stats.count, 10);
+  } finally {
+    await Promise.all([costly.close(), cheap.close(), edge.close()]);
+  }
+});

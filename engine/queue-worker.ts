@@ -170,6 +170,9 @@ export class QueueWorker implements MetricsSource {
       backend: backend.kind, consumer: backend.consumerName, chunks: init.totalChunks,
       threads: this.#opts.pool.threads, prefetch: config.prefetch, kernel: config.kernel, impl: config.kernelImpl,
     });
+    // No chunk is taken before the threads can run it (engine/pool.ts, ready()); a test's stand-in pool may not say.
+    const { pool } = this.#opts;
+    if (typeof pool.ready === 'function') await pool.ready();
 
     const pollMs = this.#opts.pollMs ?? 1000;
     const staleEveryMs = config.staleCheckIntervalSeconds * 1000;

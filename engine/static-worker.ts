@@ -69,6 +69,7 @@ export class StaticWorker {
 
   async run(): Promise<StaticWorkerSummary> {
     const config = this.#config;
+    await this.#pool.ready();
     const started = performance.now();
     const startedAt = new Date().toISOString();
     let threadSeconds = 0;

@@ -11,7 +11,7 @@ import { RedisBackend } from '../backends/redis/backend.js';
 import type { ChunkResult, Delivery } from '../backends/types.js';
 import { loadConfig } from '../engine/config.js';
 import { backendOptions } from '../engine/backend.js';
-import { KernelPool } from '../engine/pool.js';
+import { KernelPool, leastBusy } from '../engine/pool.js';
 import { toChunkStats } from '../engine/stats.js';
 import { createKernelRunner } from '../kernel/index.js';
 import { Redis } from 'ioredis';
@@ -172,5 +172,35 @@ test('a built-in kernel whose chunks are too costly to run inline starts its thr
     assert.equal(o.stats.count, 10);
   } finally {
     await Promise.all([costly.close(), cheap.close(), edge.close()]);
+  }
+});
+
+test('the pool\'s balancer gives a task to an idle thread first, then to the least busy one, and none beyond two a thread', () => {
+  const w = (currentUsage: number) => ({ currentUsage });
+  const idle = w(0);
+  assert.equal(leastBusy(null, [w(1), idle, w(1)]), idle, 'an idle thread, wherever it is in the list');
+  const lighter = w(1);
+  // Piscina's own balancer took the first thread below the limit: both halves of a split range then queued on one.
+  assert.equal(leastBusy(null, [w(2), lighter, w(1)]), lighter);
+  const first = w(1);
+  const tasks = [first, w(1)];
+  assert.equal(leastBusy(null, tasks), first);
+  first.currentUsage = 2;
+  assert.equal(leastBusy(null, tasks), tasks[1], 'the second task goes to the other thread');
+  assert.equal(leastBusy(null, [w(2), w(2)]), null, 'every thread has two: the task waits in the pool\'s queue');
+});
+
+test('ready() resolves at once for a pool that starts no thread, and once the threads answered for one that does', async () => {
+  const inline = new KernelPool({ threads: 2, kernel: 'placeholder', impl: 'wasm', rangeSize: 100 });
+  const threaded = new KernelPool({ threads: 2, kernel: 'mandelbrot', impl: 'wasm', rangeSize: 20_000 });
+  try {
+    await inline.ready();
+    assert.equal(inline.started, false);
+    assert.equal(threaded.started, true);
+    await threaded.ready();
+    const [a, b] = await Promise.all([threaded.runRange(0, 50, 100), threaded.runRange(50, 100, 100)]);
+    assert.equal(a.stats.count + b.stats.count, 100);
+  } finally {
+    await Promise.all([inline.close(), threaded.close()]);
   }
 });

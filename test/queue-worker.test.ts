@@ -273,3 +273,47 @@ test('stop finishes and commits the chunks in hand, then reports interrupted', a
   assert.deepEqual(backend.queue.map((d) => d.chunkId), ['00008'], 'no chunk taken after the stop');
   assert.equal(summary.chunks_processed, 2);
 });
+
+test('no chunk is taken before the pool says its threads are up, and every chunk is stamped as started after that', async () => {
+  const backend = new ScriptedBackend();
+  backend.queue = [delivery(0), delivery(1)];
+  let up = false;
+  let takesBeforeUp = 0;
+  backend.onTake = async () => {
+    if (!up) takesBeforeUp++;
+    if (backend.queue.length === 0) backend.settled = true;
+  };
+  let threadsUp!: () => void;
+  const upAt: number[] = [];
+  const pool = {
+    ...fakePool(),
+    ready: () => new Promise<void>((resolve) => {
+      threadsUp = resolve;
+    }),
+  } as unknown as KernelPool;
+  const stamped: string[] = [];
+  backend.onComplete = async (d) => {
+    stamped.push(d.chunkId);
+    return true;
+  };
+  const completes: ChunkResult[] = [];
+  // Wrapped to see each result's started_at.
+  const complete = backend.complete.bind(backend);
+  backend.complete = async (d, r) => {
+    completes.push(r);
+    return complete(d, r);
+  };
+  const running = new QueueWorker({ config: config(), backend, pool, log: silentLogger, pollMs: 20 }).run();
+  // The worker joined (init) and now waits for the threads: give it every chance to take meanwhile.
+  for (let i = 0; i < 20 && backend.ops('init').length === 0; i++) await new Promise((r) => setImmediate(r));
+  assert.equal(backend.ops('init').length, 1, 'the worker joins the sweep while its threads start');
+  for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+  assert.equal(takesBeforeUp, 0, 'no take() before the threads are up');
+  up = true;
+  upAt.push(Date.now());
+  threadsUp();
+  const summary = await running;
+  assert.equal(summary.chunks_processed, 2);
+  assert.deepEqual(stamped.sort(), ['00000', '00001']);
+  for (const r of completes) assert.ok(Date.parse(r.startedAt!) >= upAt[0]! - 1, `chunk ${r.chunkId} stamped as started before the threads were up`);
+});

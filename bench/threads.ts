@@ -5,7 +5,9 @@
  * moment for this very kernel: the same parameters swept by one plain
  * thread, then split between two (no pool, no queue), so that on a shared
  * (and virtual) machine the pool's speed-up can be read against the
- * speed-up the machine allows.
+ * speed-up the machine allows. Each run also shows the share of the span its
+ * threads spent outside the kernel (1 - thread time / (span x threads)):
+ * waiting for their next task, or starting.
  *
  *   node dist/bench/threads.js [--reps=5] [--params=3000000] [--chunk=20000]
  */
@@ -23,7 +25,13 @@ function arg(name: string, def: string): string {
   return a ? a.slice(name.length + 3) : def;
 }
 
-function sweep(threads: number, params: string, chunk: string): number {
+/** A sweep's span, and the share of it its threads spent outside the kernel (waiting for tasks, starting). */
+interface Sweep {
+  span: number;
+  idle: number;
+}
+
+function sweep(threads: number, params: string, chunk: string): Sweep {
   const out = spawnSync(process.execPath, [CLI, 'run', '--workers', '1', '--json'], {
     env: {
       PATH: process.env['PATH'], HOME: process.env['HOME'], KERNEL: 'mandelbrot', TOTAL_PARAMS: params, CHUNK_SIZE: chunk,
@@ -32,7 +40,8 @@ function sweep(threads: number, params: string, chunk: string): number {
     encoding: 'utf8',
   });
   if (out.status !== 0) throw new Error(`ttg run exited ${out.status}: ${out.stderr}`);
-  return (JSON.parse(out.stdout.trim().split('\n').at(-1)!) as { wall_clock_time: number }).wall_clock_time;
+  const report = JSON.parse(out.stdout.trim().split('\n').at(-1)!) as { wall_clock_time: number; total_processing_time: number };
+  return { span: report.wall_clock_time, idle: 1 - report.total_processing_time / (report.wall_clock_time * threads) };
 }
 
 /** Seconds for `n` plain threads to sweep mandelbrot over [0, params), split evenly (kernel only). */
@@ -66,14 +75,19 @@ const median = (xs: number[]) => {
 process.stdout.write(`mandelbrot, ${params} params in chunks of ${chunk}, ttg run --workers 1; load ${load()}\n`);
 const speedups: number[] = [];
 const allowed: number[] = [];
+const idle: Record<1 | 2, number[]> = { 1: [], 2: [] };
+const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
 for (let rep = 0; rep < reps; rep++) {
   const one = sweep(1, params, chunk);
   const two = sweep(2, params, chunk);
   const machine = (await plainThreads(1, Number(params))) / (await plainThreads(2, Number(params)));
-  speedups.push(one / two);
+  speedups.push(one.span / two.span);
   allowed.push(machine);
-  process.stdout.write(`  rep ${rep + 1}: THREADS=1 ${one.toFixed(3)} s, THREADS=2 ${two.toFixed(3)} s: ${(one / two).toFixed(2)}x; ` +
-    `two plain threads: ${machine.toFixed(2)}x one\n`);
+  idle[1].push(one.idle);
+  idle[2].push(two.idle);
+  process.stdout.write(`  rep ${rep + 1}: THREADS=1 ${one.span.toFixed(3)} s, THREADS=2 ${two.span.toFixed(3)} s: ${(one.span / two.span).toFixed(2)}x; ` +
+    `two plain threads: ${machine.toFixed(2)}x one; threads outside the kernel ${pct(one.idle)} / ${pct(two.idle)} of the span\n`);
 }
-process.stdout.write(`  median: THREADS=2 ${median(speedups).toFixed(2)}x THREADS=1, while two plain threads got ${median(allowed).toFixed(2)}x one; load ${load()}\n`);
+process.stdout.write(`  median: THREADS=2 ${median(speedups).toFixed(2)}x THREADS=1, while two plain threads got ${median(allowed).toFixed(2)}x one; ` +
+  `threads outside the kernel ${pct(median(idle[1]))} (THREADS=1), ${pct(median(idle[2]))} (THREADS=2) of the span; load ${load()}\n`);
 }

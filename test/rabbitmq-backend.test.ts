@@ -14,7 +14,8 @@ import type { ChannelModel, ConsumeMessage } from 'amqplib';
 import { BrokerUnavailableError } from '../core/errors.js';
 import { rabbitNames } from '../backends/rabbitmq/backend.js';
 import { consumeStream } from '../backends/rabbitmq/stream-read.js';
-import { heartbeatSeconds } from '../backends/rabbitmq/names.js';
+import { heartbeatSeconds, STREAM } from '../backends/rabbitmq/names.js';
+import { settingsRecord } from '../core/sweep.js';
 import type { SweepSettings } from '../backends/types.js';
 import { RABBIT_HOST, RABBIT_PORT, randomPrefix, requireRabbit, waitFor, rangeResult, takeAtLeast } from './helpers.js';
 import { rabbitFixture } from './rabbit-fixture.js';
@@ -163,6 +164,44 @@ test('ten workers initializing at once create the tasks exactly once, with uniqu
   assert.deepEqual(await backends[4]!.take(5, 200), []);
 });
 
+
+test('a creator that died after writing its settings, before raising the flag: the next one clears them and the sweep has its own', async () => {
+  await requireRabbit();
+  const prefix = randomPrefix('rb-begun');
+  const n = rabbitNames(prefix);
+  // What the dead creator left: <p>.meta.begun raised, its settings (another sweep's) in <p>.meta, no ready flag.
+  const ch = await (await rawConnection()).createConfirmChannel();
+  ch.on('error', () => {});
+  await ch.assertQueue(n.meta, STREAM);
+  await ch.assertExchange(n.begun, 'fanout', { durable: true });
+  const stale = { ...settingsRecord(settings(999, 9)), total_chunks: 111, created_by: 'worker-dead', created_at: new Date().toISOString() };
+  ch.sendToQueue(n.meta, Buffer.from(JSON.stringify(stale)), { persistent: true });
+  await ch.waitForConfirms();
+  await ch.close();
+  const creator = open(prefix, 'a');
+  assert.deepEqual(await creator.init(settings(300, 100)), { created: true, totalChunks: 3 });
+  assert.deepEqual(await creator.readSettings(), settings(300, 100));
+  const joiner = open(prefix, 'b');
+  assert.deepEqual(await joiner.init(settings(300, 100)), { created: false, totalChunks: 3 }, 'joins without a mismatch');
+  const first = await rawStream(n.meta, 1);
+  assert.equal(JSON.parse(first[0]!.content.toString()).total_params, 300, 'the stream starts with this sweep\'s settings');
+  // A reset takes the marker too: the next sweep under the prefix starts without clearing anything.
+  await creator.reset();
+  assert.equal(await exchangeExists(n.begun), false);
+});
+
+async function exchangeExists(name: string): Promise<boolean> {
+  const ch = await (await rawConnection()).createChannel();
+  ch.on('error', () => {});
+  try {
+    await ch.checkExchange(name);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await ch.close().catch(() => {});
+  }
+}
 
 test('a reset the broker refuses says so, naming the permission, and deletes nothing', async () => {
   await requireRabbit();

@@ -100,7 +100,7 @@ test('the minimal Redis ACL names every command the Lua scripts run, and the REA
 test('the minimal RabbitMQ permissions cover every name of a sweep and nothing of another prefix', () => {
   const p = minimalRabbitPermissions('ttg');
   const names = rabbitNames('ttg');
-  const all = [names.exchange, names.tasks, names.retry, names.dlq, names.results, names.meta, names.ready, names.initLock, names.consumer('worker-0')];
+  const all = [names.exchange, names.tasks, names.retry, names.dlq, names.results, names.meta, names.ready, names.begun, names.initLock, names.consumer('worker-0')];
   for (const name of all) {
     for (const [kind, pattern] of Object.entries(p)) assert.match(name, new RegExp(pattern), `${kind} covers ${name}`);
   }

@@ -17,6 +17,8 @@ export function rabbitNames(prefix: string) {
     results: `${prefix}.results`,
     meta: `${prefix}.meta`,
     ready: `${prefix}.meta.ready`,
+    /** Exchange used as a flag: a creator began writing `meta` (init-lock.ts, #start). */
+    begun: `${prefix}.meta.begun`,
     initLock: `${prefix}.init-lock`,
     consumer: (name: string) => `${prefix}.consumers.${name}`,
     /** Stream: one entry per chunk put back on the queue by `ttg retry-dead` (redrive.ts). */

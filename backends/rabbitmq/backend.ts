@@ -10,14 +10,14 @@
  *   p.tasks.retry  quorum delay queue: a failed chunk waits there for
  *                  RETRY_DELAY_MS (per-message expiration), then the broker
  *                  dead-letters it, at least once, to p.exchange → p.tasks
- *   p.tasks.dlq    stream: chunks that failed MAX_RETRIES times, and tasks
- *                  that are not chunks of the sweep,, the
- *                  original body with x-ttg-reason / x-ttg-attempts / x-ttg-worker headers
+ *   p.tasks.dlq    stream: chunks that failed MAX_RETRIES times, and tasks that are not chunks of the
+ *                  sweep: the original body with x-ttg-reason / x-ttg-attempts / x-ttg-worker headers
  *   p.results      stream: one entry per completed delivery (JSON, the Redis field names)
  *   p.meta         stream: the sweep's settings, written once by the creator,
  *                  then how many tasks are in (see init-lock.ts)
  *   p.meta.ready   exchange used as a flag: it exists once p.meta holds the
  *                  settings; the tasks follow while workers consume
+ *   p.meta.begun   exchange used as a flag: a creator began writing p.meta
  *   p.init-lock    exclusive queue: the mutex of sweep creation
  *   p.consumers.<name>  exclusive queue per live worker: unique consumer names
  *   p.redrives, p.redrive-lock, p.joined  re-drives of dead letters and who joined (redrive.ts)
@@ -145,6 +145,7 @@ export class RabbitBackend implements QueueBackend {
     let waitLogged = false;
     for (;;) {
       const s = await this.#session.ensure();
+      if (options.consumeWhileCreating === true) this.#consumer.prepare(s); // its channel readied beside the creation
       try {
         // A connection opened before init() (readSettings, stats) has not declared anything yet.
         if (!s.declared) await this.#declare(s);
@@ -357,8 +358,7 @@ export class RabbitBackend implements QueueBackend {
 
   async reset(): Promise<void> {
     this.#assertUsable();
-    // Stop consuming first, so the queue deletions below do not look like a lost connection.
-    this.#joined = false;
+    this.#joined = false; // consuming stops first, so the deletions below do not look like a lost connection
     this.#declareTopology = false;
     await this.#session.withLink(async (s) => {
       s.declared = false;

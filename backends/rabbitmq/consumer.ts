@@ -77,6 +77,33 @@ export class TaskConsumer {
     this.ensure(link).catch(() => {});
   }
 
+  /**
+   * Opens the consumer's channel and sets its prefetch now, beside the sweep's creation, so that start()
+   * has only basic.consume left to do (two round trips fewer on the way to the first chunk). A failure
+   * is start()'s to see.
+   */
+  prepare(link: Link): void {
+    const run = async (): Promise<void> => {
+      if (link.lost || link.consumer) return;
+      const channel = await this.#openChannel(link);
+      await channel.prefetch(this.prefetch);
+      link.consumerQos = this.prefetch;
+    };
+    const step = link.consumerSetup.then(run, run);
+    link.consumerSetup = step.catch(() => {});
+  }
+
+  /** The consumer's channel on `link`: lost with the connection, or the session told when it closes. */
+  async #openChannel(link: Link): Promise<Channel> {
+    const channel = await link.conn.createChannel();
+    link.consumer = channel;
+    channel.on('error', (err: Error) => this.#log.debug(`RabbitMQ task channel error: ${describe(err)}`));
+    channel.on('close', () => {
+      if (link.consumer === channel) this.#session.lost(link, 'the task channel closed');
+    });
+    return channel;
+  }
+
   /** Up to `max` buffered messages, waiting at most until `deadline` for the first. */
   async take(max: number, deadline: number, closed: () => boolean): Promise<TaskHandle[]> {
     this.wanted = true;
@@ -119,18 +146,11 @@ export class TaskConsumer {
       if (link.lost) throw new SessionLostError('the connection is gone');
       const want = this.prefetch;
       if (link.consumer && link.consumerTag && link.consumerPrefetch >= want) return;
-      let ch = link.consumer;
-      if (!ch) {
-        const channel = await link.conn.createChannel();
-        ch = channel;
-        link.consumer = channel;
-        channel.on('error', (err: Error) => this.#log.debug(`RabbitMQ task channel error: ${describe(err)}`));
-        channel.on('close', () => {
-          if (link.consumer === channel) this.#session.lost(link, 'the task channel closed');
-        });
+      const channel: Channel = link.consumer ?? (await this.#openChannel(link));
+      if (link.consumerQos !== want) {
+        await channel.prefetch(want);
+        link.consumerQos = want;
       }
-      const channel: Channel = ch;
-      await channel.prefetch(want);
       const previous = link.consumerTag;
       const { consumerTag } = await channel.consume(this.#queue, (msg) => {
         if (msg === null) {

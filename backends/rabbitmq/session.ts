@@ -52,6 +52,8 @@ export interface Link {
   retiredTags: string[];
   /** The per-consumer prefetch the current consumer was started with. */
   consumerPrefetch: number;
+  /** The prefetch last set on the consumer's channel (basic.qos; it applies to the consumers started after it). */
+  consumerQos: number;
   /** Serializes consumer (re)starts. */
   consumerSetup: Promise<void>;
   /** The topology was declared on this connection. */
@@ -337,7 +339,7 @@ export class RabbitSession {
     try {
       const pub = await conn.createConfirmChannel();
       const made: Link = {
-        gen: ++this.#generation, conn, pub, consumer: null, consumerTag: null, retiredTags: [], consumerPrefetch: 0,
+        gen: ++this.#generation, conn, pub, consumer: null, consumerTag: null, retiredTags: [], consumerPrefetch: 0, consumerQos: 0,
         consumerSetup: Promise.resolve(), declared: false, lost: false, returned: new Set(), spares: [],
       };
       link = made;

@@ -13,7 +13,7 @@ import type { ChunkResult, Delivery } from '../backends/types.js';
 import { loadConfig } from '../engine/config.js';
 import { backendOptions } from '../engine/backend.js';
 import { BrokerUnavailableError } from '../core/errors.js';
-import { silentLogger } from '../core/log.js';
+import { createLogger, silentLogger } from '../core/log.js';
 import { nonEmpty, randomPrefix, REDIS_HOST, REDIS_PORT, requireRedis, waitFor } from './helpers.js';
 import { TcpRelay } from './relay.js';
 import { initCall, TASKS_PER_CALL } from '../backends/redis/sweep-tasks.js';
@@ -451,6 +451,35 @@ describe('Redis backend', () => {
     assert.ok(Date.now() - started < 3500, `took ${Date.now() - started} ms`);
     const reader = backend(prefix);
     assert.deepEqual((await reader.readResults()).map((r) => r.chunkId), ['00000']);
+  });
+
+  it('a user not granted the events channel: the worker still takes and waits, and says once, at warn, what to grant', async () => {
+    const prefix = randomPrefix('nochan');
+    await joined(prefix, { TOTAL_PARAMS: 200 });
+    // Keys and commands, but no channel (Redis 7 creates users with resetchannels).
+    const user = `ttgtest-${randomBytes(4).toString('hex')}`;
+    const password = `pw-${randomBytes(6).toString('hex')}`;
+    await raw.call('ACL', 'SETUSER', user, 'on', `>${password}`, `~${prefix}:*`, 'resetchannels', '+@all');
+    const lines: string[] = [];
+    const config = loadConfig(env(prefix, { TOTAL_PARAMS: 200, WORKER_ID: '1', REDIS_URL: `redis://${user}:${password}@${REDIS_HOST}:${REDIS_PORT}` }));
+    const worker = new RedisBackend(backendOptions(config, 'redis', '1', createLogger({ level: 'debug', write: (line) => lines.push(line) })));
+    try {
+      await worker.init(settingsOf(prefix, { TOTAL_PARAMS: 200 }));
+      const held = await worker.take(2, 0);
+      assert.equal(held.length, 2);
+      // Nothing left: each waiting take tries to subscribe, and is refused.
+      assert.deepEqual(await worker.take(1, 100), []);
+      await waitFor('the refused subscription to be logged', () => lines.some((l) => l.includes('could not subscribe')), 5000, 10);
+      assert.deepEqual(await worker.take(1, 100), []);
+      await waitFor('the second refusal', () => lines.filter((l) => l.includes('could not subscribe')).length >= 2, 5000, 10);
+      const said = lines.filter((l) => l.includes('could not subscribe'));
+      assert.equal(said.filter((l) => / WARN /.test(l)).length, 1, `said once at warn:\n${said.join('\n')}`);
+      assert.match(said[0]!, new RegExp(`ACL SETUSER <user> &${prefix}:events`));
+      assert.ok(!lines.some((l) => l.includes(password)), 'the password must not appear');
+      await worker.close();
+    } finally {
+      await raw.call('ACL', 'DELUSER', user);
+    }
   });
 
   it('connects with REDIS_URL, with and without a password, and says so clearly when the password is wrong', async () => {

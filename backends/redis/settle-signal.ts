@@ -23,6 +23,8 @@ export class SettleSignal {
   readonly #isSettled: () => Promise<boolean>;
   readonly #log: Logger;
   #armed: Promise<void> | null = null;
+  /** A failed subscription was said once, at warn; later attempts failing go to debug. */
+  #warned = false;
   #fired = false;
   #reading: BlockedRead | null = null;
 
@@ -49,7 +51,12 @@ export class SettleSignal {
       if (await this.#isSettled()) this.fire();
     })().catch((err: unknown) => {
       this.#armed = null;
-      this.#log.debug('could not subscribe to the sweep\'s events; idle workers leave after a poll', { error: String(err) });
+      // Said once at warn (an ACL without the channel refuses it every time, and the worker still works,
+      // only slower to leave): what it costs, and what to grant.
+      const say = this.#warned ? this.#log.debug.bind(this.#log) : this.#log.warn.bind(this.#log);
+      this.#warned = true;
+      say(`could not subscribe to ${this.#channel} (${String(err)}): a worker waiting for tasks leaves only at its next poll ` +
+        `(up to a second) once the sweep settles; if Redis refused it, grant the user the channel (ACL SETUSER <user> &${this.#channel})`);
     });
   }
 

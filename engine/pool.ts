@@ -88,8 +88,9 @@ function piscina(): typeof Piscina {
 /**
  * Tasks each thread is given at once: the next one waits in the thread's own inbox while it computes, so
  * it never waits for the main thread to hear of the last one and send another (a round trip of two
- * thread wake-ups, ~0.4 ms a task on this machine: 7-8% of a one-thread mandelbrot sweep in chunks of
- * 20,000, 5-6% with two).
+ * thread wake-ups, ~0.4 ms a task on the 2-core machine). With the threads up before the first chunk
+ * (ready()), the share of a mandelbrot sweep's span (chunks of 20,000) its threads spent outside the
+ * kernel fell from 8-9% to 2-4% with one thread, from 14-15% to 9-11% with two (`node dist/bench/threads.js`).
  */
 const TASKS_PER_THREAD = 2;
 /**

@@ -211,7 +211,7 @@ export function staticSummariesIn(text: string, source: string): Array<{ summary
 }
 
 /** The consumer a result came from; results of workers that did not say count under the default name `worker-<id>`. */
-function consumerOf(r: ChunkResult): string {
+export function consumerOf(r: ChunkResult): string {
   return r.consumer ?? `worker-${r.workerId}`;
 }
 

@@ -21,16 +21,19 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import type { ChunkResult, DeadLetter, QueueBackend, QueueStats, SweepSettings } from '../backends/types.js';
-import { buildReport, formatReport, type AggregateReport } from './aggregate.js';
+import { buildReport, consumerOf, formatReport, type AggregateReport } from './aggregate.js';
 import { TtgError } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 
-/** One row of the workers table. */
+/** One row of the workers table: one worker process, as the report's chunks per consumer. */
 export interface WorkerRow {
-  /** The worker id as results carry it (`worker_id`). */
+  /**
+   * The process's consumer name (`worker-<id>`, or `worker-<id>-<host>-<pid>` when a second process
+   * came with the same WORKER_ID), as its results and the broker carry it: the row's key.
+   */
+  consumer: string;
+  /** Its WORKER_ID (`worker_id` of its results). */
   worker: string;
-  /** Consumer names holding chunks for this worker right now (where the broker tells). */
-  consumers: string[];
   /** Chunks counted for this worker (first result of each chunk). */
   chunks: number;
   params: number;
@@ -148,20 +151,20 @@ export function describeSweep(
   for (const r of results) if (!counted.has(r.chunkId)) counted.set(r.chunkId, r);
 
   const rows = new Map<string, WorkerRow & { firstStart: number; lastEnd: number }>();
-  const rowOf = (worker: string) => {
-    let row = rows.get(worker);
+  const rowOf = (consumer: string, worker: () => string) => {
+    let row = rows.get(consumer);
     if (!row) {
       row = {
-        worker, consumers: [], chunks: 0, params: 0, params_per_second: 0, in_hand: stats && ctx.inHandKnown !== false ? 0 : null,
+        consumer, worker: worker(), chunks: 0, params: 0, params_per_second: 0, in_hand: stats && ctx.inHandKnown !== false ? 0 : null,
         last_seen: null, recovered: [], retried: 0, firstStart: Infinity, lastEnd: -Infinity,
       };
-      rows.set(worker, row);
+      rows.set(consumer, row);
     }
     return row;
   };
   let retriedAttempts = 0;
   for (const r of counted.values()) {
-    const row = rowOf(r.workerId);
+    const row = rowOf(consumerOf(r), () => r.workerId);
     row.chunks++;
     row.params += r.stats.count;
     const end = Date.parse(r.completedAt);
@@ -177,19 +180,18 @@ export function describeSweep(
       retriedAttempts += r.attempts;
     }
   }
-  // Chunks in hand: the broker knows consumer names (`worker-<id>`, or `worker-<id>-<host>-<pid>` when a name was taken).
+  // Chunks in hand, by the consumer names the broker knows. A process with none counted yet gets a row of its
+  // own; its WORKER_ID is the longest known one its name starts with (`worker-<id>-<host>-<pid>`).
   if (stats) {
-    const ids = [...rows.keys()].sort((a, b) => b.length - a.length);
+    const ids = [...new Set([...rows.values()].map((r) => r.worker))].sort((a, b) => b.length - a.length);
     for (const [consumer, n] of Object.entries(stats.consumers)) {
-      const id = ids.find((w) => consumer === `worker-${w}` || consumer.startsWith(`worker-${w}-`)) ??
-        consumer.replace(/^worker-/, '');
-      const row = rowOf(id);
-      row.consumers.push(consumer);
+      const worker = () => ids.find((w) => consumer === `worker-${w}` || consumer.startsWith(`worker-${w}-`)) ?? consumer.replace(/^worker-/, '');
+      const row = rowOf(consumer, worker);
       row.in_hand = (row.in_hand ?? 0) + n;
     }
   }
   const workers: WorkerRow[] = [...rows.values()]
-    .sort((a, b) => a.worker.localeCompare(b.worker, 'en', { numeric: true }))
+    .sort((a, b) => a.consumer.localeCompare(b.consumer, 'en', { numeric: true }))
     .map(({ firstStart, lastEnd, ...row }) => ({
       ...row,
       recovered: row.recovered.sort().slice(0, MAX_LISTED),
@@ -245,7 +247,7 @@ export function describeSweep(
 }
 
 /**
- * Parameters per second over time, from the counted results: each chunk's
+ * Parameters per second over time, from the counted results, in total and per worker process: each chunk's
  * parameters spread evenly over its run (started → completed), in buckets
  * wide enough that a long sweep still draws at most MAX_BUCKETS points.
  */
@@ -255,7 +257,7 @@ export function throughputSeries(results: readonly ChunkResult[]): MonitorSnapsh
     if (!Number.isFinite(end)) return [];
     const started = r.startedAt ? Date.parse(r.startedAt) : NaN;
     const start = Number.isFinite(started) ? Math.min(started, end) : end - r.durationSeconds * 1000;
-    return [{ worker: r.workerId, start, end, params: r.stats.count }];
+    return [{ worker: consumerOf(r), start, end, params: r.stats.count }];
   });
   if (spans.length === 0) return { bucket_seconds: 1, t: [], total: [], workers: {} };
   const first = Math.floor(Math.min(...spans.map((s) => s.start)) / 1000);

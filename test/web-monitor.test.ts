@@ -7,6 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { describeSweep, throughputSeries, type SweepReading } from '../engine/web-monitor.js';
+import { buildReport } from '../engine/aggregate.js';
 import type { ChunkResult, DeadLetter, QueueStats, SweepSettings } from '../backends/types.js';
 import { golden, lastJsonLine, startTtg, testEnv } from './helpers.js';
 import { freePort } from './relay.js';
@@ -62,19 +63,41 @@ test('counts never exceed their totals: duplicates, malformed dead letters and d
 test('settled: the report is the aggregate\'s, worker rows add up, recovered chunks and retries are named', () => {
   const results = Array.from({ length: 10 }, (_, c) => result(c, c < 6 ? '0' : '1', c + 1,
     c === 7 ? { recovered: true } : c === 4 ? { attempts: 2 } : {}));
-  const s = describeSweep({ settings, results, deadLetters: [], stats: stats({ consumers: { 'worker-1-host-42': 0 } }) }, ctx);
+  const s = describeSweep({ settings, results, deadLetters: [], stats: stats({ consumers: { 'worker-1': 0 } }) }, ctx);
   assert.equal(s.settled, true);
   assert.equal(s.progress!.settled_chunks, 10);
   assert.equal(s.report!.grand_sum, 100 * 45);
   assert.equal(s.report!.complete, true);
   assert.match(s.report_text!, /Grand sum {12}: 4,500/);
-  assert.deepEqual(s.workers.map((w) => [w.worker, w.chunks, w.recovered, w.retried]), [['0', 6, [], 1], ['1', 4, ['00007'], 0]]);
-  assert.deepEqual(s.workers[1]!.consumers, ['worker-1-host-42'], 'a suffixed consumer name finds its worker');
+  assert.deepEqual(s.workers.map((w) => [w.consumer, w.worker, w.chunks, w.recovered, w.retried]),
+    [['worker-0', '0', 6, [], 1], ['worker-1', '1', 4, ['00007'], 0]]);
   assert.equal(s.workers[0]!.in_hand, 0);
   assert.equal(s.failures.retried_attempts, 2);
   // worker 0 did 600 params from second 0 to 6.
   assert.equal(s.workers[0]!.params_per_second, 100);
   assert.equal(s.eta_seconds, 0);
+});
+
+test('a row per worker process, as the report: two processes sharing a WORKER_ID are two rows, each with its own chunks in hand', () => {
+  // Process worker-1 took the name; a second process with WORKER_ID=1 got worker-1-host-42 (as both brokers name them).
+  const results = [
+    result(0, '0', 1), result(1, '1', 2, { consumer: 'worker-1' }), result(2, '1', 3, { consumer: 'worker-1-host-42' }),
+    result(3, '1', 4, { consumer: 'worker-1-host-42' }),
+  ];
+  const consumers = { 'worker-0': 1, 'worker-1': 0, 'worker-1-host-42': 2, 'worker-12': 1 };
+  const s = describeSweep({ settings, results, deadLetters: [], stats: stats({ consumers }) }, ctx);
+  assert.deepEqual(s.workers.map((w) => [w.consumer, w.worker, w.chunks, w.in_hand]), [
+    ['worker-0', '0', 1, 1],
+    ['worker-1', '1', 1, 0],
+    ['worker-1-host-42', '1', 2, 2],
+    // Joined, holding a chunk, nothing counted yet: its own row, its id read off its name.
+    ['worker-12', '12', 0, 1],
+  ]);
+  // The report's chunks per consumer (`ttg aggregate`) are the rows' chunks.
+  const perConsumer = buildReport(settings, results).consumer_distribution;
+  for (const w of s.workers) assert.equal(perConsumer[w.consumer] ?? 0, w.chunks, w.consumer);
+  const t = throughputSeries(results);
+  assert.deepEqual(Object.keys(t.workers).sort(), ['worker-0', 'worker-1', 'worker-1-host-42']);
 });
 
 test('rate and ETA come from the monitor\'s own earlier polls; RabbitMQ\'s unknown in-hand stays unknown', () => {
@@ -103,8 +126,8 @@ test('the throughput series spreads each chunk over the seconds it ran, and adds
   assert.equal(t.bucket_seconds, 1);
   assert.deepEqual(t.t, [T0 / 1000, T0 / 1000 + 1, T0 / 1000 + 2]);
   // chunk 2 ran 1.5 s (1.5 → 3.0): a third of its 100 params in second 1, two thirds in second 2.
-  assert.deepEqual(t.workers['0'], [100, 33, 67]);
-  assert.deepEqual(t.workers['1'], [0, 100, 0]);
+  assert.deepEqual(t.workers['worker-0'], [100, 33, 67]);
+  assert.deepEqual(t.workers['worker-1'], [0, 100, 0]);
   assert.deepEqual(t.total, [100, 133, 67]);
   // A sweep that ends half-way through its last second ran at 200 params/s there, not 100.
   const half = throughputSeries([result(0, '0', 1), { ...result(1, '0', 2), completedAt: new Date(T0 + 1500).toISOString() }]);

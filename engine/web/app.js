@@ -51,7 +51,7 @@ function renderChart(tp) {
       series: [
         {},
         { label: 'total', stroke: '#1d232b', width: 2, fill: 'rgba(47,111,223,0.08)' },
-        ...names.map((w, i) => ({ label: `worker-${w}`, stroke: palette[i % palette.length], width: 1 })),
+        ...names.map((w, i) => ({ label: w, stroke: palette[i % palette.length], width: 1 })),
       ],
       axes: [{}, { size: 60, values: (u, ticks) => ticks.map((v) => int(v)) }],
     }, data, box);
@@ -114,7 +114,8 @@ function render(s) {
   for (const w of s.workers) {
     const tr = document.createElement('tr');
     tr.dataset.worker = w.worker;
-    cell(tr, w.consumers.length ? w.consumers.join(', ') : `worker-${w.worker}`);
+    tr.dataset.consumer = w.consumer;
+    cell(tr, w.consumer);
     cell(tr, int(w.chunks));
     cell(tr, int(w.params_per_second));
     cell(tr, w.in_hand === null ? '–' : int(w.in_hand));

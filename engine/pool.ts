@@ -146,8 +146,7 @@ export class KernelPool {
     this.#opts = { simulateWorkMs: 0, boundHeap: false, inline: true, rangeSize: 0, ...opts };
     const { kernel, simulateWorkMs, inline, rangeSize } = this.#opts;
     this.#inlineKernel = inline && typeof kernel === 'string' && simulateWorkMs === 0 ? kernel : null;
-    const inlineKernel = this.#inlineKernel;
-    if (inlineKernel === null || rangeSize * WORST_STEPS_PER_PARAM[inlineKernel] > INLINE_MAX_STEPS) this.#pool();
+    if (this.#worstSteps(rangeSize) > INLINE_MAX_STEPS) this.#pool();
     // No thread may ever start to set the heap's flags (engine/heap.ts): set them here, as early as a thread
     // would have. Set later (at the first range), the young generation has grown by then and stays large:
     // a 50M-parameter sweep in chunks of 1,000 peaked at 110 MB instead of 87 (92 with the thread).
@@ -230,7 +229,7 @@ export class KernelPool {
     let inlineSteps = INLINE_TURN_STEPS;
     for (const w of waiting) {
       const length = w.end - w.start;
-      const steps = kernel === null ? Infinity : length * WORST_STEPS_PER_PARAM[kernel];
+      const steps = this.#worstSteps(length);
       if (steps <= INLINE_MAX_STEPS && steps <= inlineSteps) {
         inlineSteps -= steps;
         this.#runInline(w, kernel!);
@@ -256,6 +255,11 @@ export class KernelPool {
       }
     }
     if (batch.length) this.#runBatch(batch);
+  }
+
+  /** Worst-case kernel steps of a range of `length` params computed inline; Infinity when nothing runs inline. */
+  #worstSteps(length: number): number {
+    return this.#inlineKernel === null ? Infinity : length * WORST_STEPS_PER_PARAM[this.#inlineKernel];
   }
 
   #taskBase(total: number) {

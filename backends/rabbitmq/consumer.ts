@@ -89,8 +89,7 @@ export class TaskConsumer {
       await channel.prefetch(this.prefetch);
       link.consumerQos = this.prefetch;
     };
-    const step = link.consumerSetup.then(run, run);
-    link.consumerSetup = step.catch(() => {});
+    void serially(link, run).catch(() => {});
   }
 
   /** The consumer's channel on `link`: lost with the connection, or the session told when it closes. */
@@ -170,9 +169,7 @@ export class TaskConsumer {
       // The outgrown consumer keeps its few deliveries coming into the same buffer (see Link.retiredTags).
       if (previous) link.retiredTags.push(previous);
     };
-    const step = link.consumerSetup.then(run, run);
-    link.consumerSetup = step.catch(() => {});
-    return step;
+    return serially(link, run);
   }
 
   /** The handle and its connection, while this consumer still owns the delivery. */
@@ -246,9 +243,7 @@ export class TaskConsumer {
         link.consumerPrefetch = 0;
         for (const tag of tags) if (tag) await channel.cancel(tag).catch(() => {});
       };
-      const step = link.consumerSetup.then(stop, stop);
-      link.consumerSetup = step.catch(() => {});
-      await step;
+      await serially(link, stop);
     }
     for (const h of this.#buffer.splice(0)) {
       if (link) this.settle(h, link, 'requeue');
@@ -275,9 +270,7 @@ export class TaskConsumer {
       return true;
     };
     // After a consumer (re)start under way, as release() does.
-    const step = link ? link.consumerSetup.then(close, close) : Promise.resolve(false);
-    if (link) link.consumerSetup = step.then(() => {}, () => {});
-    if (!(await step)) await this.release([]);
+    if (!(await (link ? serially(link, close) : false))) await this.release([]);
   }
 
   /**
@@ -297,4 +290,11 @@ export class TaskConsumer {
     if (this.#flushScheduled && this.#unacked?.channel === consumer) this.#flushAcks();
     if (consumer) await consumer.close().catch(() => {});
   }
+}
+
+/** Runs `step` after the consumer (re)starts and stops already queued on `link` (Link.consumerSetup), whatever their outcome. */
+function serially<T>(link: Link, step: () => Promise<T>): Promise<T> {
+  const run = link.consumerSetup.then(step, step);
+  link.consumerSetup = run.then(() => {}, () => {});
+  return run;
 }

@@ -138,6 +138,10 @@ export class KernelPool {
   #waiting: WaitingRange[] = [];
   /** Measured thread seconds per parameter (0 until the first task returns). */
   #secondsPerParam = 0;
+  /** Thread tasks handed to Piscina and not yet answered (the warm-up's excluded). */
+  #tasks = 0;
+  /** Told when a task's answer leaves a thread without its next task (see onWantsWork()). */
+  #wantsWorkListener: (() => void) | null = null;
 
   constructor(opts: KernelPoolOptions) {
     if (!Number.isInteger(opts.threads) || opts.threads < 1) {
@@ -185,6 +189,33 @@ export class KernelPool {
       idleTimeout: 60 * 60 * 1000,
       workerData: { boundHeap: this.#opts.boundHeap } satisfies ThreadData,
     });
+  }
+
+  /**
+   * Whether a started thread lacks its next task: fewer tasks are out than the threads hold together
+   * (TASKS_PER_THREAD each). A caller holding work back to take it in batches should take now. A
+   * mandelbrot sweep's chunks vary tenfold in cost: a thread sat 20-40 ms at a time while the other
+   * ran two batches that turned out costly, its caller waiting for half its chunks in hand to finish.
+   */
+  get wantsWork(): boolean {
+    return this.#piscina !== null && this.#tasks < this.#opts.threads * TASKS_PER_THREAD;
+  }
+
+  /** Calls `listener` whenever a thread task's answer leaves wantsWork true. */
+  onWantsWork(listener: () => void): void {
+    this.#wantsWorkListener = listener;
+  }
+
+  /** Hands one task to the threads, counting it while it is out. */
+  #post<T extends SliceOutcome | BatchOutcome>(task: SliceTask | SliceBatch): Promise<T> {
+    this.#tasks++;
+    const answered = () => {
+      this.#tasks--;
+      if (this.#tasks < this.#opts.threads * TASKS_PER_THREAD) this.#wantsWorkListener?.();
+    };
+    const run = this.#pool().run(task) as Promise<T>;
+    run.then(answered, answered);
+    return run;
   }
 
   /** Whether any thread was started (ranges run inline start none). */
@@ -296,8 +327,7 @@ export class KernelPool {
 
   #runSplit(w: WaitingRange, parts: number): void {
     const slices = sliceRange(w.start, w.end, parts);
-    const pool = this.#pool();
-    Promise.all(slices.map((s) => pool.run({ ...this.#taskBase(w.total), start: s.start, end: s.end }) as Promise<SliceOutcome>))
+    Promise.all(slices.map((s) => this.#post<SliceOutcome>({ ...this.#taskBase(w.total), start: s.start, end: s.end })))
       .then((stats) => {
         const threadSeconds = stats.reduce((a, s) => a + s.seconds, 0);
         this.#learn(w.end - w.start, threadSeconds);
@@ -317,7 +347,7 @@ export class KernelPool {
       ranges[2 * i] = w.start;
       ranges[2 * i + 1] = w.end;
     });
-    (this.#pool().run({ ...this.#taskBase(total), ranges }) as Promise<BatchOutcome>).then((outcome) => {
+    this.#post<BatchOutcome>({ ...this.#taskBase(total), ranges }).then((outcome) => {
       const outcomes = unpackBatch(outcome, mine.length);
       let params = 0;
       let seconds = 0;

@@ -26,6 +26,13 @@ import type { Probe } from './http.js';
  */
 const HOLD_SECONDS = 0.02;
 /**
+ * ...and where the chunks run on the pool's threads (large ones: few a second, little garbage): more in
+ * hand lets the pool keep every thread fed across chunks whose costs vary tenfold. A mandelbrot sweep in
+ * chunks of 20,000 ran 1.71x faster with THREADS=2 than 1 at 0.02 s, 1.80x at 0.05 s, and no better at
+ * 0.1 s (`node dist/bench/threads.js`, docs/bench/queue-path-log.md).
+ */
+const HOLD_SECONDS_THREADS = 0.05;
+/**
  * ...or, where committing takes longer (a loaded broker, RabbitMQ's stream confirms), this many
  * commit latencies: while one batch is being committed and its replacements fetched, the threads
  * have the next ones. Above 2 so that a worker held back by its own in-hand limit grows out of it.
@@ -173,6 +180,9 @@ export class QueueWorker implements MetricsSource {
     // No chunk is taken before the threads can run it (engine/pool.ts, ready()); a test's stand-in pool may not say.
     const { pool } = this.#opts;
     if (typeof pool.ready === 'function') await pool.ready();
+    // A thread left without its next task wakes the loop, which then tops up whatever the batching below says.
+    if (typeof pool.onWantsWork === 'function') pool.onWantsWork(() => this.#wake());
+    const wantsWork = () => pool.wantsWork === true;
 
     const pollMs = this.#opts.pollMs ?? 1000;
     const staleEveryMs = config.staleCheckIntervalSeconds * 1000;
@@ -214,16 +224,18 @@ export class QueueWorker implements MetricsSource {
         }
         if (this.#inHand.size > 0) {
           // Busy: top up without blocking once half the target is free (one take per batch, not per
-          // chunk), then wait for a chunk to finish (or the next poll), so a blocked read never holds
-          // the loop after the last chunk in hand is done.
+          // chunk) or a thread lacks its next task (engine/pool.ts, wantsWork), then wait for a chunk
+          // to finish (or the next poll), so a blocked read never holds the loop after the last chunk
+          // in hand is done.
           lastWorkAt = Date.now();
           let taken: Delivery[] = [];
-          if (capacity > 0 && capacity * 2 >= target) {
+          const topUp = capacity > 0 && (capacity * 2 >= target || wantsWork());
+          if (topUp) {
             taken = await backend.take(capacity, 0);
             this.#startAll(taken);
           }
           if (taken.length === 0 && this.#inHand.size > 0) {
-            if (capacity > 0 && capacity * 2 >= target) drainedWhileBusy = true;
+            if (topUp) drainedWhileBusy = true;
             // The timer is cleared once a chunk finishes first: a pending poll timer would keep a
             // finished process alive for up to pollMs.
             const poll = timer(Math.max(1, Math.min(pollMs, nextStaleCheck - Date.now())));
@@ -288,15 +300,16 @@ export class QueueWorker implements MetricsSource {
 
   /**
    * Chunks to hold: PREFETCH when set; else this worker's rate so far (chunks done per second since
-   * its first take) times HOLD_SECONDS or HOLD_COMMITS commit latencies, whichever is longer, at
-   * least the default PREFETCH and at most MAX_IN_HAND.
+   * its first take) times HOLD_SECONDS (HOLD_SECONDS_THREADS when its threads run the chunks) or
+   * HOLD_COMMITS commit latencies, whichever is longer, at least the default PREFETCH and at most
+   * MAX_IN_HAND.
    */
   #inHandTarget(): number {
     const { config } = this.#opts;
     if (!config.prefetchAuto) return config.prefetch;
     const seconds = (performance.now() - this.#firstTakeAt) / 1000;
     const rate = this.#firstTakeAt > 0 && seconds > 0 ? (this.#chunksProcessed + this.#chunksFailed) / seconds : 0;
-    const hold = Math.max(HOLD_SECONDS, HOLD_COMMITS * this.#commitSeconds);
+    const hold = Math.max(this.#opts.pool.started === true ? HOLD_SECONDS_THREADS : HOLD_SECONDS, HOLD_COMMITS * this.#commitSeconds);
     return Math.max(config.prefetch, Math.min(MAX_IN_HAND, Math.ceil(rate * hold)));
   }
 

@@ -204,3 +204,25 @@ test('ready() resolves at once for a pool that starts no thread, and once the th
     await Promise.all([inline.close(), threaded.close()]);
   }
 });
+
+test('the pool says when a thread lacks its next task, and tells its listener as the tasks come back', async () => {
+  const inline = new KernelPool({ threads: 2, kernel: 'placeholder', impl: 'wasm', rangeSize: 100 });
+  const pool = new KernelPool({ threads: 2, kernel: 'mandelbrot', impl: 'wasm', rangeSize: 20_000 });
+  try {
+    assert.equal(inline.wantsWork, false, 'no thread started: nothing to feed');
+    await pool.ready();
+    assert.equal(pool.wantsWork, true, 'two idle threads');
+    let told = 0;
+    pool.onWantsWork(() => told++);
+    // Six ranges too costly to batch (split over the threads, or not): more tasks than the threads hold.
+    const total = 1_000_000;
+    const ranges = Array.from({ length: 6 }, (_, i) => pool.runRange(500_000 + i * 20_000, 520_000 + i * 20_000, total));
+    await new Promise((r) => setImmediate(r)); // the pool schedules a turn's ranges at its end
+    assert.equal(pool.wantsWork, false, 'six tasks out: both threads have their next one');
+    await Promise.all(ranges);
+    assert.equal(pool.wantsWork, true, 'every task back');
+    assert.ok(told >= 3, `told at least once per task that left fewer than four out (${told})`);
+  } finally {
+    await Promise.all([inline.close(), pool.close()]);
+  }
+});

@@ -317,3 +317,43 @@ test('no chunk is taken before the pool says its threads are up, and every chunk
   assert.deepEqual(stamped.sort(), ['00000', '00001']);
   for (const r of completes) assert.ok(Date.parse(r.startedAt!) >= upAt[0]! - 1, `chunk ${r.chunkId} stamped as started before the threads were up`);
 });
+
+test('a thread left without work makes the worker take more, though most of its chunks in hand are still computing', async () => {
+  const backend = new ScriptedBackend();
+  backend.queue = Array.from({ length: 6 }, (_, i) => delivery(i));
+  backend.onTake = async () => {
+    if (backend.queue.length === 0) backend.settled = true;
+  };
+  // Chunks 0-2 compute until released (one thread's costly batch); the others at once, each leaving a thread idle.
+  let release!: () => void;
+  const costly = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const asked: number[] = [];
+  let wantsWork = false;
+  let listener: (() => void) | null = null;
+  const base = fakePool(async (start) => {
+    asked.push(start / 10);
+    if (start < 30) return costly;
+    wantsWork = true;
+    queueMicrotask(() => listener?.());
+  });
+  const pool = {
+    threads: 2, started: true, runRange: base.runRange,
+    get wantsWork() {
+      return wantsWork;
+    },
+    onWantsWork(l: () => void) {
+      listener = l;
+    },
+  } as unknown as KernelPool;
+  // PREFETCH 4: with chunks 0-2 in hand, one chunk's room is less than half: alone, not worth a take.
+  const running = new QueueWorker({ config: config({ PREFETCH: '4', THREADS: '2' }), backend, pool, log: silentLogger, pollMs: 20 }).run();
+  for (let i = 0; i < 200 && !asked.includes(4); i++) await new Promise((r) => setTimeout(r, 10));
+  const takenWhileCostlyRan = [...asked];
+  release();
+  const summary = await running;
+  assert.ok(takenWhileCostlyRan.includes(4), `chunk 4 taken while chunks 0-2 still computed (asked for: ${takenWhileCostlyRan.join(', ')})`);
+  assert.equal(summary.chunks_processed, 6);
+  assert.deepEqual(backend.ops('complete').sort(), ['00000', '00001', '00002', '00003', '00004', '00005']);
+});

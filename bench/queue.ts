@@ -207,13 +207,24 @@ function sweeps(quick: boolean): Array<{ totalParams: number; chunkSize: number 
   ];
 }
 
-export async function benchQueue(opts: QueueBenchOptions = {}, progress: (line: string) => void = () => {}): Promise<{ runs: QueueRun[]; rows: QueueRow[] }> {
+/** Spawn → exit of `node -e 0`, in ms: the floor under a worker's first chunk on this machine at this moment. */
+async function nodeStartMs(): Promise<number> {
+  const t0 = performance.now();
+  await exited(spawn(process.execPath, ['-e', '0'], { stdio: 'ignore' }));
+  return performance.now() - t0;
+}
+
+export async function benchQueue(
+  opts: QueueBenchOptions = {}, progress: (line: string) => void = () => {},
+): Promise<{ runs: QueueRun[]; rows: QueueRow[]; nodeStartMs: Summary }> {
   const reps = opts.reps ?? (opts.quick ? 2 : 5);
   const systems = opts.systems ?? ['ttg-redis', 'bullmq', 'ttg-rabbitmq'];
   const chosen = opts.sweeps ?? sweeps(Boolean(opts.quick));
   const runs: QueueRun[] = [];
+  const nodeStarts: number[] = [];
   for (const { totalParams, chunkSize } of chosen) {
     for (let rep = 0; rep < reps; rep++) {
+      nodeStarts.push(await nodeStartMs());
       // Interleaved: one run of each system per round, so drift in the machine's load hits all alike.
       for (const system of systems) {
         const r = system === 'bullmq' ? await bullRun(totalParams, chunkSize, 2)
@@ -250,12 +261,12 @@ export async function benchQueue(opts: QueueBenchOptions = {}, progress: (line: 
       });
     }
   }
-  return { runs, rows };
+  return { runs, rows, nodeStartMs: summarize(nodeStarts) };
 }
 
 const range = (s: Summary, f: (x: number) => string) => `${f(s.median)} (${f(s.min)}–${f(s.max)})`;
 
-export function queueTable(rows: QueueRow[]): string {
+export function queueTable(rows: QueueRow[], nodeStart?: Summary): string {
   const lines = [
     'Queue path (2 workers × THREADS=1, placeholder; ttg: spawn → all exited; BullMQ: jobs added → last completed, workers started beforehand)',
     '  system        params     chunk   params/s median (min–max)      chunks/s median (min–max)   first chunk ms   exit after last ms',
@@ -273,6 +284,8 @@ export function queueTable(rows: QueueRow[]): string {
       (r.errors.length ? `  (${r.errors.length} failed runs)` : ''),
     );
   }
+  // The first chunk cannot come before node itself has started: its floor, measured in the same rounds.
+  if (nodeStart) lines.push(`  node's own start (spawn → exit of node -e 0), once a round: ${range(nodeStart, (x) => x.toFixed(0))} ms`);
   const sizes = [...new Set(rows.map((r) => `${r.totalParams}/${r.chunkSize}`))];
   for (const key of sizes) {
     const ttg = rows.find((r) => `${r.totalParams}/${r.chunkSize}` === key && r.system === 'ttg-redis');

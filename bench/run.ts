@@ -78,11 +78,11 @@ export async function runBenchmarks(opts: {
   if (brokers.length) process.stdout.write(sweepTable('Brokers (placeholder kernel, one worker, in-process)', brokers) + '\n\n');
 
   // Loaded only when asked for: it needs BullMQ, a dev dependency the worker image does not have.
-  let queue: Awaited<ReturnType<typeof import('./queue.js').benchQueue>> = { runs: [], rows: [] };
+  let queue: Awaited<ReturnType<typeof import('./queue.js').benchQueue>> | { runs: []; rows: [] } = { runs: [], rows: [] };
   if (want('queue')) {
     const { benchQueue, queueTable } = await import('./queue.js');
     queue = await benchQueue({ ...opts.queue, quick: Boolean(opts.quick) }, (line) => process.stderr.write(line + '\n'));
-    process.stdout.write(queueTable(queue.rows) + '\n');
+    process.stdout.write(queueTable(queue.rows, queue.nodeStartMs) + '\n');
   }
 
   const out = path.join(ROOT, 'bench/results');

@@ -147,7 +147,7 @@ export class KernelPool {
   /** Thread tasks handed to Piscina and not yet answered (the warm-up's excluded). */
   #tasks = 0;
   /** Told when a task's answer leaves a thread without its next task (see onWantsWork()). */
-  #wantsWorkListener: (() => void) | null = null;
+  readonly #wantsWorkListeners = new Set<() => void>();
 
   constructor(opts: KernelPoolOptions) {
     if (!Number.isInteger(opts.threads) || opts.threads < 1) {
@@ -207,9 +207,13 @@ export class KernelPool {
     return this.#piscina !== null && this.#tasks < this.#opts.threads * TASKS_PER_THREAD;
   }
 
-  /** Calls `listener` whenever a thread task's answer leaves wantsWork true. */
-  onWantsWork(listener: () => void): void {
-    this.#wantsWorkListener = listener;
+  /**
+   * Calls `listener` whenever a thread task's answer leaves wantsWork true (every worker loop of
+   * `ttg run` shares one pool); the function returned stops that.
+   */
+  onWantsWork(listener: () => void): () => void {
+    this.#wantsWorkListeners.add(listener);
+    return () => this.#wantsWorkListeners.delete(listener);
   }
 
   /** Hands one task to the threads, counting it while it is out. */
@@ -217,7 +221,7 @@ export class KernelPool {
     this.#tasks++;
     const answered = () => {
       this.#tasks--;
-      if (this.#tasks < this.#opts.threads * TASKS_PER_THREAD) this.#wantsWorkListener?.();
+      if (this.#tasks < this.#opts.threads * TASKS_PER_THREAD) for (const listener of this.#wantsWorkListeners) listener();
     };
     const run = this.#pool().run(task) as Promise<T>;
     run.then(answered, answered);

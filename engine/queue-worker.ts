@@ -181,7 +181,7 @@ export class QueueWorker implements MetricsSource {
     const { pool } = this.#opts;
     if (typeof pool.ready === 'function') await pool.ready();
     // A thread left without its next task wakes the loop, which then tops up whatever the batching below says.
-    if (typeof pool.onWantsWork === 'function') pool.onWantsWork(() => this.#wake());
+    const stopWaking = typeof pool.onWantsWork === 'function' ? pool.onWantsWork(() => this.#wake()) : () => {};
     const wantsWork = () => pool.wantsWork === true;
 
     const pollMs = this.#opts.pollMs ?? 1000;
@@ -273,6 +273,7 @@ export class QueueWorker implements MetricsSource {
       throw err;
     } finally {
       clearInterval(heartbeat);
+      stopWaking();
     }
     if (this.#fatal !== null) throw this.#fatal;
     if (this.#aborted) status = 'interrupted';

@@ -213,7 +213,13 @@ test('the pool says when a thread lacks its next task, and tells its listener as
     await pool.ready();
     assert.equal(pool.wantsWork, true, 'two idle threads');
     let told = 0;
+    let toldToo = 0;
+    let toldGone = 0;
     pool.onWantsWork(() => told++);
+    pool.onWantsWork(() => toldToo++);
+    // Every worker loop of `ttg run` shares the pool: each is told, until it stops listening.
+    const stop = pool.onWantsWork(() => toldGone++);
+    stop();
     // Six ranges too costly to batch (split over the threads, or not): more tasks than the threads hold.
     const total = 1_000_000;
     const ranges = Array.from({ length: 6 }, (_, i) => pool.runRange(500_000 + i * 20_000, 520_000 + i * 20_000, total));
@@ -222,6 +228,8 @@ test('the pool says when a thread lacks its next task, and tells its listener as
     await Promise.all(ranges);
     assert.equal(pool.wantsWork, true, 'every task back');
     assert.ok(told >= 3, `told at least once per task that left fewer than four out (${told})`);
+    assert.equal(toldToo, told, 'every listener is told');
+    assert.equal(toldGone, 0, 'a listener that stopped is not told');
   } finally {
     await Promise.all([inline.close(), pool.close()]);
   }

@@ -345,6 +345,9 @@ test('a thread left without work makes the worker take more, though most of its 
     },
     onWantsWork(l: () => void) {
       listener = l;
+      return () => {
+        listener = null;
+      };
     },
   } as unknown as KernelPool;
   // PREFETCH 4: with chunks 0-2 in hand, one chunk's room is less than half: alone, not worth a take.
@@ -354,6 +357,7 @@ test('a thread left without work makes the worker take more, though most of its 
   release();
   const summary = await running;
   assert.ok(takenWhileCostlyRan.includes(4), `chunk 4 taken while chunks 0-2 still computed (asked for: ${takenWhileCostlyRan.join(', ')})`);
+  assert.equal(listener, null, 'the worker stops listening to the pool when its run ends');
   assert.equal(summary.chunks_processed, 6);
   assert.deepEqual(backend.ops('complete').sort(), ['00000', '00001', '00002', '00003', '00004', '00005']);
 });

@@ -28,6 +28,7 @@ import type { Logger } from '../../core/log.js';
 import { chunkCount, mismatchMessage, settingsDifference, settingsRecord, sweepTasks, type SweepSettings } from '../../core/sweep.js';
 import { taskFields } from '../messages.js';
 import { describe, errorCode, jsonObject, JSON_TYPE, STREAM, type Names } from './names.js';
+import { untilStreamsRun } from './stream-read.js';
 import type { Link, RabbitSession } from './session.js';
 import type { StreamReader } from './stream-reader.js';
 
@@ -192,6 +193,7 @@ export class SweepCreation {
    */
   async #start(s: Link, settings: SweepSettings, creator: string): Promise<void> {
     const n = this.#names;
+    // Nothing is written to the sweep's streams before they run (stream-read.ts), which is looked at meanwhile.
     const [begun] = await Promise.all([
       this.#session.probe(s, (ch) => ch.checkExchange(n.begun)).then(() => true, (err: unknown) => {
         if (errorCode(err) === 404) return false;
@@ -199,6 +201,7 @@ export class SweepCreation {
       }),
       this.#session.probe(s, (ch) => ch.purgeQueue(n.tasks)),
       this.#session.probe(s, (ch) => ch.purgeQueue(n.retry)),
+      untilStreamsRun(this.#session, [n.meta, n.results, n.dlq, n.joined], this.#log),
     ]);
     await this.#session.probe(s, async (ch) => {
       if (!begun) {
@@ -208,6 +211,7 @@ export class SweepCreation {
       await ch.deleteQueue(n.meta);
       await ch.assertQueue(n.meta, STREAM);
     });
+    if (begun) await untilStreamsRun(this.#session, [n.meta], this.#log);
     const meta = {
       ...settingsRecord(settings), total_chunks: chunkCount(settings), created_by: creator, created_at: new Date().toISOString(),
       [TASKS_FOLLOW]: true,

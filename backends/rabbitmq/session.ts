@@ -194,6 +194,12 @@ export class RabbitSession {
     return openChannel(link, this.#opts.log);
   }
 
+  /** A connection apart, as this session's, for a probe that may make the broker close it (stream-read.ts). */
+  connectApart(): Promise<ChannelModel> {
+    const name = `${this.#opts.connectionName()} (probe)`;
+    return connect(this.#opts.url, { timeout: 10_000, noDelay: true, clientProperties: { connection_name: name }, ...this.#opts.tls });
+  }
+
   /** Runs fn on a channel of its own: a failed probe (404, 405) closes only that channel (channels.ts). */
   probe<T>(link: Link, fn: (ch: Channel) => Promise<T>): Promise<T> {
     return probe(link, this.#opts.log, fn);

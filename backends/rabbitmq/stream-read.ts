@@ -20,9 +20,10 @@
  * Entries carrying the `x-ttg-marker` header are skipped: older versions
  * of ttg wrote such end-of-read markers into the streams.
  */
-import type { Channel, ConsumeMessage, Options, Replies } from 'amqplib';
+import type { Channel, ChannelModel, ConsumeMessage, Options, Replies } from 'amqplib';
+import type { Logger } from '../../core/log.js';
 import { TtgError } from '../../core/errors.js';
-import { errorCode, headersOf, RABBIT_HEADERS, streamOffset } from './names.js';
+import { describe, errorCode, headersOf, RABBIT_HEADERS, streamOffset } from './names.js';
 import { SessionLostError, type Link, type RabbitSession } from './session.js';
 
 /** Where a read ends: where the stream ended when the read began, or at its first entry. */
@@ -90,6 +91,47 @@ export async function readStream(
       if (delivered || s.lost || !isStreamStarting(err) || Date.now() + wait > deadline) throw err;
       await new Promise<void>((resolve) => setTimeout(resolve, wait));
     }
+  }
+}
+
+/**
+ * Resolves once each of `queues` (streams, just declared) takes a consumer. On a broker that has just
+ * started, the first streams are declared before its stream coordinator is up: for a while, a publish to
+ * one, or a consumer of it, makes the broker close the whole connection (506 "Stream not found", or 541
+ * when it crashes the channel on `stream_not_found`). A creator that lost its connection so lost the
+ * chunks in hand and its task publishing, which another worker took over: in a fault-suite run, 19 of 20
+ * chunks were computed twice (and counted once). So the creator tries consumers on a connection apart
+ * until every stream takes one, before anything is written to them. A safeguard only: when it cannot
+ * tell (no second connection allowed, a refusal, STARTING_WAIT_MS gone by), it says why and resolves.
+ */
+export async function untilStreamsRun(session: RabbitSession, queues: string[], log: Logger): Promise<void> {
+  const deadline = Date.now() + STARTING_WAIT_MS;
+  for (let wait = 20; ; wait = Math.min(wait * 2, 500)) {
+    let closed = false;
+    let conn: ChannelModel | null = null;
+    try {
+      conn = await session.connectApart();
+      conn.on('error', () => {});
+      conn.on('close', () => {
+        closed = true;
+      });
+      const apart = conn;
+      await Promise.all(queues.map(async (queue) => {
+        const ch = await apart.createChannel();
+        ch.on('error', () => {});
+        await ch.prefetch(1);
+        await consumeStream(ch, queue, () => {}, { arguments: { 'x-stream-offset': 'next' } });
+      }));
+      return;
+    } catch (err) {
+      if (conn === null || !(closed || isStreamStarting(err)) || Date.now() + wait > deadline) {
+        log.debug(`could not tell whether the sweep's streams run (${describe(err)}); going on`);
+        return;
+      }
+    } finally {
+      conn?.close().catch(() => {});
+    }
+    await new Promise<void>((resolve) => setTimeout(resolve, wait));
   }
 }
 

@@ -107,14 +107,10 @@ export async function readStream(
 export async function untilStreamsRun(session: RabbitSession, queues: string[], log: Logger): Promise<void> {
   const deadline = Date.now() + STARTING_WAIT_MS;
   for (let wait = 20; ; wait = Math.min(wait * 2, 500)) {
-    let closed = false;
     let conn: ChannelModel | null = null;
     try {
       conn = await session.connectApart();
       conn.on('error', () => {});
-      conn.on('close', () => {
-        closed = true;
-      });
       const apart = conn;
       await Promise.all(queues.map(async (queue) => {
         const ch = await apart.createChannel();
@@ -124,7 +120,9 @@ export async function untilStreamsRun(session: RabbitSession, queues: string[], 
       }));
       return;
     } catch (err) {
-      if (conn === null || !(closed || isStreamStarting(err)) || Date.now() + wait > deadline) {
+      // Tried again: a stream not running yet (406), or not known yet (the connection closed: 541, and the
+      // calls under way fail as "Channel ended"); not a refusal (403), which waiting would not change.
+      if (conn === null || errorCode(err) === 403 || Date.now() + wait > deadline) {
         log.debug(`could not tell whether the sweep's streams run (${describe(err)}); going on`);
         return;
       }

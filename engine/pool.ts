@@ -221,7 +221,7 @@ export class KernelPool {
     this.#tasks++;
     const answered = () => {
       this.#tasks--;
-      if (this.#tasks < this.#opts.threads * TASKS_PER_THREAD) for (const listener of this.#wantsWorkListeners) listener();
+      if (this.wantsWork) for (const listener of this.#wantsWorkListeners) listener();
     };
     const run = this.#pool().run(task) as Promise<T>;
     run.then(answered, answered);

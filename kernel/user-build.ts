@@ -16,7 +16,6 @@
  */
 import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -257,8 +256,7 @@ export function kernelCacheDir(): string {
 }
 
 function cacheKey(source: string): string {
-  // Resolved through require (not import.meta.resolve): the `ttg` bundle is CommonJS (scripts/bundle-cli.mjs).
-  const ascVersion = JSON.parse(readFileSync(createRequire(import.meta.url).resolve('assemblyscript/package.json'), 'utf8')).version;
+  const ascVersion = JSON.parse(readFileSync(fileURLToPath(import.meta.resolve('assemblyscript/package.json')), 'utf8')).version;
   return sha256(
     [
       readFileSync(source, 'utf8'),

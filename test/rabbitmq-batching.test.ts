@@ -133,6 +133,28 @@ test('acks leave in batches but never cover a chunk still in hand: after a crash
   assert.equal(report.grand_sum, (599 * 600) / 2);
 });
 
+test('a consumer started again on a new channel after the sweep settled keeps its prefetch', { timeout: 120_000 }, async () => {
+  await requireRabbit();
+  const prefix = randomPrefix('rb-qos');
+  const names = rabbitNames(prefix);
+  const w = open(prefix, 'w', { PREFETCH: 2 });
+  await w.init(settings(200, 100));
+  for (const d of await takeAtLeast(w, 2)) assert.equal(await w.complete(d, resultFor(d)), true);
+  // Settled: the consumer's channel is closed (nothing is on its way any more).
+  assert.equal(await w.isSettled(), true);
+  // Tasks come again (as a re-drive, or a creator's take-over, would bring them): ten copies of chunk 00000.
+  raw ??= await connect(`amqp://guest:guest@${RABBIT_HOST}:${RABBIT_PORT}/`);
+  const ch = await raw.createConfirmChannel();
+  const body = Buffer.from(JSON.stringify({ chunk_id: '00000', start_param: '0', end_param: '100', total_params: '200' }));
+  for (let i = 0; i < 10; i++) ch.sendToQueue(names.tasks, body, { persistent: true, contentType: 'application/json' });
+  await ch.waitForConfirms();
+  await ch.close();
+  // The consumer starts again, on a new channel: with PREFETCH=2, two deliveries, not the ten.
+  assert.equal((await takeAtLeast(w, 1)).length > 0, true);
+  await waitFor('the broker counts two unacknowledged', () => unacknowledged(names.tasks) === 2, 20_000, 100);
+  assert.equal(await ready(names.tasks), 8, 'the other eight wait in the queue');
+});
+
 test('a worker consumes while its creator is still publishing the tasks, and the sweep is exact', { timeout: 120_000 }, async () => {
   await requireRabbit();
   const prefix = randomPrefix('rb-early');

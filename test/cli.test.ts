@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { COMMAND_HELP } from '../engine/help.js';
-import { CLI, golden, lastJsonLine, randomPrefix, requireRedis, ROOT, runTtg, testEnv } from './helpers.js';
+import { CLI, golden, lastJsonLine, randomPrefix, requireRabbit, requireRedis, ROOT, runTtg, testEnv } from './helpers.js';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'ttg-cli-'));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -176,6 +176,26 @@ test('ttg reset asks at a terminal before deleting a sweep; --yes and scripts ar
     assert.match((await runTtg(['aggregate'], env)).stderr, /no sweep found/);
   } finally {
     await runTtg(['reset'], env);
+  }
+});
+
+test('a worker that finishes a short sweep says nothing at LOG_LEVEL=warn', async () => {
+  await requireRedis();
+  await requireRabbit();
+  for (const backend of ['redis', 'rabbitmq']) {
+    const prefix = randomPrefix('quiet');
+    // One chunk: the worker is done, and closes, before its background steps (Redis: the settle subscription) are.
+    const env = testEnv({ USE_QUEUE: 'true', QUEUE_BACKEND: backend, QUEUE_PREFIX: prefix, TOTAL_PARAMS: 1000, CHUNK_SIZE: 1000, LOG_LEVEL: 'warn' });
+    try {
+      for (let run = 0; run < 3; run++) {
+        const r = await runTtg(['worker'], { ...env, QUEUE_PREFIX: `${prefix}-${run}` });
+        assert.equal(r.code, 0, r.stderr);
+        assert.equal(r.stderr, '', `${backend}: a worker of a one-chunk sweep printed:\n${r.stderr}`);
+        await runTtg(['reset', '--yes'], { ...env, QUEUE_PREFIX: `${prefix}-${run}` });
+      }
+    } finally {
+      for (let run = 0; run < 3; run++) await runTtg(['reset', '--yes'], { ...env, QUEUE_PREFIX: `${prefix}-${run}` });
+    }
   }
 });
 

@@ -74,6 +74,11 @@ export class RedisLinks {
     return this.#reconnects;
   }
 
+  /** close() was called. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
   /** True while some open connection is down and being retried. */
   get anyDown(): boolean {
     return this.#links.some((l) => l.downSince !== null);

@@ -51,6 +51,8 @@ export class SettleSignal {
       if (await this.#isSettled()) this.fire();
     })().catch((err: unknown) => {
       this.#armed = null;
+      // The backend closed first (a short sweep: the worker is done before its subscription is): nothing lost.
+      if (this.#links.closed) return;
       // Said once at warn (an ACL without the channel refuses it every time, and the worker still works,
       // only slower to leave): what it costs, and what to grant.
       const say = this.#warned ? this.#log.debug.bind(this.#log) : this.#log.warn.bind(this.#log);

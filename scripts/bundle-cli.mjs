@@ -166,9 +166,7 @@ await build({
   platform: 'node',
   target: 'node20',
   external: ['piscina', 'assemblyscript', 'assemblyscript/*', 'prom-client'],
-  // For CommonJS code in the bundle, which would require node's modules (none since the broker clients left it
-  // for their own scripts, but a new dependency may bring some); an ES bundle has no `require`. The check above
-  // looks for it too.
+  // ioredis and amqplib are CommonJS and require node's modules; an ES bundle has no `require`.
   banner: { js: "import { createRequire as __ttgRequire } from 'node:module'; const require = __ttgRequire(import.meta.url);" },
   plugins: [ownUrl, benchOutside, vendored],
   sourcemap: true,
@@ -176,12 +174,12 @@ await build({
 });
 
 // The vendor scripts' code caches, for V8's flags as a short command (ttg aggregate, ttg monitor) and as a worker
-// (engine/heap.ts, which a worker runs before it connects) load them: an image whose dist/ its user cannot write
-// still starts from them. (The flags must be set as heap.ts sets them: given on node's command line, they hash
-// differently.)
-for (const bounded of [false, true]) {
+// (engine/heap.ts, set as it sets them: flags given on node's command line hash differently) load them: an image
+// whose dist/ its user cannot write still starts from them.
+for (const flags of [[], ['--semi-space-growth-factor=1', '--heap-growing-percent=20']]) {
   const made = spawnSync(process.execPath, ['--input-type=module', '-e', `
-    if (${bounded}) (await import(${JSON.stringify(pathToFileURL(path.join(outdir, 'heap.js')).href)})).boundHeap();
+    const v8 = (await import('node:v8')).default;
+    for (const flag of ${JSON.stringify(flags)}) v8.setFlagsFromString(flag);
     const { loadVendor } = await import(${JSON.stringify(pathToFileURL(path.join(outdir, 'vendor.js')).href)});
     for (const name of ${JSON.stringify(Object.keys(VENDORS))}) loadVendor(name);`], { encoding: 'utf8' });
   if (made.status !== 0) throw new Error(`the vendor scripts do not load: ${made.stderr}`);

@@ -93,7 +93,8 @@ export class RabbitBackend implements QueueBackend {
     this.#consumerName = `worker-${opts.workerId}`;
     this.#session = new RabbitSession({
       url: connectionUrl(opts.connection, opts.staleThresholdMs),
-      address: opts.connection.address, connectTimeoutSeconds: opts.connectTimeoutSeconds,
+      address: opts.connection.address,
+      connectTimeoutSeconds: opts.connectTimeoutSeconds,
       connectionName: () => `ttg ${opts.queuePrefix} ${this.#consumerName} ${opts.hostName}:${process.pid}`,
       log: opts.log,
       ...sessionSecurity({ connection: opts.connection, queuePrefix: opts.queuePrefix }),
@@ -301,14 +302,13 @@ export class RabbitBackend implements QueueBackend {
       const settings = this.#settings ?? (await this.#reader.settings(s));
       if (!settings || this.#creation.publishing) return false;
       const total = chunkCount(settings);
-      const empty = async () => (await Promise.all([this.#names.tasks, this.#names.retry].map((q) => this.#reader.queueInfo(s, q))))
-        .every((q) => q.messageCount === 0);
-      // Seen settled by the follower (take()): what is on its way comes back (malformed too), then nothing may be ready
-      // or retrying. Else that first (malformed entries wait for a dead letter), then the streams are read (re-drives).
-      const seen = this.#consumer.buffered === 0 && this.#settledSeen && this.#reader.allDone(s, total);
-      const settled = seen || (this.#consumer.buffered === 0 && (await empty()) && (await this.#reader.poll(s, settings, true)).settled.size >= total);
-      if (settled) await this.#consumer.handBack();
-      const still = settled && (seen ? await empty() : (await this.#reader.queueInfo(s, this.#names.tasks)).messageCount === 0);
+      // Nothing ready or retrying (malformed entries too wait for their dead letter); then every chunk has a
+      // result as followed (take()), or the streams are read on (a dead-lettered chunk may be re-driven since).
+      const idle = this.#consumer.buffered === 0
+        && (await Promise.all([this.#names.tasks, this.#names.retry].map((q) => this.#reader.queueInfo(s, q)))).every((q) => q.messageCount === 0);
+      const settled = idle && ((this.#settledSeen && this.#reader.allDone(s, total)) || (await this.#reader.poll(s, settings, true)).settled.size >= total);
+      if (settled) await this.#consumer.handBack(); // deliveries on their way (malformed too) come back first
+      const still = settled && (await this.#reader.queueInfo(s, this.#names.tasks)).messageCount === 0;
       if (!still) this.#settledSeen = false; // re-driven, or handed back: take() waits for work again
       return still;
     });

@@ -10,6 +10,7 @@ import { BrokerUnavailableError } from '../core/errors.js';
 import { silentLogger } from '../core/log.js';
 import type { KernelPool } from '../engine/pool.js';
 import { QueueWorker } from '../engine/queue-worker.js';
+import { waitFor } from './helpers.js';
 import type {
   ConsumerRecord, RedriveOutcome, ChunkResult, DeadLetter, Delivery, InitOutcome, QueueBackend, QueueStats, SweepSettings,
 } from '../backends/types.js';
@@ -352,7 +353,7 @@ test('a thread left without work makes the worker take more, though most of its 
   } as unknown as KernelPool;
   // PREFETCH 4: with chunks 0-2 in hand, one chunk's room is less than half: alone, not worth a take.
   const running = new QueueWorker({ config: config({ PREFETCH: '4', THREADS: '2' }), backend, pool, log: silentLogger, pollMs: 20 }).run();
-  for (let i = 0; i < 200 && !asked.includes(4); i++) await new Promise((r) => setTimeout(r, 10));
+  await waitFor('chunk 4 asked for', () => asked.includes(4), 2000).catch(() => {}); // the assertion below says what was asked
   const takenWhileCostlyRan = [...asked];
   release();
   const summary = await running;

@@ -210,8 +210,9 @@ async function cmdWorker(args: string[]): Promise<number> {
       const startedAt = Date.now();
       const summary = await worker.run();
       log.info(`finished: ${summary.status}, ${summary.chunks_processed} chunks, ${summary.params_processed} params`);
-      if (summary.status === 'completed' && summary.chunks_processed + summary.failed_attempts === 0 &&
-          settledBefore(await backend.readResults(), startedAt)) {
+      // The results are read only by a worker that found nothing to do (not by one that joined as the last chunks
+      // were taken): a worker started beside the one that settled a small sweep is not told off.
+      if (summary.status === 'completed' && worker.settledOnArrival && settledBefore(await backend.readResults(), startedAt)) {
         log.warn(`nothing to do: the sweep under QUEUE_PREFIX=${config.queuePrefix} was already settled before this worker started; ` +
           'ttg reset (or another QUEUE_PREFIX) starts a new one');
       }

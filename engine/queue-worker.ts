@@ -93,6 +93,7 @@ export class QueueWorker implements MetricsSource {
   #chunksFailed = 0;
   #chunksDeadLettered = 0;
   #started = performance.now();
+  #settledOnArrival = false;
   /** Called (once) when a chunk in hand is computed or done while the loop waits for that: one wait, whatever is in hand. */
   #waiter: (() => void) | null = null;
   /** Chunks in hand handed to the threads and not yet computed. */
@@ -245,7 +246,10 @@ export class QueueWorker implements MetricsSource {
         }
         // Nothing in hand. If the last chunk in hand just finished with the queue empty, the sweep
         // may be over: ask before blocking on the queue, so the exit does not wait a whole poll.
-        if (drainedWhileBusy && (await backend.isSettled())) break;
+        if (drainedWhileBusy && (await backend.isSettled())) {
+          this.#settledOnArrival = this.#chunksProcessed + this.#chunksFailed === 0 && this.#firstTakeAt === 0;
+          break;
+        }
         drainedWhileBusy = false;
         const waitMs = Math.max(1, Math.min(pollMs, nextStaleCheck - Date.now()));
         const taken = await backend.take(capacity, waitMs);
@@ -279,6 +283,11 @@ export class QueueWorker implements MetricsSource {
     if (this.#aborted) status = 'interrupted';
 
     return this.summary(status);
+  }
+
+  /** The sweep was settled when this worker first looked, before it took anything: it had nothing to do. */
+  get settledOnArrival(): boolean {
+    return this.#settledOnArrival;
   }
 
   /** The worker's summary line as it stands (also written when an abort cuts run() short). */

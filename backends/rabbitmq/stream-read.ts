@@ -77,7 +77,7 @@ const STARTING_WAIT_MS = 10_000;
  */
 export async function readStream(
   session: RabbitSession, s: Link, queue: string, from: number, end: StreamEnd,
-  onEntry: (msg: ConsumeMessage) => boolean | void,
+  onEntry: (msg: ConsumeMessage) => boolean | void, enough?: AbortSignal,
 ): Promise<number | null> {
   const deadline = Date.now() + STARTING_WAIT_MS;
   for (let wait = 20; ; wait = Math.min(wait * 2, 500)) {
@@ -86,7 +86,7 @@ export async function readStream(
       return await readOnce(session, s, queue, from, end, (msg) => {
         delivered = true;
         return onEntry(msg);
-      });
+      }, enough);
     } catch (err) {
       if (delivered || s.lost || !isStreamStarting(err) || Date.now() + wait > deadline) throw err;
       await new Promise<void>((resolve) => setTimeout(resolve, wait));
@@ -140,8 +140,9 @@ function isStreamStarting(err: unknown): boolean {
 
 async function readOnce(
   session: RabbitSession, s: Link, queue: string, from: number, end: StreamEnd,
-  onEntry: (msg: ConsumeMessage) => boolean | void,
+  onEntry: (msg: ConsumeMessage) => boolean | void, enough?: AbortSignal,
 ): Promise<number | null> {
+  if (enough?.aborted) return from;
   const ch = await session.openChannel(s);
   try {
     let counted: number;
@@ -153,7 +154,7 @@ async function readOnce(
       throw err;
     }
     await ch.prefetch(STREAM_PREFETCH);
-    return await consumeToEnd(ch, queue, from, end, counted, onEntry);
+    return await consumeToEnd(ch, queue, from, end, counted, onEntry, enough);
   } finally {
     ch.close().catch(() => {});
   }
@@ -161,7 +162,7 @@ async function readOnce(
 
 function consumeToEnd(
   ch: Channel, queue: string, from: number, end: StreamEnd, counted: number,
-  onEntry: (msg: ConsumeMessage) => boolean | void,
+  onEntry: (msg: ConsumeMessage) => boolean | void, enough?: AbortSignal,
 ): Promise<number> {
   return new Promise<number>((resolve, reject) => {
     let next = from;
@@ -179,9 +180,12 @@ function consumeToEnd(
       clearTimeout(timer);
       ch.removeListener('close', onClose);
       ch.removeListener('error', onError);
+      enough?.removeEventListener('abort', onEnough);
       if (err === undefined) resolve(next);
       else reject(err);
     };
+    // The caller has what it needs: the read ends where it is (`next`: the next read goes on from there).
+    const onEnough = () => finish();
     const stalled = () => finish(new TtgError(`reading ${queue} stalled: nothing came for ${READ_STALL_MS / 1000}s`));
     // After every event: when the read may end, and what ends it.
     const schedule = () => {
@@ -221,7 +225,7 @@ function consumeToEnd(
         } else if (offset !== null && offset >= next) {
           next = offset + 1;
         }
-        schedule();
+        if (!done) schedule(); // (onEntry may have told the read it had enough)
       } catch (err) {
         finish(err);
       }
@@ -243,6 +247,8 @@ function consumeToEnd(
         finish(err);
       }
     };
+    if (enough?.aborted) return finish();
+    enough?.addEventListener('abort', onEnough, { once: true });
     schedule();
     (async () => {
       await consumeStream(ch, queue, onMessage, { noAck: false, arguments: { 'x-stream-offset': from } });

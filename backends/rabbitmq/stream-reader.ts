@@ -257,21 +257,29 @@ export class StreamReader {
         if (untilSettled && p.settled.size >= total) await this.#redrivesToEnd(s, p, total);
         return p;
       }
+      // Settled by the results, the other reads stop where they are (an empty stream would hold each for
+      // EMPTY_STREAM_MS: a worker joining a finished sweep left 0.6 s after the last result).
+      const enough = new AbortController();
+      const counted = (): boolean => {
+        if (!settled()) return false;
+        enough.abort();
+        return true;
+      };
       const [resultsNext, deadNext] = await Promise.all([
         this.read(s, this.#names.results, p.resultsNext, 'end', (msg) => {
           countResult(p, msg, total);
-          return settled();
+          return counted();
         }),
         this.read(s, this.#names.dlq, p.deadNext, 'end', (msg) => {
           countDeadLetter(p, msg, settings);
-          return settled();
-        }),
+          return counted();
+        }, enough.signal),
       ]);
       // Re-drives after the dead letters: a re-drive only covers dead letters written before it, so one
       // made during this poll is seen with its dead letters, and the chunk counts as pending, never as dead.
       const redrivesNext = await this.read(s, this.#names.redrives, p.redrivesNext, 'end', (msg) => {
         countRedrive(p, msg, total);
-      });
+      }, enough.signal);
       if (redrivesNext !== null) p.redrivesNext = redrivesNext;
       if (resultsNext !== null) p.resultsNext = resultsNext;
       if (deadNext !== null) p.deadNext = deadNext;
@@ -283,8 +291,10 @@ export class StreamReader {
   }
 
   /** Reads stream `queue` from `from` (stream-read.ts); the offset to read on from, or null when there is no such stream. */
-  read(s: Link, queue: string, from: number, end: StreamEnd, onEntry: (msg: ConsumeMessage) => boolean | void): Promise<number | null> {
-    return readStream(this.#session, s, queue, from, end, onEntry).catch((err: unknown) => {
+  read(
+    s: Link, queue: string, from: number, end: StreamEnd, onEntry: (msg: ConsumeMessage) => boolean | void, enough?: AbortSignal,
+  ): Promise<number | null> {
+    return readStream(this.#session, s, queue, from, end, onEntry, enough).catch((err: unknown) => {
       if (isQueueDown(err)) throw this.#queueDown(s, queue);
       throw err;
     });

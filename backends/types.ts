@@ -165,8 +165,11 @@ export interface QueueBackend {
   /** The sweep's settings as stored in the queue, or null when there is none. Does not need init(). */
   readSettings(): Promise<SweepSettings | null>;
 
-  /** Every result entry, duplicates included, without consuming any. Does not need init(). */
-  readResults(): Promise<ChunkResult[]>;
+  /**
+   * Every result entry, duplicates included, without consuming any. Does not need init(). With `until`, a
+   * backend may stop reading after the first entry for which it is true (that entry is the last returned).
+   */
+  readResults(until?: (result: ChunkResult) => boolean): Promise<ChunkResult[]>;
 
   /**
    * Every dead letter, without consuming any, in the order written; those

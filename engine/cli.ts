@@ -210,9 +210,10 @@ async function cmdWorker(args: string[]): Promise<number> {
       const startedAt = Date.now();
       const summary = await worker.run();
       log.info(`finished: ${summary.status}, ${summary.chunks_processed} chunks, ${summary.params_processed} params`);
-      // The results are read only by a worker that found nothing to do (not by one that joined as the last chunks
-      // were taken): a worker started beside the one that settled a small sweep is not told off.
-      if (summary.status === 'completed' && worker.settledOnArrival && settledBefore(await backend.readResults(), startedAt)) {
+      // Only a worker that found nothing to do reads the results, up to the first one after its start: a worker
+      // started beside the one that settled a small sweep is not told off, and does not read them all.
+      const after = (r: { completedAt: string }) => Date.parse(r.completedAt) >= startedAt;
+      if (summary.status === 'completed' && worker.settledOnArrival && settledBefore(await backend.readResults(after), startedAt)) {
         log.warn(`nothing to do: the sweep under QUEUE_PREFIX=${config.queuePrefix} was already settled before this worker started; ` +
           'ttg reset (or another QUEUE_PREFIX) starts a new one');
       }

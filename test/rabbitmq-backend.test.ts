@@ -283,6 +283,8 @@ test('take and complete: the result is readable again and again, the task is gon
   assert.deepEqual(await w.take(5, 300), [], 'completed chunks do not come back');
   const results = await w.readResults();
   assert.deepEqual(results.map((r) => r.chunkId).sort(), ['00000', '00001', '00002']);
+  const second = results[1]!.chunkId;
+  assert.deepEqual(await w.readResults((r) => r.chunkId === second), results.slice(0, 2), 'a read told where to stop stops there');
   assert.equal(await w.isSettled(), true);
   assert.equal(await w.hasOutstanding(), false);
   const stats = await w.stats();

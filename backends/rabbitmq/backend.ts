@@ -286,9 +286,9 @@ export class RabbitBackend implements QueueBackend {
 
   // ---------------------------------------------------------------- reading
 
-  async readResults(): Promise<ChunkResult[]> {
+  async readResults(until?: (result: ChunkResult) => boolean): Promise<ChunkResult[]> {
     this.#assertUsable();
-    return this.#session.withLink((s) => this.#reader.results(s, this.#log));
+    return this.#session.withLink((s) => this.#reader.results(s, this.#log, until));
   }
 
   async readDeadLetters(): Promise<DeadLetter[]> {

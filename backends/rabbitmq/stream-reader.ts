@@ -300,14 +300,18 @@ export class StreamReader {
     });
   }
 
-  /** Every result entry, duplicates included (entries that are not results are skipped, with a warning). */
-  async results(s: Link, log: Logger): Promise<ChunkResult[]> {
+  /** Every result entry, duplicates included (entries that are not results are skipped, with a warning); up to `until`'s. */
+  async results(s: Link, log: Logger, until?: (result: ChunkResult) => boolean): Promise<ChunkResult[]> {
     const out: ChunkResult[] = [];
     await this.read(s, this.#names.results, 0, 'end', (msg) => {
       const fields = jsonObject(msg.content);
       const result = fields ? parseResultFields(fields) : null;
-      if (result) out.push(result);
-      else log.warn(`ignoring an entry of ${this.#names.results} that is not a chunk result`);
+      if (!result) {
+        log.warn(`ignoring an entry of ${this.#names.results} that is not a chunk result`);
+        return false;
+      }
+      out.push(result);
+      return until?.(result) === true;
     });
     return out;
   }

@@ -362,3 +362,33 @@ test('a thread left without work makes the worker take more, though most of its 
   assert.equal(summary.chunks_processed, 6);
   assert.deepEqual(backend.ops('complete').sort(), ['00000', '00001', '00002', '00003', '00004', '00005']);
 });
+
+test('a worker that finds the sweep settled at its first look had nothing to do; one that took chunks, or whose sweep settled while it waited, had', async () => {
+  // Settled before the worker looked: it leaves without taking anything.
+  const idle = new ScriptedBackend();
+  idle.settled = true;
+  const first = new QueueWorker({ config: config(), backend: idle, pool: fakePool(), log: silentLogger, pollMs: 20 });
+  assert.equal((await first.run()).chunks_processed, 0);
+  assert.equal(first.settledOnArrival, true);
+
+  // It computed the last chunks, then found the sweep settled.
+  const busy = new ScriptedBackend();
+  busy.queue = [delivery(0), delivery(1)];
+  busy.onComplete = async () => {
+    busy.settled = busy.ops('complete').length === 2;
+    return true;
+  };
+  const second = new QueueWorker({ config: config(), backend: busy, pool: fakePool(), log: silentLogger, pollMs: 20 });
+  assert.equal((await second.run()).chunks_processed, 2);
+  assert.equal(second.settledOnArrival, false);
+
+  // Nothing to take at first, and the sweep settled (by other workers) while it waited.
+  const late = new ScriptedBackend();
+  let takes = 0;
+  late.onTake = async () => {
+    late.settled = ++takes >= 2;
+  };
+  const third = new QueueWorker({ config: config(), backend: late, pool: fakePool(), log: silentLogger, pollMs: 20 });
+  assert.equal((await third.run()).chunks_processed, 0);
+  assert.equal(third.settledOnArrival, false);
+});

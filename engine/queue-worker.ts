@@ -98,7 +98,10 @@ export class QueueWorker implements MetricsSource {
   #waiter: (() => void) | null = null;
   /** Chunks in hand handed to the threads and not yet computed. */
   #computing = 0;
-  /** When this worker first took chunks, for its rate (chunks done per second) that sizes the work in hand. */
+  /**
+   * When this worker first took chunks (from the queue, or claimed from a stopped worker), for its rate (chunks
+   * done per second) that sizes the work in hand: every chunk counted in the rate started after it.
+   */
   #firstTakeAt = 0;
   /** Seconds from a chunk's result being ready to its commit being answered (moving average of COMMIT_WINDOW_MS minimums). */
   #commitSeconds = 0;
@@ -221,6 +224,10 @@ export class QueueWorker implements MetricsSource {
             this.#start(d);
           }
           if (claimed.length > 0) lastWorkAt = Date.now();
+          // As many as there was room for: more may be waiting. Look again as soon as there is room, before taking
+          // new chunks, rather than a whole interval later: a busy worker has room for a chunk or two at a time, and a
+          // dead worker's hundred chunks waited minutes for the survivors' one-or-two-a-second claims.
+          if (claimed.length > 0 && claimed.length >= capacity) nextStaleCheck = Date.now();
           capacity -= claimed.length;
         }
         if (this.#inHand.size > 0) {
@@ -324,7 +331,6 @@ export class QueueWorker implements MetricsSource {
   }
 
   #startAll(deliveries: Delivery[]): void {
-    if (deliveries.length > 0 && this.#firstTakeAt === 0) this.#firstTakeAt = performance.now();
     for (const d of deliveries) {
       // Brokers that redeliver by themselves (RabbitMQ) mark a dead consumer's chunks as recovered.
       if (d.recovered) this.#opts.log.warn(`FAULT RECOVERY: chunk ${d.chunkId} redelivered after its worker stopped`, { chunk_id: d.chunkId });
@@ -339,6 +345,10 @@ export class QueueWorker implements MetricsSource {
    * Failures of any step take the slow path, #failed.
    */
   #start(delivery: Delivery): void {
+    // Claimed chunks too: a restarted worker that finished two claimed chunks before its first take counted
+    // them against the first millisecond after it, took itself for a worker of thousands of chunks a second,
+    // and took 75 chunks at once (the kill storm's victim, which then died holding them).
+    if (this.#firstTakeAt === 0) this.#firstTakeAt = performance.now();
     this.#inHand.add(delivery);
     const { config, pool, log } = this.#opts;
     const task = delivery.task;

@@ -26,6 +26,10 @@ class ScriptedBackend implements QueueBackend {
   readonly calls: Call[] = [];
   /** Deliveries take() hands out, in order. */
   queue: Delivery[] = [];
+  /** Deliveries claimStale() hands out (a stopped worker's chunks), in order. */
+  stale: Delivery[] = [];
+  /** The `max` of every take() and claimStale(), in order. */
+  asked: Array<{ op: 'take' | 'claim'; max: number }> = [];
   settled = false;
   outstanding = false;
   /** What complete() does: resolve true/false or throw. */
@@ -37,6 +41,7 @@ class ScriptedBackend implements QueueBackend {
     return { created: true, totalChunks: Math.ceil(settings.totalParams / settings.chunkSize) };
   }
   async take(max: number, waitMs: number): Promise<Delivery[]> {
+    this.asked.push({ op: 'take', max });
     await this.onTake();
     const out = this.queue.splice(0, max);
     if (out.length === 0 && waitMs > 0) await new Promise((r) => setTimeout(r, Math.min(waitMs, 20)));
@@ -54,8 +59,9 @@ class ScriptedBackend implements QueueBackend {
     for (const d of ds) this.calls.push({ op: 'release', chunkId: d.chunkId });
   }
   async heartbeat(): Promise<void> {}
-  async claimStale(): Promise<Delivery[]> {
-    return [];
+  async claimStale(max: number): Promise<Delivery[]> {
+    this.asked.push({ op: 'claim', max });
+    return this.stale.splice(0, max);
   }
   async isSettled(): Promise<boolean> {
     return this.settled;
@@ -391,4 +397,44 @@ test('a worker that finds the sweep settled at its first look had nothing to do;
   const third = new QueueWorker({ config: config(), backend: late, pool: fakePool(), log: silentLogger, pollMs: 20 });
   assert.equal((await third.run()).chunks_processed, 0);
   assert.equal(third.settledOnArrival, false);
+});
+
+test('a worker that starts by finishing claimed chunks does not take them for its rate: it takes no more than it can hold', async () => {
+  const backend = new ScriptedBackend();
+  backend.stale = [delivery(0), delivery(1)].map((d) => ({ ...d, recovered: true }));
+  backend.queue = Array.from({ length: 8 }, (_, i) => delivery(i + 2));
+  backend.onComplete = async () => {
+    backend.settled = backend.ops('complete').length === 10;
+    return true;
+  };
+  // Chunks of ~30 ms, as the kill storm's (SIMULATE_WORK_MS=0.3 at 100 parameters); PREFETCH unset, so the
+  // work in hand is sized by the worker's rate.
+  const pool = fakePool(() => new Promise((r) => setTimeout(r, 30)));
+  const summary = await new QueueWorker({ config: { ...config(), prefetchAuto: true }, backend, pool, log: silentLogger, pollMs: 20 }).run();
+  assert.equal(summary.chunks_processed, 10);
+  assert.equal(summary.chunks_recovered, 2);
+  // ~30 chunks a second held for HOLD_SECONDS is less than the floor of PREFETCH (2). The two claimed chunks,
+  // counted against the time since the first take, made it ask for hundreds.
+  const most = Math.max(...backend.asked.filter((a) => a.op === 'take').map((a) => a.max));
+  assert.ok(most <= 4, `the takes asked for at most ${most} chunks`);
+});
+
+test('a stopped worker\'s chunks are claimed as fast as there is room, not one claim per STALE_CHECK_INTERVAL_SECONDS', async () => {
+  const backend = new ScriptedBackend();
+  // Twenty chunks a dead worker left behind; nothing new in the queue.
+  backend.stale = Array.from({ length: 20 }, (_, i) => ({ ...delivery(i), recovered: true }));
+  backend.onComplete = async () => {
+    backend.settled = backend.ops('complete').length === 20;
+    return true;
+  };
+  // The next stale check would be a minute away: the twenty are claimed before that only if the worker looks
+  // again while a claim fills the room it had.
+  const worker = new QueueWorker({
+    config: config({ STALE_CHECK_INTERVAL_SECONDS: '60', IDLE_TIMEOUT_SECONDS: '30' }), backend, pool: fakePool(), log: silentLogger, pollMs: 20,
+  });
+  const summary = await worker.run();
+  assert.equal(summary.status, 'completed');
+  assert.equal(summary.chunks_recovered, 20);
+  assert.deepEqual(backend.ops('complete').sort(), backend.ops('complete').map((_, i) => String(i).padStart(5, '0')));
+  assert.ok(backend.asked.filter((a) => a.op === 'claim').every((a) => a.max <= 2), 'each claim asks for no more than the room (PREFETCH 2)');
 });

@@ -27,8 +27,9 @@
  * - the chunks a fault took out: those the worker's debug log says it
  *   started and had not finished (done, failed, refused) at the fault;
  * - takeover: fault → the `completed_at` of each such chunk's counted result
- *   in the aggregate; the pick-up (the first `FAULT RECOVERY`/`started` line
- *   for the chunk in another process) is given in the notes;
+ *   in the aggregate (from the last fault that took the chunk out, when its
+ *   taker was faulted in turn); the pick-up (the first `FAULT RECOVERY`/`started`
+ *   line for the chunk in another process) is given in the notes;
  * - chunks redone: chunks with more than one `started` line over every
  *   process the sweep ran (killed ones included);
  * - parameters lost and double-counted: the aggregate's chunk list against
@@ -455,12 +456,21 @@ export class FaultSweep {
     for (const f of exp.faults) {
       // A chunk whose counted result was made before the fault was not taken out by it (committed
       // by the worker an instant before it died, its `done` line unwritten; or recovered earlier).
-      const chunks = f.chunks ?? f.worker.inHandAt(f.at).filter((c) => !((completedAt.get(c) ?? Infinity) <= f.at));
-      f.chunks = chunks;
-      if (chunks.length === 0) {
+      f.chunks ??= f.worker.inHandAt(f.at).filter((c) => !((completedAt.get(c) ?? Infinity) <= f.at));
+    }
+    // A chunk taken out again by a later fault (its taker was killed in turn, as the kill storm's victim,
+    // restarted, claims chunks and is killed again) is timed from that later fault.
+    const lastFault = new Map<string, Fault>();
+    for (const f of [...exp.faults].sort((a, b) => a.at - b.at)) for (const c of f.chunks!) lastFault.set(c, f);
+    let retaken = 0;
+    for (const f of exp.faults) {
+      if (f.chunks!.length === 0) {
         emptyFaults++;
         continue;
       }
+      const chunks = f.chunks!.filter((c) => lastFault.get(c) === f);
+      retaken += f.chunks!.length - chunks.length;
+      if (chunks.length === 0) continue;
       const done = chunks.map((c) => completedAt.get(c) ?? NaN);
       if (done.some((t) => !Number.isFinite(t))) continue; // lost: said by checkAggregate
       takeovers.push(Math.max(...done) - f.at);
@@ -469,6 +479,7 @@ export class FaultSweep {
       if (picked.length > 0) pickups.push(Math.max(...picked) - f.at);
       selfFinished += chunks.length - picked.length;
     }
+    if (retaken > 0) notes.push(`${retaken} chunks taken out by a fault were taken out again by a later one (their taker was killed too): timed from that one`);
     if (selfFinished > 0) notes.push(`${selfFinished} chunks taken out by a fault were finished by the same worker once it was back`);
     if (emptyFaults > 0) notes.push(`${emptyFaults} of ${exp.faults.length} faults took out no chunk still without a result (no takeover to time)`);
     if (pickups.length > 0) notes.push(`picked up elsewhere after ${median(pickups)} ms median, ${Math.max(...pickups)} ms max`);

@@ -61,7 +61,7 @@ export interface Summary {
   max: number;
 }
 
-function summarize(xs: number[]): Summary {
+export function summarize(xs: number[]): Summary {
   const s = [...xs].sort((a, b) => a - b);
   const mid = s.length >> 1;
   const median = s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
@@ -81,7 +81,10 @@ function exited(child: ChildProcess): Promise<number> {
   return new Promise((resolve) => child.on('close', (code) => resolve(code ?? -1)));
 }
 
-async function ttgRun(backend: 'redis' | 'rabbitmq', totalParams: number, chunkSize: number, workers: number): Promise<QueueRun> {
+/** One ttg sweep: `workers` worker processes of the build whose command is `cli` (this one's by default), checked. */
+export async function ttgRun(
+  backend: 'redis' | 'rabbitmq', totalParams: number, chunkSize: number, workers: number, cli = CLI,
+): Promise<QueueRun> {
   const prefix = `ttgbench-q-${process.pid}-${runNo++}`;
   const env: NodeJS.ProcessEnv = {
     PATH: process.env['PATH'], HOME: process.env['HOME'],
@@ -92,7 +95,7 @@ async function ttgRun(backend: 'redis' | 'rabbitmq', totalParams: number, chunkS
   const run: QueueRun = { system: `ttg-${backend}`, totalParams, chunkSize, seconds: NaN, toLastResult: NaN };
   const t0 = Date.now();
   const children = Array.from({ length: workers }, (_, i) =>
-    spawn(process.execPath, [CLI, 'worker'], { env: { ...env, WORKER_ID: String(i) }, stdio: ['ignore', 'ignore', 'pipe'] }));
+    spawn(process.execPath, [cli, 'worker'], { env: { ...env, WORKER_ID: String(i) }, stdio: ['ignore', 'ignore', 'pipe'] }));
   const stderr: string[] = children.map(() => '');
   children.forEach((c, i) => c.stderr!.on('data', (b: Buffer) => (stderr[i] += b.toString())));
   const codes = await Promise.all(children.map(exited));

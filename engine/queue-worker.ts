@@ -254,7 +254,7 @@ export class QueueWorker implements MetricsSource {
         // Nothing in hand. If the last chunk in hand just finished with the queue empty, the sweep
         // may be over: ask before blocking on the queue, so the exit does not wait a whole poll.
         if (drainedWhileBusy && (await backend.isSettled())) {
-          this.#settledOnArrival = this.#chunksProcessed + this.#chunksFailed === 0 && this.#firstTakeAt === 0;
+          this.#settledOnArrival = this.#firstTakeAt === 0; // no chunk was ever in hand
           break;
         }
         drainedWhileBusy = false;

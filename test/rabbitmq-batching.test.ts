@@ -9,7 +9,7 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { connect, type ChannelModel } from 'amqplib';
+import { connect, type ChannelModel, type ConsumeMessage } from 'amqplib';
 import { loadConfig } from '../engine/config.js';
 import { backendOptions } from '../engine/backend.js';
 import { KernelPool } from '../engine/pool.js';
@@ -17,6 +17,7 @@ import { QueueWorker } from '../engine/queue-worker.js';
 import { buildReport } from '../engine/aggregate.js';
 import { silentLogger } from '../core/log.js';
 import { RabbitBackend, rabbitNames } from '../backends/rabbitmq/backend.js';
+import { ACK_SPACING_MS } from '../backends/rabbitmq/consumer.js';
 import type { ChunkResult, Delivery, SweepSettings } from '../backends/types.js';
 import { golden, RABBIT_HOST, RABBIT_PORT, randomPrefix, requireRabbit, waitFor } from './helpers.js';
 import { TcpRelay } from './relay.js';
@@ -131,6 +132,52 @@ test('acks leave in batches but never cover a chunk still in hand: after a crash
   assert.deepEqual(report.missing_chunks, []);
   assert.equal(report.duplicate_results, 0);
   assert.equal(report.grand_sum, (599 * 600) / 2);
+});
+
+test('acks leave at most once per ACK_SPACING_MS however fast chunks complete, and the last ones before a close', { timeout: 120_000 }, async () => {
+  await requireRabbit();
+  // Every basic.ack frame the backend sends, with the time it left (the class of amqplib's channels, which
+  // the package does not export: taken from a channel of its own).
+  raw ??= await connect(`amqp://guest:guest@${RABBIT_HOST}:${RABBIT_PORT}/`);
+  const probe = await raw.createChannel();
+  const proto = Object.getPrototypeOf(probe) as { ack(msg: unknown, allUpTo?: boolean): void };
+  await probe.close();
+  const frames: Array<{ at: number; multiple: boolean }> = [];
+  const original = proto.ack;
+  let tasks = '';
+  proto.ack = function (this: unknown, msg: unknown, allUpTo?: boolean) {
+    // Task deliveries only: the readers of the sweep's streams acknowledge what they read too.
+    if ((msg as ConsumeMessage).fields.routingKey === tasks) frames.push({ at: performance.now(), multiple: allUpTo === true });
+    return original.call(this, msg, allUpTo);
+  };
+  try {
+    const prefix = randomPrefix('rb-spaced');
+    tasks = rabbitNames(prefix).tasks;
+    const total = 300;
+    const a = open(prefix, 'a', { TOTAL_PARAMS: total, CHUNK_SIZE: 1 });
+    await a.init(settings(total, 1));
+    const held = await takeAtLeast(a, total);
+    assert.equal(held.length, total);
+    // One at a time, as a slow caller would: each completion is confirmed in a turn of its own.
+    for (const d of held) assert.equal(await a.complete(d, resultFor(d)), true);
+    // Closing sends at once what is still due, before the channel goes (else those chunks would be handed out again).
+    const closing = performance.now();
+    await a.close();
+    // In-order completions leave no gap: one multiple ack a flush, and flushes at least ACK_SPACING_MS apart
+    // by the clock (Date.now(): whole milliseconds), give or take a pause of the thread before the frame leaves.
+    const sent = frames.filter((f) => f.at < closing);
+    const span = sent.at(-1)!.at - sent[0]!.at;
+    assert.ok(sent.every((f) => f.multiple), 'one multiple ack a flush');
+    assert.ok(sent.length <= Math.floor(span / (ACK_SPACING_MS - 1)) + 2,
+      `${sent.length} ack frames in ${span.toFixed(1)} ms for ${total} chunks completed one a turn: at most one per ${ACK_SPACING_MS} ms`);
+    // Every chunk was acknowledged: a second worker finds nothing to take, and the sweep settled.
+    const b = open(prefix, 'b', { TOTAL_PARAMS: total, CHUNK_SIZE: 1 });
+    await b.init(settings(total, 1));
+    assert.equal(await b.isSettled(), true);
+    assert.equal(await ready(rabbitNames(prefix).tasks), 0);
+  } finally {
+    proto.ack = original;
+  }
 });
 
 test('a consumer started again on a new channel after the sweep settled keeps its prefetch', { timeout: 120_000 }, async () => {

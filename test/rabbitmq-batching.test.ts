@@ -17,7 +17,7 @@ import { QueueWorker } from '../engine/queue-worker.js';
 import { buildReport } from '../engine/aggregate.js';
 import { silentLogger } from '../core/log.js';
 import { RabbitBackend, rabbitNames } from '../backends/rabbitmq/backend.js';
-import { ACK_SPACING_MS } from '../backends/rabbitmq/consumer.js';
+import { ACK_SPACING_MS, SINGLE_ACKS } from '../backends/rabbitmq/consumer.js';
 import type { ChunkResult, Delivery, SweepSettings } from '../backends/types.js';
 import { golden, RABBIT_HOST, RABBIT_PORT, randomPrefix, requireRabbit, waitFor } from './helpers.js';
 import { TcpRelay } from './relay.js';
@@ -136,23 +136,11 @@ test('acks leave in batches but never cover a chunk still in hand: after a crash
 
 test('acks leave at most once per ACK_SPACING_MS however fast chunks complete, and the last ones before a close', { timeout: 120_000 }, async () => {
   await requireRabbit();
-  // Every basic.ack frame the backend sends, with the time it left (the class of amqplib's channels, which
-  // the package does not export: taken from a channel of its own).
-  raw ??= await connect(`amqp://guest:guest@${RABBIT_HOST}:${RABBIT_PORT}/`);
-  const probe = await raw.createChannel();
-  const proto = Object.getPrototypeOf(probe) as { ack(msg: unknown, allUpTo?: boolean): void };
-  await probe.close();
-  const frames: Array<{ at: number; multiple: boolean }> = [];
-  const original = proto.ack;
-  let tasks = '';
-  proto.ack = function (this: unknown, msg: unknown, allUpTo?: boolean) {
-    // Task deliveries only: the readers of the sweep's streams acknowledge what they read too.
-    if ((msg as ConsumeMessage).fields.routingKey === tasks) frames.push({ at: performance.now(), multiple: allUpTo === true });
-    return original.call(this, msg, allUpTo);
-  };
+  const spy = await spyOnAcks();
   try {
     const prefix = randomPrefix('rb-spaced');
-    tasks = rabbitNames(prefix).tasks;
+    spy.queue = rabbitNames(prefix).tasks;
+    const frames = spy.frames;
     const total = 300;
     const a = open(prefix, 'a', { TOTAL_PARAMS: total, CHUNK_SIZE: 1 });
     await a.init(settings(total, 1));
@@ -176,9 +164,64 @@ test('acks leave at most once per ACK_SPACING_MS however fast chunks complete, a
     assert.equal(await b.isSettled(), true);
     assert.equal(await ready(rabbitNames(prefix).tasks), 0);
   } finally {
-    proto.ack = original;
+    spy.restore();
   }
 });
+
+test('completions past a chunk still in hand are acknowledged SINGLE_ACKS a flush at most, and all of them', { timeout: 120_000 }, async () => {
+  await requireRabbit();
+  const spy = await spyOnAcks();
+  try {
+    const prefix = randomPrefix('rb-singles');
+    const names = rabbitNames(prefix);
+    spy.queue = names.tasks;
+    const total = 3 * SINGLE_ACKS + 1;
+    const a = open(prefix, 'a', { TOTAL_PARAMS: total, CHUNK_SIZE: 1, PREFETCH: total });
+    await a.init(settings(total, 1));
+    const held = await takeAtLeast(a, total);
+    assert.equal(held.length, total);
+    // Chunk 00000 stays in hand: every other completion lies past it and needs an ack of its own.
+    assert.deepEqual(await Promise.all(held.slice(1).map((d) => a.complete(d, resultFor(d)))), held.slice(1).map(() => true));
+    await waitFor('the broker has the acks of every chunk but the one in hand', () => unacknowledged(names.tasks) === 1, 30_000, 100);
+    assert.equal(spy.frames.length, total - 1, 'one single ack each');
+    assert.ok(spy.frames.every((f) => !f.multiple), 'no multiple ack covers the chunk in hand');
+    // A flush's frames leave together; flushes are ACK_SPACING_MS apart (2 ms tells them apart, pauses included).
+    const bursts: number[] = [];
+    spy.frames.forEach((f, i) => {
+      if (i === 0 || f.at - spy.frames[i - 1]!.at > 2) bursts.push(0);
+      bursts[bursts.length - 1]! += 1;
+    });
+    assert.ok(bursts.length >= 3 && bursts.every((n) => n <= SINGLE_ACKS), `frames a flush: ${bursts.join(', ')}`);
+    assert.equal(await a.complete(held[0]!, resultFor(held[0]!)), true);
+    await waitFor('the broker has every ack', () => unacknowledged(names.tasks) === 0, 30_000, 100);
+    assert.ok(spy.frames.at(-1)!.multiple, 'the last completion closes the gap: one multiple ack');
+  } finally {
+    spy.restore();
+  }
+});
+
+/** Records every basic.ack frame sent for deliveries of `queue`, with the time it left, until restore(). */
+async function spyOnAcks() {
+  // The class of amqplib's channels, which the package does not export: taken from a channel of its own.
+  raw ??= await connect(`amqp://guest:guest@${RABBIT_HOST}:${RABBIT_PORT}/`);
+  const probe = await raw.createChannel();
+  const proto = Object.getPrototypeOf(probe) as { ack(msg: unknown, allUpTo?: boolean): void };
+  await probe.close();
+  const original = proto.ack;
+  const spy = {
+    queue: '',
+    frames: [] as Array<{ at: number; multiple: boolean }>,
+    restore: () => {
+      proto.ack = original;
+    },
+  };
+  proto.ack = function (this: unknown, msg: unknown, allUpTo?: boolean) {
+    // Task deliveries only: the readers of the sweep's streams acknowledge what they read too.
+    if ((msg as ConsumeMessage).fields.routingKey === spy.queue) spy.frames.push({ at: performance.now(), multiple: allUpTo === true });
+    return original.call(this, msg, allUpTo);
+  };
+  return spy;
+}
 
 test('a consumer started again on a new channel after the sweep settled keeps its prefetch', { timeout: 120_000 }, async () => {
   await requireRabbit();

@@ -33,6 +33,8 @@ import { SessionLostError, type Link, type RabbitSession } from './session.js';
  * still gets its room back well within the time a worker holds chunks for (HOLD_SECONDS).
  */
 export const ACK_SPACING_MS = 5;
+/** Most single acks (completions past a chunk still in hand) a flush sends; the rest go with the next flush. */
+export const SINGLE_ACKS = 16;
 
 /** What Delivery.handle holds: the message and the connection it came on. */
 export class TaskHandle {
@@ -221,28 +223,28 @@ export class TaskConsumer {
     this.#flushScheduled = true;
     const wait = this.#lastFlush + ACK_SPACING_MS - Date.now();
     // At the soonest after the current turn's microtasks: every completion confirmed in this turn shares the frame.
-    if (wait <= 0) process.nextTick(() => this.#flushDue());
-    else this.#ackTimer = setTimeout(() => this.#flushDue(true), wait);
+    if (wait <= 0) process.nextTick(() => this.#flushDue('turn'));
+    else this.#ackTimer = setTimeout(() => this.#flushDue('timer'), wait);
   }
 
-  /** Sends the acks due now (a scheduled flush, or before the channel is closed). */
-  #flushDue(timer = false): void {
+  /** Sends the acks due now: a scheduled flush, or every one of them before the channel is closed. */
+  #flushDue(from: 'turn' | 'timer' | 'close'): void {
     if (!this.#flushScheduled) return;
     // A timer counts from the loop's cached time, which can be a busy turn old: it may fire early.
-    const left = timer ? this.#lastFlush + ACK_SPACING_MS - Date.now() : 0;
+    const left = from === 'timer' ? this.#lastFlush + ACK_SPACING_MS - Date.now() : 0;
     if (left > 0) {
-      this.#ackTimer = setTimeout(() => this.#flushDue(true), left);
+      this.#ackTimer = setTimeout(() => this.#flushDue('timer'), left);
       return;
     }
     this.#flushScheduled = false;
     if (this.#ackTimer) clearTimeout(this.#ackTimer);
     this.#ackTimer = null;
     this.#lastFlush = Date.now();
-    this.#flushAcks();
+    this.#flushAcks(from === 'close');
   }
 
   /** Sends the acks due: one `multiple` ack for the settled run at the front, single acks past its first gap. */
-  #flushAcks(): void {
+  #flushAcks(all: boolean): void {
     const state = this.#unacked;
     if (!state) return;
     const { channel, handles } = state;
@@ -252,8 +254,12 @@ export class TaskConsumer {
       if (handles[n]!.ackDue) last = handles[n]!;
       n++;
     }
-    const beyond = handles.slice(n).filter((h) => h.ackDue);
-    state.handles = handles.slice(n).filter((h) => !h.ackDue);
+    // Past the gap one frame each: at most SINGLE_ACKS a flush (see ACK_SPACING_MS), the rest at the next one.
+    const beyond: TaskHandle[] = [];
+    const kept: TaskHandle[] = [];
+    for (const h of handles.slice(n)) (h.ackDue && (all || beyond.length < SINGLE_ACKS) ? beyond : kept).push(h);
+    state.handles = kept;
+    if (beyond.length === SINGLE_ACKS && kept.some((h) => h.ackDue)) this.#scheduleAcks();
     try {
       // A multiple ack of tag T acknowledges every unacknowledged delivery up to T on the channel:
       // all of those are settled here (acked now, or nacked already), none is still being computed.
@@ -321,7 +327,7 @@ export class TaskConsumer {
     link.consumerTag = null;
     link.retiredTags = [];
     // Acks still due go out first (closing would hand those chunks back); frames leave in order.
-    if (this.#unacked?.channel === consumer) this.#flushDue();
+    if (this.#unacked?.channel === consumer) this.#flushDue('close');
     if (consumer) await consumer.close().catch(() => {});
   }
 }

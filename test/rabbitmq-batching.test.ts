@@ -200,28 +200,73 @@ test('completions past a chunk still in hand are acknowledged SINGLE_ACKS a flus
   }
 });
 
-/** Records every basic.ack frame sent for deliveries of `queue`, with the time it left, until restore(). */
+/** Records every basic.ack (and basic.nack) frame sent for deliveries of `queue`, with the time it left, until restore(). */
 async function spyOnAcks() {
   // The class of amqplib's channels, which the package does not export: taken from a channel of its own.
   raw ??= await connect(`amqp://guest:guest@${RABBIT_HOST}:${RABBIT_PORT}/`);
   const probe = await raw.createChannel();
-  const proto = Object.getPrototypeOf(probe) as { ack(msg: unknown, allUpTo?: boolean): void };
+  type Settle = (msg: unknown, allUpTo?: boolean, requeue?: boolean) => void;
+  const proto = Object.getPrototypeOf(probe) as { ack: Settle; nack: Settle };
   await probe.close();
-  const original = proto.ack;
+  const { ack, nack } = proto;
   const spy = {
     queue: '',
+    /** The acks. */
     frames: [] as Array<{ at: number; multiple: boolean }>,
+    /** Acks and nacks, in the order they left. */
+    all: [] as Array<{ kind: 'ack' | 'nack'; multiple: boolean }>,
     restore: () => {
-      proto.ack = original;
+      proto.ack = ack;
+      proto.nack = nack;
     },
   };
+  // Task deliveries only: the readers of the sweep's streams acknowledge what they read too.
+  const ours = (msg: unknown) => (msg as ConsumeMessage).fields.routingKey === spy.queue;
   proto.ack = function (this: unknown, msg: unknown, allUpTo?: boolean) {
-    // Task deliveries only: the readers of the sweep's streams acknowledge what they read too.
-    if ((msg as ConsumeMessage).fields.routingKey === spy.queue) spy.frames.push({ at: performance.now(), multiple: allUpTo === true });
-    return original.call(this, msg, allUpTo);
+    if (ours(msg)) {
+      spy.frames.push({ at: performance.now(), multiple: allUpTo === true });
+      spy.all.push({ kind: 'ack', multiple: allUpTo === true });
+    }
+    return ack.call(this, msg, allUpTo);
+  };
+  proto.nack = function (this: unknown, msg: unknown, allUpTo?: boolean, requeue?: boolean) {
+    if (ours(msg)) spy.all.push({ kind: 'nack', multiple: allUpTo === true });
+    return nack.call(this, msg, allUpTo, requeue);
   };
   return spy;
 }
+
+test('chunks given back leave after the acks due, in one multiple nack when they are all that is open', { timeout: 120_000 }, async () => {
+  await requireRabbit();
+  const spy = await spyOnAcks();
+  try {
+    const prefix = randomPrefix('rb-release');
+    spy.queue = rabbitNames(prefix).tasks;
+    const total = 40;
+    const a = open(prefix, 'a', { TOTAL_PARAMS: total, CHUNK_SIZE: 1, PREFETCH: total });
+    await a.init(settings(total, 1));
+    const held = await takeAtLeast(a, total);
+    assert.equal(held.length, total);
+    // Ten completed one a turn (their acks spaced, some still due), the other thirty given back at once.
+    for (const d of held.slice(0, 10)) assert.equal(await a.complete(d, resultFor(d)), true);
+    await a.release(held.slice(10));
+    const nacks = spy.all.filter((f) => f.kind === 'nack');
+    assert.deepEqual(nacks, [{ kind: 'nack', multiple: true }], 'one multiple nack for the thirty');
+    assert.equal(spy.all.at(-1)!.kind, 'nack', 'every ack due left before it');
+    // The broker has exactly the thirty back: another worker gets them, and none of the ten.
+    const b = open(prefix, 'b', { TOTAL_PARAMS: total, CHUNK_SIZE: 1 });
+    await b.init(settings(total, 1));
+    const back = await takeAtLeast(b, total - 10);
+    assert.deepEqual(back.map((d) => d.chunkId).sort(), held.slice(10).map((d) => d.chunkId).sort());
+    assert.deepEqual(await b.take(10, 500), [], 'no completed chunk is handed out again');
+    // Giving back only some of what is open: one nack each, never a multiple one over a chunk still in hand.
+    spy.all.length = 0;
+    await b.release(back.slice(0, 3));
+    assert.deepEqual(spy.all, [0, 1, 2].map(() => ({ kind: 'nack', multiple: false })));
+  } finally {
+    spy.restore();
+  }
+});
 
 test('a consumer started again on a new channel after the sweep settled keeps its prefetch', { timeout: 120_000 }, async () => {
   await requireRabbit();

@@ -285,13 +285,35 @@ export class TaskConsumer {
       };
       await serially(link, stop);
     }
-    for (const h of this.#buffer.splice(0)) {
-      if (link) this.settle(h, link, 'requeue');
-    }
+    const back = this.#buffer.splice(0);
     for (const handle of handles) {
       const own = this.owned(handle);
-      if (own) this.settle(own.h, own.link, 'requeue');
+      if (own) back.push(own.h);
     }
+    if (link) this.#requeue(back, link);
+  }
+
+  /**
+   * Hands deliveries back to the queue, the acks due first: after a run of returns the broker may hold
+   * back what follows (ACK_SPACING_MS), and a channel closed then would lose those acks. When they are
+   * every unsettled delivery of the channel, one `multiple` nack of the last does it; else one each.
+   */
+  #requeue(back: TaskHandle[], link: Link): void {
+    const state = this.#unacked;
+    if (state?.channel === link.consumer) this.#flushDue('close');
+    const open = state?.channel === link.consumer ? state.handles.filter((h) => !h.settled) : [];
+    const giving = new Set(back);
+    const last = open.at(-1);
+    if (last && open.length === giving.size && open.every((h) => giving.has(h)) && link.consumer && !link.lost) {
+      try {
+        link.consumer.nack(last.msg, true, true);
+        for (const h of back) h.settled = true;
+        return;
+      } catch {
+        return; // the channel is gone: the broker hands them back itself
+      }
+    }
+    for (const h of back) this.settle(h, link, 'requeue');
   }
 
   /**

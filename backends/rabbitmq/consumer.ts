@@ -227,7 +227,7 @@ export class TaskConsumer {
     else this.#ackTimer = setTimeout(() => this.#flushDue('timer'), wait);
   }
 
-  /** Sends the acks due now: a scheduled flush, or every one of them before the channel is closed. */
+  /** Sends the acks due now: a scheduled flush, or ('close') every one of them, before a close or a hand-back. */
   #flushDue(from: 'turn' | 'timer' | 'close'): void {
     if (!this.#flushScheduled) return;
     // A timer counts from the loop's cached time, which can be a busy turn old: it may fire early.

@@ -136,16 +136,11 @@ test('acks leave in batches but never cover a chunk still in hand: after a crash
 
 test('acks leave at most once per ACK_SPACING_MS however fast chunks complete, and the last ones before a close', { timeout: 120_000 }, async () => {
   await requireRabbit();
-  const spy = await spyOnAcks();
+  const prefix = randomPrefix('rb-spaced');
+  const spy = await spyOnAcks(rabbitNames(prefix).tasks);
   try {
-    const prefix = randomPrefix('rb-spaced');
-    spy.queue = rabbitNames(prefix).tasks;
-    const frames = spy.frames;
     const total = 300;
-    const a = open(prefix, 'a', { TOTAL_PARAMS: total, CHUNK_SIZE: 1 });
-    await a.init(settings(total, 1));
-    const held = await takeAtLeast(a, total);
-    assert.equal(held.length, total);
+    const { backend: a, held } = await holdingAll(prefix, total);
     // One at a time, as a slow caller would: each completion is confirmed in a turn of its own.
     for (const d of held) assert.equal(await a.complete(d, resultFor(d)), true);
     // Closing sends at once what is still due, before the channel goes (else those chunks would be handed out again).
@@ -153,7 +148,7 @@ test('acks leave at most once per ACK_SPACING_MS however fast chunks complete, a
     await a.close();
     // In-order completions leave no gap: one multiple ack a flush, and flushes at least ACK_SPACING_MS apart
     // by the clock (Date.now(): whole milliseconds), give or take a pause of the thread before the frame leaves.
-    const sent = frames.filter((f) => f.at < closing);
+    const sent = spy.acks().filter((f) => f.at < closing);
     const span = sent.at(-1)!.at - sent[0]!.at;
     assert.ok(sent.every((f) => f.multiple), 'one multiple ack a flush');
     assert.ok(sent.length <= Math.floor(span / (ACK_SPACING_MS - 1)) + 2,
@@ -170,38 +165,44 @@ test('acks leave at most once per ACK_SPACING_MS however fast chunks complete, a
 
 test('completions past a chunk still in hand are acknowledged SINGLE_ACKS a flush at most, and all of them', { timeout: 120_000 }, async () => {
   await requireRabbit();
-  const spy = await spyOnAcks();
+  const prefix = randomPrefix('rb-singles');
+  const names = rabbitNames(prefix);
+  const spy = await spyOnAcks(names.tasks);
   try {
-    const prefix = randomPrefix('rb-singles');
-    const names = rabbitNames(prefix);
-    spy.queue = names.tasks;
     const total = 3 * SINGLE_ACKS + 1;
-    const a = open(prefix, 'a', { TOTAL_PARAMS: total, CHUNK_SIZE: 1, PREFETCH: total });
-    await a.init(settings(total, 1));
-    const held = await takeAtLeast(a, total);
-    assert.equal(held.length, total);
+    const { backend: a, held } = await holdingAll(prefix, total, { PREFETCH: total });
     // Chunk 00000 stays in hand: every other completion lies past it and needs an ack of its own.
     assert.deepEqual(await Promise.all(held.slice(1).map((d) => a.complete(d, resultFor(d)))), held.slice(1).map(() => true));
     await waitFor('the broker has the acks of every chunk but the one in hand', () => unacknowledged(names.tasks) === 1, 30_000, 100);
-    assert.equal(spy.frames.length, total - 1, 'one single ack each');
-    assert.ok(spy.frames.every((f) => !f.multiple), 'no multiple ack covers the chunk in hand');
+    const acks = spy.acks();
+    assert.equal(acks.length, total - 1, 'one single ack each');
+    assert.ok(acks.every((f) => !f.multiple), 'no multiple ack covers the chunk in hand');
     // A flush's frames leave together; flushes are ACK_SPACING_MS apart (2 ms tells them apart, pauses included).
     const bursts: number[] = [];
-    spy.frames.forEach((f, i) => {
-      if (i === 0 || f.at - spy.frames[i - 1]!.at > 2) bursts.push(0);
+    acks.forEach((f, i) => {
+      if (i === 0 || f.at - acks[i - 1]!.at > 2) bursts.push(0);
       bursts[bursts.length - 1]! += 1;
     });
     assert.ok(bursts.length >= 3 && bursts.every((n) => n <= SINGLE_ACKS), `frames a flush: ${bursts.join(', ')}`);
     assert.equal(await a.complete(held[0]!, resultFor(held[0]!)), true);
     await waitFor('the broker has every ack', () => unacknowledged(names.tasks) === 0, 30_000, 100);
-    assert.ok(spy.frames.at(-1)!.multiple, 'the last completion closes the gap: one multiple ack');
+    assert.ok(spy.acks().at(-1)!.multiple, 'the last completion closes the gap: one multiple ack');
   } finally {
     spy.restore();
   }
 });
 
-/** Records every basic.ack (and basic.nack) frame sent for deliveries of `queue`, with the time it left, until restore(). */
-async function spyOnAcks() {
+/** A backend `a` on a sweep of `total` one-parameter chunks, holding every one of them. */
+async function holdingAll(prefix: string, total: number, extra: Record<string, string | number> = {}) {
+  const backend = open(prefix, 'a', { TOTAL_PARAMS: total, CHUNK_SIZE: 1, ...extra });
+  await backend.init(settings(total, 1));
+  const held = await takeAtLeast(backend, total);
+  assert.equal(held.length, total);
+  return { backend, held };
+}
+
+/** Records every basic.ack and basic.nack frame sent for deliveries of `queue`, with the time it left, until restore(). */
+async function spyOnAcks(queue: string) {
   // The class of amqplib's channels, which the package does not export: taken from a channel of its own.
   raw ??= await connect(`amqp://guest:guest@${RABBIT_HOST}:${RABBIT_PORT}/`);
   const probe = await raw.createChannel();
@@ -209,50 +210,45 @@ async function spyOnAcks() {
   const proto = Object.getPrototypeOf(probe) as { ack: Settle; nack: Settle };
   await probe.close();
   const { ack, nack } = proto;
-  const spy = {
-    queue: '',
-    /** The acks. */
-    frames: [] as Array<{ at: number; multiple: boolean }>,
+  const frames: Array<{ kind: 'ack' | 'nack'; at: number; multiple: boolean }> = [];
+  // Task deliveries only: the readers of the sweep's streams acknowledge what they read too.
+  const record = (kind: 'ack' | 'nack', msg: unknown, allUpTo?: boolean) => {
+    if ((msg as ConsumeMessage).fields.routingKey === queue) frames.push({ kind, at: performance.now(), multiple: allUpTo === true });
+  };
+  proto.ack = function (this: unknown, msg: unknown, allUpTo?: boolean) {
+    record('ack', msg, allUpTo);
+    return ack.call(this, msg, allUpTo);
+  };
+  proto.nack = function (this: unknown, msg: unknown, allUpTo?: boolean, requeue?: boolean) {
+    record('nack', msg, allUpTo);
+    return nack.call(this, msg, allUpTo, requeue);
+  };
+  return {
     /** Acks and nacks, in the order they left. */
-    all: [] as Array<{ kind: 'ack' | 'nack'; multiple: boolean }>,
+    frames,
+    acks: () => frames.filter((f) => f.kind === 'ack'),
+    /** Each frame's kind and `multiple` flag. */
+    kinds: () => frames.map(({ kind, multiple }) => ({ kind, multiple })),
     restore: () => {
       proto.ack = ack;
       proto.nack = nack;
     },
   };
-  // Task deliveries only: the readers of the sweep's streams acknowledge what they read too.
-  const ours = (msg: unknown) => (msg as ConsumeMessage).fields.routingKey === spy.queue;
-  proto.ack = function (this: unknown, msg: unknown, allUpTo?: boolean) {
-    if (ours(msg)) {
-      spy.frames.push({ at: performance.now(), multiple: allUpTo === true });
-      spy.all.push({ kind: 'ack', multiple: allUpTo === true });
-    }
-    return ack.call(this, msg, allUpTo);
-  };
-  proto.nack = function (this: unknown, msg: unknown, allUpTo?: boolean, requeue?: boolean) {
-    if (ours(msg)) spy.all.push({ kind: 'nack', multiple: allUpTo === true });
-    return nack.call(this, msg, allUpTo, requeue);
-  };
-  return spy;
 }
 
 test('chunks given back leave after the acks due, in one multiple nack when they are all that is open', { timeout: 120_000 }, async () => {
   await requireRabbit();
-  const spy = await spyOnAcks();
+  const prefix = randomPrefix('rb-release');
+  const spy = await spyOnAcks(rabbitNames(prefix).tasks);
   try {
-    const prefix = randomPrefix('rb-release');
-    spy.queue = rabbitNames(prefix).tasks;
     const total = 40;
-    const a = open(prefix, 'a', { TOTAL_PARAMS: total, CHUNK_SIZE: 1, PREFETCH: total });
-    await a.init(settings(total, 1));
-    const held = await takeAtLeast(a, total);
-    assert.equal(held.length, total);
+    const { backend: a, held } = await holdingAll(prefix, total, { PREFETCH: total });
     // Ten completed one a turn (their acks spaced, some still due), the other thirty given back at once.
     for (const d of held.slice(0, 10)) assert.equal(await a.complete(d, resultFor(d)), true);
     await a.release(held.slice(10));
-    const nacks = spy.all.filter((f) => f.kind === 'nack');
+    const nacks = spy.kinds().filter((f) => f.kind === 'nack');
     assert.deepEqual(nacks, [{ kind: 'nack', multiple: true }], 'one multiple nack for the thirty');
-    assert.equal(spy.all.at(-1)!.kind, 'nack', 'every ack due left before it');
+    assert.equal(spy.frames.at(-1)!.kind, 'nack', 'every ack due left before it');
     // The broker has exactly the thirty back: another worker gets them, and none of the ten.
     const b = open(prefix, 'b', { TOTAL_PARAMS: total, CHUNK_SIZE: 1 });
     await b.init(settings(total, 1));
@@ -260,9 +256,9 @@ test('chunks given back leave after the acks due, in one multiple nack when they
     assert.deepEqual(back.map((d) => d.chunkId).sort(), held.slice(10).map((d) => d.chunkId).sort());
     assert.deepEqual(await b.take(10, 500), [], 'no completed chunk is handed out again');
     // Giving back only some of what is open: one nack each, never a multiple one over a chunk still in hand.
-    spy.all.length = 0;
+    spy.frames.length = 0;
     await b.release(back.slice(0, 3));
-    assert.deepEqual(spy.all, [0, 1, 2].map(() => ({ kind: 'nack', multiple: false })));
+    assert.deepEqual(spy.kinds(), [0, 1, 2].map(() => ({ kind: 'nack', multiple: false })));
   } finally {
     spy.restore();
   }

@@ -8,6 +8,7 @@ import { describeSettings, loadConfig, misspeltVariableWarnings, type Config, ty
 import { ConfigError, TtgError } from '../core/errors.js';
 import { createLogger, LOG_LEVELS, redact, type Logger, type LogLevel } from '../core/log.js';
 import { KernelPool } from './pool.js';
+import { deferOptimisingCompiler } from './jit.js';
 import { QueueWorker } from './queue-worker.js';
 import type { AggregateReport } from './aggregate.js';
 import { withResolvedKernel } from './user-kernel.js';
@@ -161,6 +162,7 @@ const STARTING: Probe = { ok: false, detail: 'starting' };
 
 async function cmdWorker(args: string[]): Promise<number> {
   parseFlags(args, {});
+  deferOptimisingCompiler();
   // A user kernel's files are found (a .ts built) and checked here, before any connection.
   const { config, kernel } = await withResolvedKernel(loadConfig());
   const log = logger(config, `worker-${config.workerId}`);

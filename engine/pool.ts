@@ -36,6 +36,7 @@ import { mergeSlices, sliceRange } from './stats.js';
 import { createKernelRunner } from '../kernel/index.js';
 import type { KernelName, KernelRunner } from '../kernel/types.js';
 import { boundHeap } from './heap.js';
+import { restoreOptimisingCompiler } from './jit.js';
 
 export interface KernelPoolOptions {
   threads: number;
@@ -185,6 +186,8 @@ export class KernelPool {
   }
 
   #startThreads(): Piscina<SliceTask | SliceBatch, SliceOutcome | BatchOutcome> {
+    // Threads start with node's own V8 flags, so that their bootstrap comes from node's code cache (engine/jit.ts).
+    restoreOptimisingCompiler();
     return new (piscina())<SliceTask | SliceBatch, SliceOutcome | BatchOutcome>({
       filename: new URL('./thread.js', import.meta.url).href,
       minThreads: this.#opts.threads,

@@ -1,0 +1,46 @@
+/**
+ * engine/jit.ts: a worker holds V8's optimising compiler back for its first half second, and lets
+ * it go on its timer or before the pool starts threads. Whether a function was optimised is read
+ * from V8 itself (%GetOptimizationStatus, in a child run with --allow-natives-syntax:
+ * test/fixtures/jit-status.mjs), against a control run with no deferral.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import path from 'node:path';
+import { deferOptimisingCompiler, optimisingCompilerDeferred, restoreOptimisingCompiler } from '../engine/jit.js';
+import { KernelPool } from '../engine/pool.js';
+import { ROOT } from './helpers.js';
+
+const FIXTURE = path.join(ROOT, 'test/fixtures/jit-status.mjs');
+const status = (...args: string[]) =>
+  JSON.parse(execFileSync(process.execPath, ['--allow-natives-syntax', FIXTURE, ...args], { encoding: 'utf8', timeout: 60_000 }).trim());
+
+test('a hot function is not TurboFanned while the compiler is deferred, and is once it is restored', () => {
+  assert.deepEqual(status('control'), { control: true }, 'without deferral the same loop is TurboFanned (else the check below proves nothing)');
+  assert.deepEqual(status('deferred'), { whileDeferred: false, stillDeferred: true, afterRestore: true, deferredAfter: false });
+});
+
+test("the deferral's timer lets the compiler go, and does not hold the process open", () => {
+  assert.deepEqual(status('timer', '50'), { afterTimer: true });
+  // A ten-minute deferral: the child exits as soon as its work is done (execFileSync's timeout is one minute).
+  assert.deepEqual(status('unref'), { deferred: true });
+});
+
+test('a pool restores the compiler before it starts threads, and only then', async () => {
+  deferOptimisingCompiler(10 * 60 * 1000);
+  const inline = new KernelPool({ threads: 1, kernel: 'placeholder', impl: 'wasm', rangeSize: 1000 });
+  let threaded: KernelPool | null = null;
+  try {
+    assert.equal(inline.started, false, 'placeholder chunks of 1,000 run inline');
+    await inline.runRange(0, 1000, 1000);
+    assert.equal(optimisingCompilerDeferred(), true, 'a pool that runs inline leaves the deferral alone');
+    threaded = new KernelPool({ threads: 1, kernel: 'mandelbrot', impl: 'wasm', rangeSize: 20_000 });
+    assert.equal(threaded.started, true);
+    assert.equal(optimisingCompilerDeferred(), false, 'threads start with node\'s own flags');
+  } finally {
+    restoreOptimisingCompiler();
+    await inline.close();
+    await threaded?.close();
+  }
+});

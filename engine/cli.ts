@@ -162,10 +162,14 @@ const STARTING: Probe = { ok: false, detail: 'starting' };
 
 async function cmdWorker(args: string[]): Promise<number> {
   parseFlags(args, {});
-  deferOptimisingCompiler();
   // A user kernel's files are found (a .ts built) and checked here, before any connection.
   const { config, kernel } = await withResolvedKernel(loadConfig());
   const log = logger(config, `worker-${config.workerId}`);
+  // Not with the JS kernel: its small chunks are computed on this thread, and need TurboFan from the start.
+  if (config.kernelImpl !== 'js') {
+    deferOptimisingCompiler();
+    log.debug('V8\'s optimising compiler held back for the first 0.5 s (engine/jit.ts)');
+  }
   for (const warning of misspeltVariableWarnings()) log.warn(warning);
   log.info(`starting: ${describeSettings(config)}`);
   const pool = new KernelPool({

@@ -17,6 +17,9 @@
  * 100 (1.5 s) unchanged. Left off for good, TurboFan would cost a long sweep 5–9%; turned back
  * on after 1 s rather than 0.5 s, +8% on that 1.5 s sweep.
  *
+ * Not with KERNEL_IMPL=js: the JS kernel computes small chunks on the worker's main thread, and
+ * unoptimised for half a second a short sweep took 25–40% longer (Redis 1M / 100 and 10M / 1000).
+ *
  * The compiler is also turned back on before the pool starts its threads: node checks its
  * built-in modules' code cache against a hash of V8's flags, and a thread started while the
  * flags differ from node's start compiles its bootstrap from source (first chunk of a

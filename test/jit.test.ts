@@ -10,7 +10,7 @@ import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { deferOptimisingCompiler, optimisingCompilerDeferred, restoreOptimisingCompiler } from '../engine/jit.js';
 import { KernelPool } from '../engine/pool.js';
-import { ROOT } from './helpers.js';
+import { golden, lastJsonLine, ROOT, runTtg, testEnv } from './helpers.js';
 
 const FIXTURE = path.join(ROOT, 'test/fixtures/jit-status.mjs');
 const status = (...args: string[]) =>
@@ -42,5 +42,21 @@ test('a pool restores the compiler before it starts threads, and only then', asy
     restoreOptimisingCompiler();
     await inline.close();
     await threaded?.close();
+  }
+});
+
+test('ttg worker holds the compiler back with the WASM kernel, not with the JS one, and both sums are exact', async () => {
+  const ref = golden().placeholder.find((g) => g.start === 0 && g.end === 100000)!;
+  const HELD = /optimising compiler held back/;
+  for (const impl of ['wasm', 'js']) {
+    const r = await runTtg(['worker'], testEnv({
+      USE_QUEUE: 'false', TOTAL_PARAMS: 100000, TOTAL_WORKERS: 1, WORKER_ID: 0, CHUNK_SIZE: 1000, KERNEL_IMPL: impl, LOG_LEVEL: 'debug',
+    }));
+    assert.equal(r.code, 0, r.stderr);
+    // The JS kernel's small chunks run on the worker's main thread: unoptimised for half a second, a short sweep took 25-40% longer.
+    if (impl === 'wasm') assert.match(r.stderr, HELD);
+    else assert.doesNotMatch(r.stderr, HELD);
+    const a = lastJsonLine(r.stdout)['aggregates'] as { count: number; sum: number; min: number; max: number };
+    assert.deepEqual({ count: a.count, sum: a.sum, min: a.min, max: a.max }, { count: ref.count, sum: ref.sum, min: ref.min, max: ref.max }, impl);
   }
 });

@@ -21,9 +21,15 @@
  * the other workers are starting on. Mandelbrot ranges (up to 1,000 steps a
  * parameter), user kernels and SIMULATE_WORK_MS go to the threads; for the
  * last two they start at once, and so they do for a built-in kernel whose
- * chunks (the caller's `rangeSize`) are too costly to run inline, so that
- * the threads' start overlaps the worker's connecting and joining instead of
- * following its first take. The decision is made from the
+ * chunks (the caller's `rangeSize`) are costly (STARTING_INLINE_MAX_STEPS),
+ * so that the threads' start overlaps the worker's connecting and joining
+ * instead of following its first take. Between the two (placeholder chunks
+ * of 2,001 to 100,000 parameters, ~12-600 us each) the threads start at the
+ * first range that needs them, and the ranges asked for while they start are
+ * computed inline: the worker's first chunk is not held up by a thread's
+ * start, nor its start slowed by one (two workers, 10M params in chunks of
+ * 10,000: first chunk 170 -> 105 ms on Redis, 247 -> 181 on RabbitMQ; the
+ * sweep 1-5% longer, docs/bench/queue-path-log.md entry 29). The decision is made from the
  * kernel's worst case, not from timings: the first calls of a kernel on a
  * cold thread take 5-150 times as long as the later ones.
  */
@@ -121,6 +127,12 @@ const WORST_STEPS_PER_PARAM: Record<KernelName, number> = { placeholder: 1, mand
  * back costs (postMessage, packing, unpacking); 100 and 1,000 take ~1.3 and ~5.6 us.
  */
 const INLINE_MAX_STEPS = 2000;
+/**
+ * Chunks of up to this many worst-case steps (a placeholder chunk of 100,000 parameters: ~0.6 ms) do not
+ * start the threads before the first range; the threads start at the first range that needs them, and
+ * such ranges are computed inline until the threads have answered their warm-up.
+ */
+const STARTING_INLINE_MAX_STEPS = 100_000;
 /** Most worst-case steps computed inline in one turn of the event loop (~5 ms of placeholder); the rest go to the threads. */
 const INLINE_TURN_STEPS = 1_000_000;
 
@@ -136,6 +148,8 @@ export class KernelPool {
   #piscina: Piscina<SliceTask | SliceBatch, SliceOutcome | BatchOutcome> | null = null;
   /** Settles once the threads have answered their warm-up (see ready()). */
   #ready: Promise<void> = Promise.resolve();
+  /** Whether the threads were started and have not all answered their warm-up yet. */
+  #starting = false;
   #opts: Required<KernelPoolOptions>;
   /** The kernel on this thread, for ranges run inline (null: never, or not yet made). */
   #inlineRunner: KernelRunner | null = null;
@@ -157,7 +171,12 @@ export class KernelPool {
     this.#opts = { simulateWorkMs: 0, boundHeap: false, inline: true, rangeSize: 0, ...opts };
     const { kernel, simulateWorkMs, inline, rangeSize } = this.#opts;
     this.#inlineKernel = inline && typeof kernel === 'string' && simulateWorkMs === 0 ? kernel : null;
-    if (this.#worstSteps(rangeSize) > INLINE_MAX_STEPS) this.#pool();
+    if (this.#worstSteps(rangeSize) > STARTING_INLINE_MAX_STEPS) {
+      // Started now, at the process's start: with node's own V8 flags, so that their bootstrap comes from
+      // node's code cache (engine/jit.ts). Started mid-sweep, they leave the optimising compiler held back.
+      restoreOptimisingCompiler();
+      this.#pool();
+    }
     // No thread may ever start to set the heap's flags (engine/heap.ts): set them here, as early as a thread
     // would have. Set later (at the first range), the young generation has grown by then and stays large:
     // a 50M-parameter sweep in chunks of 1,000 peaked at 110 MB instead of 87 (92 with the thread).
@@ -180,14 +199,16 @@ export class KernelPool {
       // An empty batch per thread (the balancer gives each idle thread one): the thread loads the kernel's
       // module for it and answers. A failure is the first real task's to report.
       const warm = { ...this.#taskBase(1), ranges: new Float64Array(0) };
-      this.#ready = Promise.all(Array.from({ length: this.#opts.threads }, () => this.#piscina!.run(warm))).then(() => {}, () => {});
+      this.#starting = true;
+      const up = () => {
+        this.#starting = false;
+      };
+      this.#ready = Promise.all(Array.from({ length: this.#opts.threads }, () => this.#piscina!.run(warm))).then(up, up);
     }
     return this.#piscina;
   }
 
   #startThreads(): Piscina<SliceTask | SliceBatch, SliceOutcome | BatchOutcome> {
-    // Threads start with node's own V8 flags, so that their bootstrap comes from node's code cache (engine/jit.ts).
-    restoreOptimisingCompiler();
     return new (piscina())<SliceTask | SliceBatch, SliceOutcome | BatchOutcome>({
       filename: new URL('./thread.js', import.meta.url).href,
       minThreads: this.#opts.threads,
@@ -274,7 +295,9 @@ export class KernelPool {
     for (const w of waiting) {
       const length = w.end - w.start;
       const steps = this.#worstSteps(length);
-      if (steps <= INLINE_MAX_STEPS && steps <= inlineSteps) {
+      // The first range too costly to run inline, if cheap enough to while the threads start, starts them.
+      if (steps > INLINE_MAX_STEPS && steps <= STARTING_INLINE_MAX_STEPS && this.#piscina === null) this.#pool();
+      if ((steps <= INLINE_MAX_STEPS || (this.#starting && steps <= STARTING_INLINE_MAX_STEPS)) && steps <= inlineSteps) {
         inlineSteps -= steps;
         this.#runInline(w, kernel!);
         continue;

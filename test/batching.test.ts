@@ -16,7 +16,7 @@ import { toChunkStats } from '../engine/stats.js';
 import { createKernelRunner } from '../kernel/index.js';
 import { Redis } from 'ioredis';
 import { silentLogger } from '../core/log.js';
-import { randomPrefix, REDIS_HOST, REDIS_PORT, requireRedis } from './helpers.js';
+import { golden, randomPrefix, REDIS_HOST, REDIS_PORT, requireRedis } from './helpers.js';
 
 const opened: RedisBackend[] = [];
 after(async () => {
@@ -172,6 +172,33 @@ test('a built-in kernel whose chunks are too costly to run inline starts its thr
     assert.equal(o.stats.count, 10);
   } finally {
     await Promise.all([costly.close(), cheap.close(), edge.close()]);
+  }
+});
+
+test('placeholder chunks of 10,000 start the threads at the first range, which is computed inline meanwhile; every sum exact', async () => {
+  const pool = new KernelPool({ threads: 1, kernel: 'placeholder', impl: 'wasm', rangeSize: 10_000 });
+  const ref = golden().placeholder;
+  const exact = (o: { stats: Parameters<typeof toChunkStats>[0] }, start: number, end: number) => {
+    const g = ref.find((r) => r.start === start && r.end === end)!;
+    const s = toChunkStats(o.stats);
+    assert.deepEqual({ count: s.count, sum: s.sum, min: s.min, max: s.max }, { count: g.count, sum: g.sum, min: g.min, max: g.max });
+  };
+  try {
+    assert.equal(pool.started, false, 'no thread before the first range');
+    await pool.ready();
+    let first: { stats: Parameters<typeof toChunkStats>[0] } | null = null;
+    const asked = pool.runRange(0, 10_000, 100_000).then((o) => (first = o));
+    assert.equal(pool.started, false, 'ranges are scheduled at the end of the turn');
+    // A thread answers by message, turns of the event loop after it starts: a range settled by the next
+    // turn was computed on this thread.
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(pool.started, true, 'the first range started the threads');
+    assert.notEqual(first, null, 'the first range was computed inline while the thread starts');
+    exact((await asked)!, 0, 10_000);
+    await pool.ready();
+    exact(await pool.runRange(0, 100_000, 100_000), 0, 100_000);
+  } finally {
+    await pool.close();
   }
 });
 

@@ -27,21 +27,30 @@ test("the deferral's timer lets the compiler go, and does not hold the process o
   assert.deepEqual(status('unref'), { deferred: true });
 });
 
-test('a pool restores the compiler before it starts threads, and only then', async () => {
+test('a pool restores the compiler before it starts threads with itself, and only then', async () => {
   deferOptimisingCompiler(10 * 60 * 1000);
   const inline = new KernelPool({ threads: 1, kernel: 'placeholder', impl: 'wasm', rangeSize: 1000 });
   let threaded: KernelPool | null = null;
+  let midSweep: KernelPool | null = null;
   try {
     assert.equal(inline.started, false, 'placeholder chunks of 1,000 run inline');
     await inline.runRange(0, 1000, 1000);
     assert.equal(optimisingCompilerDeferred(), true, 'a pool that runs inline leaves the deferral alone');
     threaded = new KernelPool({ threads: 1, kernel: 'mandelbrot', impl: 'wasm', rangeSize: 20_000 });
     assert.equal(threaded.started, true);
-    assert.equal(optimisingCompilerDeferred(), false, 'threads start with node\'s own flags');
+    assert.equal(optimisingCompilerDeferred(), false, 'threads started with the pool start with node\'s own flags');
+    deferOptimisingCompiler(10 * 60 * 1000);
+    // Chunks cheap enough to compute while a thread starts start it at the first range, mid-sweep: the compiler stays held back.
+    midSweep = new KernelPool({ threads: 1, kernel: 'placeholder', impl: 'wasm', rangeSize: 10_000 });
+    assert.equal(midSweep.started, false);
+    await midSweep.runRange(0, 10_000, 10_000);
+    assert.equal(midSweep.started, true);
+    assert.equal(optimisingCompilerDeferred(), true);
   } finally {
     restoreOptimisingCompiler();
     await inline.close();
     await threaded?.close();
+    await midSweep?.close();
   }
 });
 

@@ -20,10 +20,13 @@
  * Not with KERNEL_IMPL=js: the JS kernel computes small chunks on the worker's main thread, and
  * unoptimised for half a second a short sweep took 25–40% longer (Redis 1M / 100 and 10M / 1000).
  *
- * The compiler is also turned back on before the pool starts its threads: node checks its
- * built-in modules' code cache against a hash of V8's flags, and a thread started while the
- * flags differ from node's start compiles its bootstrap from source (first chunk of a
- * 10M / 10000 sweep 122 → 143 ms until this was added).
+ * The compiler is also turned back on when the pool starts its threads with itself, at the
+ * worker's start (costly chunks): node checks its built-in modules' code cache against a hash
+ * of V8's flags, and a thread started while the flags differ from node's start compiles its
+ * bootstrap from source (first chunk 122 → 143 ms without it, measured when placeholder chunks
+ * of 10,000 still started the threads with the pool). A pool that starts its threads at its
+ * first range, mid-sweep, leaves the compiler held back: turning it on then, for good or while
+ * the thread starts, cost more than the bootstrap (docs/bench/queue-path-log.md, entry 29).
  */
 import v8 from 'node:v8';
 

@@ -28,8 +28,9 @@
  * first range that needs them, and the ranges asked for while they start are
  * computed inline: the worker's first chunk is not held up by a thread's
  * start, nor its start slowed by one (two workers, 10M params in chunks of
- * 10,000: first chunk 170 -> 105 ms on Redis, 247 -> 181 on RabbitMQ; the
- * sweep 1-5% longer, docs/bench/queue-path-log.md entry 29). The decision is made from the
+ * 10,000: first chunk ~190 -> ~125 ms on Redis, ~250 -> ~180 on RabbitMQ;
+ * but on Redis the sweep 9-15% longer, a thread started mid-sweep costing
+ * more CPU: docs/bench/queue-path-log.md entry 29). The decision is made from the
  * kernel's worst case, not from timings: the first calls of a kernel on a
  * cold thread take 5-150 times as long as the later ones.
  */
@@ -177,8 +178,8 @@ export class KernelPool {
       restoreOptimisingCompiler();
       this.#pool();
     }
-    // No thread may ever start to set the heap's flags (engine/heap.ts): set them here, as early as a thread
-    // would have. Set later (at the first range), the young generation has grown by then and stays large:
+    // No thread started yet, maybe none ever, to set the heap's flags (engine/heap.ts): set them here, as early
+    // as a thread would have. Set later (at the first range), the young generation has grown by then and stays large:
     // a 50M-parameter sweep in chunks of 1,000 peaked at 110 MB instead of 87 (92 with the thread).
     else if (this.#opts.boundHeap) boundHeap();
   }

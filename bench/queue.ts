@@ -12,8 +12,9 @@
  */
 import { spawn, fork, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Queue, QueueEvents } from 'bullmq';
+import { CPU_LINE } from './cpu-at-exit.js';
 import { loadConfig } from '../engine/config.js';
 import { silentLogger } from '../core/log.js';
 import { createBackend } from '../engine/backend.js';
@@ -38,6 +39,8 @@ export interface QueueRun {
   toFirstChunk?: number;
   /** The last result → every worker exited (ttg only). */
   exitAfterLastResult?: number;
+  /** Each worker's CPU time in ms (ttg, when asked for: ttgRun's `cpu`). */
+  workerCpuMs?: number[];
   error?: string;
 }
 
@@ -81,9 +84,12 @@ function exited(child: ChildProcess): Promise<number> {
   return new Promise((resolve) => child.on('close', (code) => resolve(code ?? -1)));
 }
 
-/** One ttg sweep: `workers` worker processes of the build whose command is `cli` (this one's by default), checked. */
+/**
+ * One ttg sweep: `workers` worker processes of the build whose command is `cli` (this one's by default),
+ * checked. With `cpu`, each worker also reports its CPU time (bench/cpu-at-exit.ts, preloaded).
+ */
 export async function ttgRun(
-  backend: 'redis' | 'rabbitmq', totalParams: number, chunkSize: number, workers: number, cli = CLI,
+  backend: 'redis' | 'rabbitmq', totalParams: number, chunkSize: number, workers: number, cli = CLI, cpu = false,
 ): Promise<QueueRun> {
   const prefix = `ttgbench-q-${process.pid}-${runNo++}`;
   const env: NodeJS.ProcessEnv = {
@@ -94,8 +100,10 @@ export async function ttgRun(
   };
   const run: QueueRun = { system: `ttg-${backend}`, totalParams, chunkSize, seconds: NaN, toLastResult: NaN };
   const t0 = Date.now();
+  if (cpu) env['TTG_BENCH_CPU'] = '1';
+  const args = cpu ? ['--import', pathToFileURL(path.join(DIST, 'bench/cpu-at-exit.js')).href, cli, 'worker'] : [cli, 'worker'];
   const children = Array.from({ length: workers }, (_, i) =>
-    spawn(process.execPath, [cli, 'worker'], { env: { ...env, WORKER_ID: String(i) }, stdio: ['ignore', 'ignore', 'pipe'] }));
+    spawn(process.execPath, args, { env: { ...env, WORKER_ID: String(i) }, stdio: ['ignore', 'ignore', 'pipe'] }));
   const stderr: string[] = children.map(() => '');
   children.forEach((c, i) => c.stderr!.on('data', (b: Buffer) => (stderr[i] += b.toString())));
   const codes = await Promise.all(children.map(exited));
@@ -121,6 +129,13 @@ export async function ttgRun(
     run.toLastResult = (lastResult - t0) / 1000;
     run.toFirstChunk = (firstStart - t0) / 1000;
     run.exitAfterLastResult = (tEnd - lastResult) / 1000;
+    if (cpu) {
+      run.workerCpuMs = stderr.map((text, i) => {
+        const line = new RegExp(`^${CPU_LINE} (\\d+)$`, 'm').exec(text);
+        if (!line) throw new Error(`worker ${i} reported no CPU time (${CPU_LINE})`);
+        return Number(line[1]);
+      });
+    }
   } catch (err) {
     run.error = err instanceof Error ? err.message : String(err);
   } finally {

@@ -98,10 +98,10 @@ export async function ttgRun(
     TOTAL_PARAMS: String(totalParams), CHUNK_SIZE: String(chunkSize), THREADS: '1', METRICS_PORT: '0',
     LOG_LEVEL: 'warn', IDLE_TIMEOUT_SECONDS: '10',
   };
-  const run: QueueRun = { system: `ttg-${backend}`, totalParams, chunkSize, seconds: NaN, toLastResult: NaN };
-  const t0 = Date.now();
   if (cpu) env['TTG_BENCH_CPU'] = '1';
   const args = cpu ? ['--import', pathToFileURL(path.join(DIST, 'bench/cpu-at-exit.js')).href, cli, 'worker'] : [cli, 'worker'];
+  const run: QueueRun = { system: `ttg-${backend}`, totalParams, chunkSize, seconds: NaN, toLastResult: NaN };
+  const t0 = Date.now();
   const children = Array.from({ length: workers }, (_, i) =>
     spawn(process.execPath, args, { env: { ...env, WORKER_ID: String(i) }, stdio: ['ignore', 'ignore', 'pipe'] }));
   const stderr: string[] = children.map(() => '');

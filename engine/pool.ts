@@ -30,9 +30,9 @@
  * start, nor its start slowed by one (two workers, 10M params in chunks of
  * 10,000: first chunk ~190 -> ~125 ms on Redis, ~250 -> ~180 on RabbitMQ;
  * but on Redis the sweep 9-15% longer, a thread started mid-sweep costing
- * more CPU: docs/bench/queue-path-log.md entry 29). The decision is made from the
- * kernel's worst case, not from timings: the first calls of a kernel on a
- * cold thread take 5-150 times as long as the later ones.
+ * more CPU: docs/bench/queue-path-log.md entry 29). The decision is made
+ * from the kernel's worst case, not from timings: the first calls of a
+ * kernel on a cold thread take 5-150 times as long as the later ones.
  */
 import { createRequire } from 'node:module';
 import type { Piscina } from 'piscina';
@@ -178,9 +178,9 @@ export class KernelPool {
       restoreOptimisingCompiler();
       this.#pool();
     }
-    // No thread started yet, maybe none ever, to set the heap's flags (engine/heap.ts): set them here, as early
-    // as a thread would have. Set later (at the first range), the young generation has grown by then and stays large:
-    // a 50M-parameter sweep in chunks of 1,000 peaked at 110 MB instead of 87 (92 with the thread).
+    // No thread started yet, maybe none ever, to set the heap's flags (engine/heap.ts): set them here, as
+    // early as a thread would have. Set later (at the first range), the young generation has grown by then
+    // and stays large: a 50M-parameter sweep in chunks of 1,000 peaked at 110 MB instead of 87 (92 with the thread).
     else if (this.#opts.boundHeap) boundHeap();
   }
 
@@ -296,9 +296,10 @@ export class KernelPool {
     for (const w of waiting) {
       const length = w.end - w.start;
       const steps = this.#worstSteps(length);
-      // The first range too costly to run inline, if cheap enough to while the threads start, starts them.
-      if (steps > INLINE_MAX_STEPS && steps <= STARTING_INLINE_MAX_STEPS && this.#piscina === null) this.#pool();
-      if ((steps <= INLINE_MAX_STEPS || (this.#starting && steps <= STARTING_INLINE_MAX_STEPS)) && steps <= inlineSteps) {
+      // Too costly to run inline for good, cheap enough to while the threads start: the first such range starts them.
+      const whileStarting = steps > INLINE_MAX_STEPS && steps <= STARTING_INLINE_MAX_STEPS;
+      if (whileStarting && this.#piscina === null) this.#pool();
+      if ((steps <= INLINE_MAX_STEPS || (whileStarting && this.#starting)) && steps <= inlineSteps) {
         inlineSteps -= steps;
         this.#runInline(w, kernel!);
         continue;
